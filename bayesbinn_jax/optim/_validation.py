@@ -1,0 +1,70 @@
+"""Hyperparameter checks shared by every transform of :mod:`bayesbinn_jax.optim`.
+
+Checks run only on concrete Python or NumPy numbers. Traced values (a
+hyperparameter injected by :func:`optax.inject_hyperparams` and read inside
+``jax.jit``) and schedules pass through unchecked: they cannot be compared
+with Python control flow, and a schedule is checked where it is called.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def concrete(value: Any) -> float | None:
+  """Returns ``value`` as a float when it is a concrete real scalar, else None."""
+  if isinstance(value, bool) or callable(value) or isinstance(value, jax.core.Tracer):
+    return None
+  if isinstance(value, numbers.Real):
+    return float(value)
+  if isinstance(value, (np.ndarray, np.generic, jax.Array)) and np.ndim(value) == 0:
+    try:
+      return float(value)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+      return None
+  return None
+
+
+def check_range(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> None:
+  """Raises ValueError naming ``name`` when a concrete ``value`` is out of range.
+
+  The accepted range is ``low <= value <= high`` (strict where ``*_inclusive``
+  is False); a bound of None is open. NaN is always rejected.
+  """
+  number = concrete(value)
+  if number is None:
+    return
+  below = low is not None and (number < low if low_inclusive else number <= low)
+  above = high is not None and (number > high if high_inclusive else number >= high)
+  if below or above or np.isnan(number):
+    left = "(-inf" if low is None else ("[" if low_inclusive else "(") + f"{low:g}"
+    right = "inf)" if high is None else f"{high:g}" + ("]" if high_inclusive else ")")
+    raise ValueError(
+        f"{name} must be in {left}, {right}; got {value!r}. Pass a value in that range."
+    )
+
+
+def check_positive(name: str, value: Any) -> None:
+  """Raises ValueError unless a concrete ``value`` is > 0."""
+  check_range(name, value, low=0.0, low_inclusive=False)
+
+
+def check_integer(name: str, value: Any, *, low: int) -> None:
+  """Raises ValueError unless a concrete ``value`` is an integer >= ``low``."""
+  number = concrete(value)
+  if number is None:
+    return
+  if not float(number).is_integer() or number < low:
+    raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")

@@ -1,0 +1,301 @@
+"""Tests of the BayesBiNN transform against hand computation and a NumPy transcription."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bayesbinn_jax.optim.bayesbinn import BayesBiNNState, bayesbinn, natural_gradient_scale
+from bayesbinn_jax.optim.posterior import sample_relaxed
+
+
+def reference_step(lam, momentum, prior, samples, grads, count, *, lr, n, tau, beta, kl_weight):
+  """The update of algorithm.md, transcribed line by line in NumPy (float64).
+
+  ``samples`` and ``grads`` have a leading Monte Carlo axis. mu is tanh of the
+  float32 lambda, as the library computes it in the parameters' dtype (in
+  float32, tanh(10) == 1 exactly, which is what the 1e-10 guards are for).
+  """
+  lam64 = lam.astype(np.float64)
+  mu = np.tanh(lam.astype(np.float32)).astype(np.float64)
+  w = samples.astype(np.float64)
+  s = (1 - w * w + 1e-10) / tau / (1 - mu * mu + 1e-10)
+  g_hat = n * np.mean(s * grads.astype(np.float64), axis=0)
+  momentum = beta * momentum + (1 - beta) * (g_hat + kl_weight * (lam64 - prior))
+  t = count + 1
+  lam64 = lam64 - lr * momentum / (1 - beta**t)
+  return lam64, momentum
+
+
+def run_transform(tx, params, grads_seq, jit):
+  """Applies ``tx`` along a sequence of gradients; returns the states and params seen."""
+  state = tx.init(jax.tree.map(lambda p: p[0], params) if params["w"].ndim == 3 else params)
+  update = jax.jit(tx.update) if jit else tx.update
+  history = []
+  for grads in grads_seq:
+    history.append((state, params))
+    updates, state = update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  history.append((state, params))
+  return history
+
+
+CONFIGS = [
+    dict(temperature=1.0, momentum=0.0, num_samples=1, kl_weight=1.0, prior=False),
+    dict(temperature=1.0, momentum=0.9, num_samples=1, kl_weight=1.0, prior=False),
+    dict(temperature=1e-2, momentum=0.99, num_samples=3, kl_weight=0.5, prior=True),
+    dict(temperature=1e-10, momentum=0.0, num_samples=1, kl_weight=1.0, prior=True),
+    dict(temperature=1e-10, momentum=0.9, num_samples=2, kl_weight=2.0, prior=False),
+]
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_update_matches_numpy_transcription(config, jit):
+  k, tau, beta, kl = config["num_samples"], config["temperature"], config["momentum"], config["kl_weight"]
+  lr, n, shape = 1e-3, 50, (4, 3)
+  rng = np.random.default_rng(0)
+  prior = {"w": rng.normal(0, 2, shape).astype(np.float32)} if config["prior"] else None
+  tx = bayesbinn(
+      lr, n, temperature=tau, num_samples=k, momentum=beta, lambda_init=1.5,
+      lambda_init_std=0.5, prior_lambda=prior, kl_weight=kl, seed=3,
+  )
+  one = {"w": jnp.zeros(shape, jnp.float32)}
+  state0 = tx.init(one)
+  params = sample_relaxed(state0.lam, jax.random.PRNGKey(7), tau, k if k > 1 else None)
+  grads_seq = [
+      jax.tree.map(lambda p: jnp.asarray(rng.normal(0, 1, p.shape), jnp.float32), params)
+      for _ in range(4)
+  ]
+  history = run_transform(tx, params, grads_seq, jit)
+
+  lam = np.asarray(state0.lam["w"], np.float64)
+  mom = np.zeros(shape)
+  prior_np = np.zeros(shape) if prior is None else prior["w"].astype(np.float64)
+  for step, grads in enumerate(grads_seq):
+    state, w = history[step]
+    np.testing.assert_allclose(np.asarray(state.lam["w"]), lam, rtol=1e-5, atol=1e-6)
+    samples = np.asarray(w["w"]).reshape((k,) + shape)
+    lam, mom = reference_step(
+        np.asarray(state.lam["w"]), mom, prior_np, samples,
+        np.asarray(grads["w"]).reshape((k,) + shape), step,
+        lr=lr, n=n, tau=tau, beta=beta, kl_weight=kl,
+    )
+    new_state, new_params = history[step + 1]
+    assert int(new_state.count) == step + 1
+    np.testing.assert_allclose(np.asarray(new_state.lam["w"]), lam, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(new_state.momentum["w"]), mom, rtol=1e-5, atol=1e-5)
+    # The model now holds the next relaxed sample, drawn from the new lambda.
+    _, sample_key = jax.random.split(state.key)
+    expected = sample_relaxed(new_state.lam, sample_key, tau, k if k > 1 else None)
+    np.testing.assert_allclose(new_params["w"], expected["w"], atol=2e-7)
+    assert new_params["w"].shape == w["w"].shape
+
+
+def test_one_step_by_hand():
+  # lambda = 0.5, w = 0.2, g = 1, N = 10, lr = 0.1, tau = 1, beta = 0, no prior:
+  #   mu = tanh(0.5) = 0.46211716,   1 - mu^2 = 0.78644773
+  #   s = (1 - 0.04) / 0.78644773 = 1.22067,   g_hat = 10 * s * 1 = 12.2067
+  #   lambda' = 0.5 - 0.1 * (12.2067 + 0.5) = -0.77067
+  tx = bayesbinn(0.1, 10)
+  state = tx.init({"w": jnp.zeros(())})._replace(lam={"w": jnp.array(0.5)})
+  _, state = tx.update({"w": jnp.array(1.0)}, state, {"w": jnp.array(0.2)})
+  assert float(state.lam["w"]) == pytest.approx(-0.77067, abs=1e-4)
+  assert float(state.momentum["w"]) == pytest.approx(12.7067, abs=1e-3)
+
+
+def test_learning_rate_schedule_called_with_count_from_zero():
+  seen = []
+
+  def schedule(count):
+    seen.append(count)
+    return 0.1 * (count + 1)
+
+  tx = bayesbinn(schedule, 1)
+  state = tx.init({"w": jnp.zeros(())})._replace(lam={"w": jnp.array(0.0)})
+  # lambda = 0, w = 0, g = 1: s = 1, g_hat = 1, lambda' = 0 - lr * 1.
+  _, state = tx.update({"w": jnp.array(1.0)}, state, {"w": jnp.array(0.0)})
+  assert float(state.lam["w"]) == pytest.approx(-0.1)
+  assert int(seen[0]) == 0
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_saturated_lambda_at_tiny_temperature_stays_finite(jit):
+  # float32: tanh(10) == 1 and tanh((10 + delta) / 1e-10) == 1, so without the guards
+  # s = 0 / 0. With them s = (1e-10 / 1e-10) / 1e-10 = 1e10. XLA folds the naive
+  # (1 - w*w) + 1e-10 into 1 - w*w under jit, which this test catches.
+  lam = jnp.array([10.0, -10.0, 30.0, -1e4], jnp.float32)
+  w = jnp.array([1.0, -1.0, 1.0, -1.0], jnp.float32)
+  scale = jax.jit(natural_gradient_scale) if jit else natural_gradient_scale
+  np.testing.assert_allclose(scale(w, lam, 1e-10), 1e10, rtol=1e-6)
+
+  n, lr = 60000, 1e-4
+  tx = bayesbinn(lr, n, temperature=1e-10)
+  state = tx.init({"w": lam})._replace(lam={"w": lam})
+  grads = {"w": jnp.array([1e-3, 1e-3, -1e-3, 0.0], jnp.float32)}
+  update = jax.jit(tx.update) if jit else tx.update
+  updates, new_state = update(grads, state, {"w": w})
+  assert np.all(np.isfinite(updates["w"])) and np.all(np.isfinite(new_state.lam["w"]))
+  expected = np.asarray(lam, np.float64) - lr * (n * 1e10 * np.asarray(grads["w"]) + np.asarray(lam))
+  np.testing.assert_allclose(new_state.lam["w"], expected, rtol=1e-5)
+
+
+def test_bfloat16_state_and_updates_keep_dtype():
+  params = {"w": jnp.zeros((8, 4), jnp.bfloat16)}
+  tx = bayesbinn(1e-3, 100, temperature=1e-10)
+  state = tx.init(params)
+  assert state.lam["w"].dtype == jnp.bfloat16 and state.momentum["w"].dtype == jnp.bfloat16
+  params = sample_relaxed(state.lam, jax.random.PRNGKey(0), 1e-10)
+  assert params["w"].dtype == jnp.bfloat16
+  grads = {"w": jnp.full((8, 4), 1e-2, jnp.bfloat16)}
+  for update in (tx.update, jax.jit(tx.update)):
+    updates, new_state = update(grads, state, params)
+    assert updates["w"].dtype == jnp.bfloat16 and new_state.lam["w"].dtype == jnp.bfloat16
+    assert np.all(np.isfinite(np.asarray(new_state.lam["w"], np.float32)))
+    lam, _ = reference_step(
+        np.asarray(state.lam["w"], np.float32), 0.0, 0.0,
+        np.asarray(params["w"], np.float32)[None], np.asarray(grads["w"], np.float32)[None], 0,
+        lr=1e-3, n=100, tau=1e-10, beta=0.0, kl_weight=1.0,
+    )
+    np.testing.assert_allclose(np.asarray(new_state.lam["w"], np.float32), lam, rtol=1e-2)
+
+
+def test_init_lambda_signs_and_noise():
+  params = {"a": jnp.zeros((100, 50)), "b": jnp.zeros((7,))}
+  lam = bayesbinn(1e-3, 10, lambda_init=15.0).init(params).lam
+  values = np.asarray(lam["a"])
+  assert set(np.unique(values)) == {-15.0, 15.0}
+  assert abs(np.mean(values > 0) - 0.5) < 0.05
+  noisy = np.asarray(bayesbinn(1e-3, 10, lambda_init=10.0, lambda_init_std=2.0).init(params).lam["a"])
+  deviation = np.abs(noisy) - 10.0
+  assert abs(deviation.std() - 2.0) < 0.2
+
+
+def test_same_seed_gives_bitwise_identical_runs_and_other_seeds_differ():
+  params = {"w": jnp.zeros((16, 8))}
+
+  def run(seed):
+    tx = bayesbinn(1e-2, 100, momentum=0.9, seed=seed)
+    state = tx.init(params)
+    w = sample_relaxed(state.lam, jax.random.PRNGKey(seed), 1.0)
+    for _ in range(5):
+      updates, state = jax.jit(tx.update)({"w": jnp.sin(w["w"])}, state, w)
+      w = optax.apply_updates(w, updates)
+    return np.asarray(state.lam["w"])
+
+  np.testing.assert_array_equal(run(1), run(1))
+  assert not np.array_equal(run(1), run(2))
+
+
+def test_num_samples_stacked_params_give_stacked_updates():
+  k = 4
+  tx = bayesbinn(1e-3, 100, num_samples=k, lambda_init=0.5)
+  state = tx.init({"w": jnp.zeros((5, 3))})
+  params = sample_relaxed(state.lam, jax.random.PRNGKey(0), 1.0, k)
+  assert params["w"].shape == (k, 5, 3)
+  updates, state = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), state, params)
+  assert updates["w"].shape == (k, 5, 3) and state.lam["w"].shape == (5, 3)
+  new_params = optax.apply_updates(params, updates)
+  # The K new samples are distinct draws.
+  assert not np.allclose(new_params["w"][0], new_params["w"][1])
+
+
+class TestCompositions:
+
+  def test_multi_transform_binary_kernels_and_real_params(self):
+    params = {"kernel": jnp.zeros((3, 2)), "scale": jnp.ones((2,))}
+    labels = {"kernel": "binary", "scale": "real"}
+    tx = optax.multi_transform(
+        {"binary": bayesbinn(1e-3, 10, temperature=1e-10), "real": optax.adam(0.1)}, labels
+    )
+    state = tx.init(params)
+    grads = {"kernel": jnp.ones((3, 2)), "scale": jnp.ones((2,))}
+    updates, state = jax.jit(tx.update)(grads, state, params)
+    new = optax.apply_updates(params, updates)
+    assert set(np.unique(np.abs(np.asarray(new["kernel"])))) == {1.0}
+    np.testing.assert_allclose(new["scale"], 0.9, rtol=1e-5)
+
+  def test_inject_hyperparams_changes_learning_rate_and_temperature(self):
+    tx = optax.inject_hyperparams(bayesbinn)(learning_rate=0.1, train_set_size=1, temperature=1.0)
+    state = tx.init({"w": jnp.zeros(())})
+    assert float(state.hyperparams["learning_rate"]) == pytest.approx(0.1)
+    state.hyperparams["learning_rate"] = jnp.asarray(0.5)
+    inner = state.inner_state._replace(lam={"w": jnp.array(0.0)})
+    state = state._replace(inner_state=inner)
+    # lambda = 0, w = 0, g = 1, N = 1: lambda' = -lr * (s g) = -0.5.
+    _, state = jax.jit(tx.update)({"w": jnp.array(1.0)}, state, {"w": jnp.array(0.0)})
+    assert float(state.inner_state.lam["w"]) == pytest.approx(-0.5)
+
+  def test_apply_if_finite_skips_the_step_and_keeps_the_state(self):
+    tx = optax.apply_if_finite(bayesbinn(1e-3, 10, momentum=0.9), max_consecutive_errors=3)
+    params = {"w": jnp.zeros((4,))}
+    state = tx.init(params)
+    params = sample_relaxed(state.inner_state.lam, jax.random.PRNGKey(0), 1.0)
+    updates, new_state = jax.jit(tx.update)({"w": jnp.array([1.0, jnp.nan, 0.0, 1.0])}, state, params)
+    np.testing.assert_array_equal(updates["w"], 0.0)
+    for field in ("lam", "momentum"):
+      np.testing.assert_array_equal(getattr(new_state.inner_state, field)["w"],
+                                    getattr(state.inner_state, field)["w"])
+    np.testing.assert_array_equal(new_state.inner_state.key, state.inner_state.key)
+    assert int(new_state.inner_state.count) == 0 and int(new_state.notfinite_count) == 1
+
+
+class TestBadInput:
+
+  @pytest.mark.parametrize(
+      "kwargs, name",
+      [
+          (dict(learning_rate=0.0), "learning_rate"),
+          (dict(learning_rate=-1e-3), "learning_rate"),
+          (dict(temperature=0.0), "temperature"),
+          (dict(temperature=-1.0), "temperature"),
+          (dict(train_set_size=0), "train_set_size"),
+          (dict(train_set_size=2.5), "train_set_size"),
+          (dict(momentum=1.0), "momentum"),
+          (dict(momentum=-0.1), "momentum"),
+          (dict(num_samples=0), "num_samples"),
+          (dict(kl_weight=-1.0), "kl_weight"),
+          (dict(lambda_init_std=-1.0), "lambda_init_std"),
+      ],
+  )
+  def test_bad_hyperparameter_names_the_argument(self, kwargs, name):
+    args = dict(learning_rate=1e-3, train_set_size=10) | kwargs
+    with pytest.raises(ValueError, match=name):
+      bayesbinn(**args)
+
+  def test_prior_with_other_tree_or_shapes(self):
+    params = {"a": jnp.zeros((2, 3)), "b": jnp.zeros(4)}
+    with pytest.raises(ValueError, match="prior_lambda must have the tree structure"):
+      bayesbinn(1e-3, 10, prior_lambda={"a": jnp.zeros((2, 3))}).init(params)
+    with pytest.raises(ValueError, match=r"prior_lambda at \['b'\] has shape \(5,\)"):
+      bayesbinn(1e-3, 10, prior_lambda={"a": jnp.zeros((2, 3)), "b": jnp.zeros(5)}).init(params)
+
+  def test_missing_params(self):
+    tx = bayesbinn(1e-3, 10)
+    state = tx.init({"w": jnp.zeros(3)})
+    with pytest.raises(ValueError, match="bayesbinn needs params"):
+      tx.update({"w": jnp.zeros(3)}, state)
+
+  def test_params_not_shaped_like_the_state(self):
+    tx = bayesbinn(1e-3, 10)
+    state = tx.init({"w": jnp.zeros(3)})
+    with pytest.raises(ValueError, match=r"params at \['w'\] has shape \(4,\)"):
+      tx.update({"w": jnp.zeros(4)}, state, {"w": jnp.zeros(4)})
+    with pytest.raises(ValueError, match="num_samples=1 needs params"):
+      tx.update({"w": jnp.zeros((2, 3))}, state, {"w": jnp.zeros((2, 3))})
+    stacked = bayesbinn(1e-3, 10, num_samples=2)
+    with pytest.raises(ValueError, match="num_samples=2 needs params and grads stacked"):
+      stacked.update({"w": jnp.zeros(3)}, stacked.init({"w": jnp.zeros(3)}), {"w": jnp.zeros(3)})
+
+  def test_grads_not_shaped_like_params(self):
+    tx = bayesbinn(1e-3, 10)
+    state = tx.init({"w": jnp.zeros(3)})
+    with pytest.raises(ValueError, match="grads"):
+      tx.update({"v": jnp.zeros(3)}, state, {"w": jnp.zeros(3)})
+
+
+def test_state_fields_are_the_public_api():
+  assert BayesBiNNState._fields == ("count", "lam", "momentum", "prior_lam", "key")
