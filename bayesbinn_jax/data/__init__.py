@@ -1,0 +1,55 @@
+"""Data sets for BayesBiNN as plain NumPy arrays.
+
+Loaders (``.npz``, MNIST IDX files, tfds without TensorFlow, Snelson), the
+two moons generator, validation of arrays, the 10% validation split,
+permuted MNIST, seeded minibatches and CIFAR augmentation. The training
+engine converts the arrays to ``jax`` arrays.
+"""
+
+from bayesbinn_jax.data.augment import augment_cifar, pad_crop_flip
+from bayesbinn_jax.data.batching import epoch_order, iterate_batches, num_batches
+from bayesbinn_jax.data.dataset import ArrayDataset, RegressionDataset
+from bayesbinn_jax.data.errors import DataError
+from bayesbinn_jax.data.idx import MNIST_IDX_FILES, load_idx_dir, parse_idx, read_idx
+from bayesbinn_jax.data.npz import load_npz, read_npz
+from bayesbinn_jax.data.permuted import permute_pixels, permuted_tasks, task_permutations
+from bayesbinn_jax.data.preprocess import channel_mean_std, images_to_float
+from bayesbinn_jax.data.rng import SeedLike, as_generator
+from bayesbinn_jax.data.snelson import load_snelson
+from bayesbinn_jax.data.split import num_validation, split_validation, train_val_split
+from bayesbinn_jax.data.tfds_loader import load_tfds
+from bayesbinn_jax.data.two_moons import make_moons, two_moons
+from bayesbinn_jax.data.validation import validate_arrays, validate_regression_arrays
+
+__all__ = [
+    "ArrayDataset",
+    "DataError",
+    "MNIST_IDX_FILES",
+    "RegressionDataset",
+    "SeedLike",
+    "as_generator",
+    "augment_cifar",
+    "channel_mean_std",
+    "epoch_order",
+    "images_to_float",
+    "iterate_batches",
+    "load_idx_dir",
+    "load_npz",
+    "load_snelson",
+    "load_tfds",
+    "make_moons",
+    "num_batches",
+    "num_validation",
+    "pad_crop_flip",
+    "parse_idx",
+    "permute_pixels",
+    "permuted_tasks",
+    "read_idx",
+    "read_npz",
+    "split_validation",
+    "task_permutations",
+    "train_val_split",
+    "two_moons",
+    "validate_arrays",
+    "validate_regression_arrays",
+]
