@@ -1,0 +1,140 @@
+"""Bop, the binary optimizer of Helwegen et al. (NeurIPS 2019).
+
+Bop keeps the weights binary, ``w in {-1, +1}``, and flips a weight when an
+exponential moving average of its gradient has agreed with it strongly enough
+for long enough::
+
+  m <- (1 - gamma) m + gamma g          (no bias correction)
+  w <- -w   where w * m > threshold     (m has the sign of w and |m| > threshold)
+
+The network is built with ``quantizer="none"``: it uses the +-1 parameters as
+they are, and ``g`` is the gradient of the loss with respect to them. Real
+initial parameters are turned into +-1 with :func:`binarize_params` before the
+first step. The updates are ``-2 w`` where a weight flips and ``0`` elsewhere,
+so ``optax.apply_updates`` keeps every parameter exactly +-1.
+
+Networks that also hold real-valued parameters (BatchNorm with learned scale,
+biases) train those with Adam beside Bop, through ``optax.multi_transform``::
+
+  labels = jax.tree.map_with_path(
+      lambda path, _: "binary" if path[-1].key == "kernel" else "real", params)
+  tx = optax.multi_transform(
+      {"binary": bop(threshold=1e-8, gamma=1e-5), "real": optax.adam(1e-3)},
+      labels)
+  params = jax.tree.map(       # binarize the binary kernels only
+      lambda label, p: binarize_params(p) if label == "binary" else p,
+      labels, params)
+  opt_state = tx.init(params)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
+
+The fraction of binary weights flipped by the last step is
+``optax.tree_utils.tree_get(opt_state, "flip_fraction")``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bayesbinn_jax.optim._validation import check_range
+
+
+class BopState(NamedTuple):
+  """State of :func:`bop`.
+
+  Attributes:
+    count: number of updates done so far (int32); schedules are called with it.
+    momentum: the moving average ``m`` of the gradients, shaped like params.
+    flip_fraction: fraction of all weights flipped by the last update (float32
+      scalar; 0 before the first update).
+  """
+
+  count: jax.Array
+  momentum: optax.Updates
+  flip_fraction: jax.Array
+
+
+def binarize_params(params: optax.Params) -> optax.Params:
+  """Returns ``sign(params)`` with 0 mapped to +1, in each leaf's dtype."""
+  return jax.tree.map(
+      lambda p: jnp.where(jnp.asarray(p) >= 0, 1, -1).astype(jnp.asarray(p).dtype),
+      params,
+  )
+
+
+def bop(
+    threshold: optax.ScalarOrSchedule,
+    gamma: optax.ScalarOrSchedule,
+) -> optax.GradientTransformation:
+  """The Bop optimizer for binary weights.
+
+  With ``t`` the update count from 0 (schedules are called with it)::
+
+    m_t = (1 - gamma(t)) m_{t-1} + gamma(t) g_t,      m_{-1} = 0
+    flip = w * m_t > threshold(t)
+    updates = -2 w  where flip, else 0
+
+  Args:
+    threshold: flipping threshold ``tau``, a float >= 0 or an optax schedule.
+    gamma: adaptivity rate of the moving average, a float in (0, 1] or an
+      optax schedule.
+
+  Returns:
+    An ``optax.GradientTransformation`` with state :class:`BopState`;
+    ``update`` needs ``params`` (the current +-1 weights).
+  """
+  check_range("threshold", threshold, low=0.0)
+  check_range("gamma", gamma, low=0.0, low_inclusive=False, high=1.0)
+
+  def init_fn(params: optax.Params) -> BopState:
+    return BopState(
+        count=jnp.zeros([], jnp.int32),
+        momentum=jax.tree.map(jnp.zeros_like, params),
+        flip_fraction=jnp.zeros([], jnp.float32),
+    )
+
+  def update_fn(
+      updates: optax.Updates,
+      state: BopState,
+      params: optax.Params | None = None,
+  ) -> tuple[optax.Updates, BopState]:
+    if params is None:
+      raise ValueError(
+          "bop needs the current binary weights: call "
+          "tx.update(grads, opt_state, params), not tx.update(grads, opt_state)."
+      )
+    tau = threshold(state.count) if callable(threshold) else threshold
+    rate = gamma(state.count) if callable(gamma) else gamma
+
+    momentum = jax.tree.map(
+        lambda m, g: ((1 - rate) * m + rate * g).astype(m.dtype),
+        state.momentum,
+        updates,
+    )
+    flips = jax.tree.map(lambda w, m: w * m > tau, params, momentum)
+    new_updates = jax.tree.map(
+        lambda w, flip: jnp.where(flip, -2 * w, jnp.zeros_like(w)),
+        params,
+        flips,
+    )
+
+    flip_leaves = jax.tree.leaves(flips)
+    total = sum(leaf.size for leaf in flip_leaves)
+    if total:
+      flipped = sum(jnp.sum(leaf, dtype=jnp.int32) for leaf in flip_leaves)
+      flip_fraction = (flipped / total).astype(jnp.float32)
+    else:
+      flip_fraction = jnp.zeros([], jnp.float32)
+
+    new_state = BopState(
+        count=optax.safe_increment(state.count),
+        momentum=momentum,
+        flip_fraction=flip_fraction,
+    )
+    return new_updates, new_state
+
+  return optax.GradientTransformation(init_fn, update_fn)

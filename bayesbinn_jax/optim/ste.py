@@ -1,0 +1,126 @@
+"""Straight-through estimator baseline: BinaryConnect latent weights with Adam.
+
+The network is built with ``quantizer="ste"``: its forward pass uses
+``sign(w_r)`` (0 -> +1) and its backward pass hands the gradient straight
+through to the latent real weights ``w_r``, zeroed where ``|w_r| > 1``. The
+optimizer sees ordinary gradients with respect to ``w_r`` and does::
+
+  w_r <- clip(w_r - lr * adam(g), -1, 1)
+
+Latent weights start from the layers' default init (uniform in
+``+-sqrt(1.5 / (fan_in + fan_out))``) and need no transform before the first
+step; the network evaluated with ``quantizer="ste"`` is the binary network
+``sign(w_r)``.
+
+Full precision (the paper's upper baseline) needs nothing from this module:
+it is plain ``optax.adam`` on the same network built with ``quantizer="none"``.
+
+Example::
+
+  model = ToyMLP(quantizer="ste")
+  params = model.init(key, x, train=False)["params"]
+  tx = ste_adam(optax.cosine_decay_schedule(1e-2, num_epochs))
+  opt_state = tx.init(params)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)   # every leaf in [-1, 1]
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bayesbinn_jax.optim._validation import check_positive, check_range
+
+
+def clip_weights(bound: float = 1.0) -> optax.GradientTransformation:
+  """Turns updates ``u`` into ``clip(w + u, -bound, bound) - w``.
+
+  After ``optax.apply_updates`` the parameters are exactly ``w + u`` where
+  that lies in ``[-bound, bound]``, and the bound (or at most one ulp inside
+  it) elsewhere. They never leave ``[-bound, bound]``, not even by one ulp: a
+  latent weight at ``1 + ulp`` would have its straight-through gradient masked
+  to zero for good. The transform is stateless and needs ``params``.
+
+  Args:
+    bound: half-width of the interval, > 0.
+
+  Returns:
+    An ``optax.GradientTransformation`` with ``optax.EmptyState``.
+  """
+  check_positive("bound", bound)
+
+  def init_fn(params: optax.Params) -> optax.EmptyState:
+    del params
+    return optax.EmptyState()
+
+  def clip_leaf(update: jax.Array, param: jax.Array) -> jax.Array:
+    param = jnp.asarray(param)
+    dtype = param.dtype
+    update = jnp.asarray(update).astype(dtype)
+    high = jnp.asarray(bound, dtype)
+    moved = param + update
+    target = jnp.clip(moved, -high, high)
+    # Inside the interval, keep ``update`` itself: ``param + update`` is then
+    # exactly what ``optax.apply_updates`` computes.
+    delta = jnp.where(moved == target, update, target - param)
+    # ``param + (target - param)`` can round one ulp past ``target``; adding
+    # is monotone in ``delta``, and one ulp of ``delta`` is at least the
+    # rounding error made computing it, so one step back fixes it.
+    new = param + delta
+    delta = jnp.where(new > high, jnp.nextafter(delta, jnp.asarray(-jnp.inf, dtype)), delta)
+    delta = jnp.where(new < -high, jnp.nextafter(delta, jnp.asarray(jnp.inf, dtype)), delta)
+    return delta
+
+  def update_fn(
+      updates: optax.Updates,
+      state: optax.EmptyState,
+      params: optax.Params | None = None,
+  ) -> tuple[optax.Updates, optax.EmptyState]:
+    if params is None:
+      raise ValueError(
+          "clip_weights needs the current parameters: call "
+          "tx.update(grads, opt_state, params), not tx.update(grads, opt_state)."
+      )
+    return jax.tree.map(clip_leaf, updates, params), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def ste_adam(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+) -> optax.GradientTransformation:
+  """Adam on the latent weights of an STE network, then clipping to [-1, 1].
+
+  With ``t`` the step number from 1 and ``lr_t`` the learning rate (a
+  schedule is called with the step count from 0)::
+
+    m = b1 m + (1 - b1) g
+    v = b2 v + (1 - b2) g^2
+    w_r <- clip(w_r - lr_t * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps), -1, 1)
+
+  i.e. ``optax.chain(optax.scale_by_adam(b1, b2, eps),
+  optax.scale_by_learning_rate(learning_rate), clip_weights(1.0))``.
+
+  Args:
+    learning_rate: a float > 0 or an optax schedule.
+    b1: decay of the first moment, in [0, 1).
+    b2: decay of the second moment, in [0, 1).
+    eps: added to the root of the second moment, >= 0.
+
+  Returns:
+    An ``optax.GradientTransformation``; ``update`` needs ``params``.
+  """
+  check_positive("learning_rate", learning_rate)
+  check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
+  check_range("b2", b2, low=0.0, high=1.0, high_inclusive=False)
+  check_range("eps", eps, low=0.0)
+  return optax.chain(
+      optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+      optax.scale_by_learning_rate(learning_rate),
+      clip_weights(1.0),
+  )
