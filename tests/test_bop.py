@@ -265,12 +265,12 @@ def test_bop_inject_hyperparams():
 
 @pytest.mark.slow
 def test_bop_trains_two_moons():
-  from _toy_data import two_moons, with_constant_feature  # pylint: disable=g-import-not-at-top
+  from bayesbinn_jax.data import two_moons  # pylint: disable=g-import-not-at-top
 
   from bayesbinn_jax.nn import ToyMLP  # pylint: disable=g-import-not-at-top
 
-  x, y = two_moons()
-  x = with_constant_feature(x)
+  moons = two_moons(seed=0)
+  x, y = moons.x_train, moons.y_train
   model = ToyMLP(hidden=(64, 64), outputs=2, quantizer="none")
   params = model.init(jax.random.PRNGKey(0), x, train=False)["params"]
   params = binarize_params(params)

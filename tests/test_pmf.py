@@ -292,12 +292,12 @@ def test_pmf_inject_hyperparams():
 
 @pytest.mark.slow
 def test_pmf_trains_two_moons():
-  from _toy_data import two_moons, with_constant_feature  # pylint: disable=g-import-not-at-top
+  from bayesbinn_jax.data import two_moons  # pylint: disable=g-import-not-at-top
 
   from bayesbinn_jax.nn import ToyMLP  # pylint: disable=g-import-not-at-top
 
-  x, y = two_moons()
-  x = with_constant_feature(x)
+  moons = two_moons(seed=0)
+  x, y = moons.x_train, moons.y_train
   model = ToyMLP(hidden=(64, 64), outputs=2, quantizer="none")
   latent = model.init(jax.random.PRNGKey(0), x, train=False)["params"]
   tx = pmf(pmf_lr_schedule(1e-2, decay=0.2, every=200), rho=1.2, beta_interval=20)
