@@ -95,6 +95,27 @@ def posterior_as_prior(lam: PyTree) -> PyTree:
   return jax.tree.map(jnp.array, lam)
 
 
+def mc_outputs(
+    fn: Callable[[PyTree], jax.Array],
+    lam: PyTree,
+    key: jax.Array,
+    num_samples: int,
+    *,
+    batch_size: int | None = None,
+) -> jax.Array:
+  """``fn(w_c)`` for C networks w_c ~ Bernoulli(sigmoid(2 lambda)), stacked on axis 0.
+
+  ``fn(params)`` evaluates one network (close over the inputs and any batch
+  statistics). The C networks are evaluated with ``jax.lax.map``,
+  ``batch_size`` of them vectorised at a time (all of them when None), which
+  bounds memory for large networks.
+  """
+  if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
+    raise ValueError(f"num_samples must be an integer >= 1; got {num_samples!r}.")
+  keys = jax.random.split(key, num_samples)
+  return jax.lax.map(lambda k: fn(sample_binary(lam, k)), keys, batch_size=batch_size or num_samples)
+
+
 def predictive_probs(
     logits_fn: Callable[[PyTree], jax.Array],
     lam: PyTree,
@@ -108,18 +129,11 @@ def predictive_probs(
       p(y | x) = 1/C sum_c softmax(f(x; w_c)),   w_c ~ Bernoulli(sigmoid(2 lambda))
 
   Probabilities are averaged, not logits. ``logits_fn(params)`` returns the
-  logits of one network (close over the inputs and any batch statistics).
-  The C networks are evaluated with ``jax.lax.map``, ``batch_size`` of them
-  vectorised at a time (all of them when None), which bounds memory for large
-  networks.
+  logits of one network; see :func:`mc_outputs` for ``batch_size``.
   """
-  if int(num_samples) < 1:
-    raise ValueError(f"num_samples must be an integer >= 1; got {num_samples!r}.")
-  keys = jax.random.split(key, num_samples)
 
-  def probs(sample_key: jax.Array) -> jax.Array:
-    logits = logits_fn(sample_binary(lam, sample_key))
+  def probs(params: PyTree) -> jax.Array:
+    logits = logits_fn(params)
     return jax.nn.softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)
 
-  per_sample = jax.lax.map(probs, keys, batch_size=batch_size or num_samples)
-  return jnp.mean(per_sample, axis=0)
+  return jnp.mean(mc_outputs(probs, lam, key, num_samples, batch_size=batch_size), axis=0)

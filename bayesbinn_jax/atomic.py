@@ -1,0 +1,25 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
+  """Writes ``content`` to ``path`` through a temporary file in the same folder and
+  ``os.replace``; on any error the temporary file is removed and ``path`` is untouched."""
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  mode = "wb" if isinstance(content, bytes) else "w"
+  handle = tempfile.NamedTemporaryFile(mode, dir=directory, delete=False, suffix=".tmp")
+  try:
+    with handle:
+      handle.write(content)
+      handle.flush()
+      os.fsync(handle.fileno())
+    os.replace(handle.name, path)
+  except BaseException:
+    if os.path.exists(handle.name):
+      os.remove(handle.name)
+    raise

@@ -1,0 +1,38 @@
+"""Optax transforms: BayesBiNN, its posterior helpers, and the paper's baselines."""
+
+from bayesbinn_jax.optim.bayesbinn import BayesBiNNState, bayesbinn, natural_gradient_scale
+from bayesbinn_jax.optim.bop import BopState, binarize_params, bop
+from bayesbinn_jax.optim.pmf import PMFState, pmf, pmf_lr_schedule, pmf_mode, pmf_weights
+from bayesbinn_jax.optim.posterior import (
+    mc_outputs,
+    posterior_as_prior,
+    posterior_mean,
+    posterior_mode,
+    predictive_probs,
+    sample_binary,
+    sample_relaxed,
+)
+from bayesbinn_jax.optim.ste import clip_weights, ste_adam
+
+__all__ = (
+    "BayesBiNNState",
+    "BopState",
+    "PMFState",
+    "bayesbinn",
+    "binarize_params",
+    "bop",
+    "clip_weights",
+    "mc_outputs",
+    "natural_gradient_scale",
+    "pmf",
+    "pmf_lr_schedule",
+    "pmf_mode",
+    "pmf_weights",
+    "posterior_as_prior",
+    "posterior_mean",
+    "posterior_mode",
+    "predictive_probs",
+    "sample_binary",
+    "sample_relaxed",
+    "ste_adam",
+)

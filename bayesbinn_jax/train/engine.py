@@ -1,0 +1,126 @@
+"""The jitted train and evaluation steps shared by every optimizer and experiment.
+
+One train step serves every optimizer: gradients of the mean minibatch loss at
+the params the model holds, then ``TrainState.apply_gradients``. With
+``K = method.num_samples > 1`` the params carry a leading Monte Carlo axis and
+the K forward/backward passes run vectorised through :func:`mc_vmap`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from bayesbinn_jax.nn.monte_carlo import mc_vmap
+from bayesbinn_jax.optim.posterior import mc_outputs
+from bayesbinn_jax.train.methods import Method
+
+PyTree = Any
+TASKS = ("classification", "regression")
+
+
+class TrainState(train_state.TrainState):
+  """Flax TrainState plus BatchNorm statistics and the dropout key."""
+
+  batch_stats: PyTree
+  dropout_key: jax.Array
+
+
+def create_train_state(model: nn.Module, method: Method, sample_input: jax.Array, key: jax.Array) -> TrainState:
+  """Initialises the network and the optimizer, and draws the params to train from."""
+  init_key, params_key, dropout_key = jax.random.split(key, 3)
+  variables = model.init({"params": init_key, "dropout": init_key}, sample_input, train=False)
+  params = variables["params"]
+  opt_state = method.tx.init(params)
+  return TrainState(
+      step=jnp.zeros([], jnp.int32),
+      apply_fn=model.apply,
+      params=method.initial_params(opt_state, params, params_key),
+      tx=method.tx,
+      opt_state=opt_state,
+      batch_stats=variables.get("batch_stats", {}),
+      dropout_key=dropout_key,
+  )
+
+
+def loss_fn_for(task: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """Mean minibatch loss: cross-entropy for classification, MSE for regression."""
+  if task not in TASKS:
+    raise ValueError(f"task must be one of {TASKS}; got {task!r}.")
+  if task == "classification":
+    return lambda out, y: optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+  return lambda out, y: jnp.mean((out.reshape(y.shape) - y) ** 2)
+
+
+def make_train_step(method: Method, task: str) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict]]:
+  """A jitted ``step(state, x, y) -> (state, {"loss", "accuracy"?})``.
+
+  The loss is the mean over the minibatch (and over the K samples). The batch
+  statistics of the K sampled networks are averaged.
+  """
+  loss_of = loss_fn_for(task)
+  stacked = method.num_samples > 1
+
+  def step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainState, dict]:
+    rngs = {"dropout": jax.random.fold_in(state.dropout_key, state.step)}
+
+    def loss_fn(params: PyTree) -> tuple[jax.Array, tuple[jax.Array, PyTree]]:
+      variables = {"params": params, "batch_stats": state.batch_stats}
+      apply = mc_vmap(state.apply_fn) if stacked else state.apply_fn
+      out, mutated = apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
+      stats = mutated.get("batch_stats", {})
+      if stacked:
+        losses = jax.vmap(loss_of, in_axes=(0, None))(out, y)
+        stats = jax.tree.map(lambda s: s.mean(axis=0), stats)
+        return losses.sum(), (losses.mean(), out, stats)
+      loss = loss_of(out, y)
+      return loss, (loss, out[None], stats)
+
+    grads, (loss, out, stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=stats)
+    metrics = {"loss": loss}
+    if task == "classification":
+      probs = jax.nn.softmax(out, axis=-1).mean(axis=0)
+      metrics["accuracy"] = jnp.mean(jnp.argmax(probs, axis=-1) == y)
+    return state, metrics
+
+  return jax.jit(step, donate_argnums=0)
+
+
+def make_predict(method: Method, task: str) -> Callable[[TrainState, jax.Array], jax.Array]:
+  """A jitted ``predict(state, x)``: the mode network's class probabilities
+  (classification) or outputs (regression), batch statistics in inference mode."""
+
+  def predict(state: TrainState, x: jax.Array) -> jax.Array:
+    params = method.mode_params(state.opt_state, state.params)
+    out = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=False)
+    return jax.nn.softmax(out, axis=-1) if task == "classification" else out
+
+  return jax.jit(predict)
+
+
+def make_predict_mc(
+    method: Method, task: str, num_samples: int, *, batch_size: int | None = None
+) -> Callable[[TrainState, jax.Array, jax.Array], jax.Array]:
+  """A jitted ``predict(state, x, key)`` over C networks drawn from the posterior.
+
+  Classification: the mean of the C networks' probabilities. Regression: the
+  C outputs stacked on axis 0 (their mean and spread are the predictive).
+  """
+  if method.posterior is None:
+    raise ValueError(f"the {method.name} optimizer has no posterior to sample; set test_samples=0.")
+
+  def predict(state: TrainState, x: jax.Array, key: jax.Array) -> jax.Array:
+    def forward(params: PyTree) -> jax.Array:
+      out = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=False)
+      return jax.nn.softmax(out, axis=-1) if task == "classification" else out
+
+    outs = mc_outputs(forward, method.posterior(state.opt_state), key, num_samples, batch_size=batch_size)
+    return outs.mean(axis=0) if task == "classification" else outs
+
+  return jax.jit(predict)

@@ -1,0 +1,92 @@
+"""One training epoch and batched prediction, data-parallel over a device mesh."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from bayesbinn_jax.data.batching import Augment, iterate_batches
+from bayesbinn_jax.train.engine import TrainState
+from bayesbinn_jax.train.sharding import shard_batch
+
+Inputs = Callable[[np.ndarray], np.ndarray]
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN or Inf loss for too many consecutive steps."""
+
+
+def train_epoch(
+    state: TrainState,
+    step: Callable[[TrainState, Any, Any], tuple[TrainState, dict]],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    inputs: Inputs,
+    mesh: Mesh,
+    augment: Augment | None = None,
+    max_nonfinite_steps: int = 0,
+    progress: str | None = None,
+) -> tuple[TrainState, dict[str, float]]:
+  """Runs one epoch of ``step`` over seeded minibatches; returns the mean metrics.
+
+  Batches of ``batch_size`` (the last partial batch is dropped, so every step
+  has one shape) are put on ``mesh``, split over its devices. With
+  ``max_nonfinite_steps > 0``, more than that many consecutive steps with a
+  non-finite loss raise :class:`NonFiniteLossError`. ``progress`` is the
+  label of a tqdm bar with the running loss and accuracy (None: no bar).
+  """
+  batches = iterate_batches(x, y, batch_size, seed=seed, epoch=epoch, drop_last=True, augment=augment)
+  total = len(x) // batch_size
+  bar = tqdm(batches, total=total, desc=progress, leave=False, disable=progress is None)
+  sums: dict[str, Any] = {}
+  nonfinite = 0
+  for index, (xb, yb) in enumerate(bar):
+    state, metrics = step(state, *shard_batch(mesh, inputs(xb), yb))
+    sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
+    if max_nonfinite_steps:
+      nonfinite = 0 if np.isfinite(float(metrics["loss"])) else nonfinite + 1
+      if nonfinite > max_nonfinite_steps:
+        raise NonFiniteLossError(
+            f"the loss was NaN or Inf for {nonfinite} consecutive steps (epoch {epoch + 1}, "
+            f"batch {index + 1}); lower the learning rate, or raise max_nonfinite_steps."
+        )
+    if progress is not None and (index % 20 == 0 or index == total - 1):
+      bar.set_postfix({k: f"{float(v) / (index + 1):.4f}" for k, v in sums.items()})
+  return state, {k: float(v) / max(total, 1) for k, v in sums.items()}
+
+
+def predict_batches(
+    predict: Callable[..., jax.Array],
+    state: TrainState,
+    x: np.ndarray,
+    *,
+    batch_size: int,
+    inputs: Inputs,
+    mesh: Mesh,
+    key: jax.Array | None = None,
+    sample_axis: int | None = None,
+) -> np.ndarray:
+  """``predict(state, x_batch[, key])`` over ``x`` in batches, concatenated.
+
+  Every batch is padded to ``batch_size`` (one compiled shape) and split over
+  the mesh. ``sample_axis`` is the axis of the outputs that indexes examples
+  when it is not the first (Monte Carlo outputs stacked on axis 0).
+  """
+  outputs = []
+  for start in range(0, len(x), batch_size):
+    chunk = inputs(x[start:start + batch_size])
+    size = len(chunk)
+    if size < batch_size:
+      chunk = np.concatenate([chunk, np.zeros((batch_size - size, *chunk.shape[1:]), chunk.dtype)])
+    (batch,) = shard_batch(mesh, chunk)
+    out = predict(state, batch) if key is None else predict(state, batch, jax.random.fold_in(key, start))
+    outputs.append(np.take(np.asarray(out), np.arange(size), axis=sample_axis or 0))
+  return np.concatenate(outputs, axis=sample_axis or 0)

@@ -1,0 +1,157 @@
+"""What each optimizer needs from the training engine, in one record.
+
+Every optimizer trains the same network with the same step
+(``updates = tx.update(grads, opt_state, params)``); they differ in how the
+layers binarize, which params the model starts from, which network is
+evaluated, and whether a posterior can be sampled. :class:`Method` holds those
+differences so that the engine has no per-optimizer branches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import optax
+
+from bayesbinn_jax.optim.bayesbinn import BayesBiNNState, bayesbinn
+from bayesbinn_jax.optim.bop import binarize_params, bop
+from bayesbinn_jax.optim.pmf import PMFState, pmf, pmf_mode, pmf_weights
+from bayesbinn_jax.optim.posterior import posterior_mode, sample_relaxed
+from bayesbinn_jax.optim.ste import ste_adam
+from bayesbinn_jax.train.schedules import epoch_schedule
+
+PyTree = Any
+OPTIMIZERS = ("bayesbinn", "ste", "bop", "pmf", "adam")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """One optimizer as the engine sees it.
+
+  Attributes:
+    name: the optimizer's CLI name.
+    quantizer: the binary layers' ``quantizer`` ("none" or "ste").
+    tx: the optax transform.
+    num_samples: K; the params carry a leading Monte Carlo axis when K > 1.
+    initial_params: (opt_state, init_params, key) -> the params to train from.
+    mode_params: (opt_state, params) -> the deterministic network to evaluate.
+    posterior: opt_state -> the Bernoulli natural parameters lambda of the
+      posterior over the weights, or None for optimizers without one.
+  """
+
+  name: str
+  quantizer: str
+  tx: optax.GradientTransformation
+  num_samples: int
+  initial_params: Callable[[Any, PyTree, jax.Array], PyTree]
+  mode_params: Callable[[Any, PyTree], PyTree]
+  posterior: Callable[[Any], PyTree] | None = None
+
+
+def find_state(opt_state: Any, state_type: type) -> Any:
+  """The first ``state_type`` inside ``opt_state`` (also when wrapped by chains or
+  ``optax.apply_if_finite``)."""
+  is_state = lambda node: isinstance(node, state_type)  # noqa: E731
+  for node in jax.tree.leaves(opt_state, is_leaf=is_state):
+    if is_state(node):
+      return node
+  raise ValueError(f"the optimizer state holds no {state_type.__name__}.")
+
+
+def _lam(opt_state: Any) -> PyTree:
+  return find_state(opt_state, BayesBiNNState).lam
+
+
+def learning_rate_schedule(config: Mapping[str, Any], steps_per_epoch: int) -> optax.Schedule:
+  """The per-epoch schedule named by ``config["lr_schedule"]``."""
+  return epoch_schedule(
+      config["lr_schedule"],
+      config["lr"],
+      epochs=config["epochs"],
+      steps_per_epoch=steps_per_epoch,
+      end_learning_rate=config["lr_end"],
+      milestones=config["lr_milestones"],
+      decay=config["lr_decay"],
+  )
+
+
+def build_method(
+    name: str,
+    config: Mapping[str, Any],
+    *,
+    steps_per_epoch: int,
+    train_set_size: int,
+    prior_lambda: PyTree | None = None,
+) -> Method:
+  """Builds the :class:`Method` of optimizer ``name`` from an experiment config.
+
+  The transform is wrapped in ``optax.apply_if_finite``: a step whose gradients
+  hold a NaN or Inf leaves params and optimizer state (lambda, momentum, key)
+  unchanged, and the training loop stops after ``max_nonfinite_steps`` of them
+  in a row.
+  """
+  method = _build(name, config, steps_per_epoch=steps_per_epoch, train_set_size=train_set_size,
+                  prior_lambda=prior_lambda)
+  return dataclasses.replace(method, tx=optax.apply_if_finite(method.tx, NEVER_APPLY_NONFINITE))
+
+
+NEVER_APPLY_NONFINITE = 2**31 - 1
+"""``max_consecutive_errors`` of ``optax.apply_if_finite``: after that many skipped
+steps optax applies the update anyway; the training loop stops long before."""
+
+
+def _build(
+    name: str,
+    config: Mapping[str, Any],
+    *,
+    steps_per_epoch: int,
+    train_set_size: int,
+    prior_lambda: PyTree | None,
+) -> Method:
+  if name not in OPTIMIZERS:
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {name!r}.")
+  keep = lambda opt_state, params, key: params  # noqa: E731
+  same = lambda opt_state, params: params  # noqa: E731
+  if name == "bayesbinn":
+    k, tau = config["train_samples"], config["temperature"]
+    tx = bayesbinn(
+        learning_rate_schedule(config, steps_per_epoch),
+        train_set_size * config["train_set_scale"],
+        temperature=tau,
+        num_samples=k,
+        momentum=config["momentum"],
+        lambda_init=config["lambda_init"],
+        lambda_init_std=config["lambda_init_std"],
+        kl_weight=config["kl_weight"],
+        prior_lambda=prior_lambda,
+        seed=config["seed"],
+    )
+    return Method(
+        name, "none", tx, k,
+        initial_params=lambda s, p, key: sample_relaxed(_lam(s), key, tau, k if k > 1 else None),
+        mode_params=lambda s, p: posterior_mode(_lam(s)),
+        posterior=_lam,
+    )
+  if name == "ste":
+    return Method(name, "ste", ste_adam(learning_rate_schedule(config, steps_per_epoch)), 1,
+                  initial_params=keep, mode_params=same)
+  if name == "adam":
+    return Method(name, "none", optax.adam(learning_rate_schedule(config, steps_per_epoch)), 1,
+                  initial_params=keep, mode_params=same)
+  if name == "bop":
+    gamma = optax.exponential_decay(
+        config["gamma"], steps_per_epoch * config["gamma_decay_every"], config["gamma_decay"],
+        staircase=True)
+    return Method(name, "none", bop(config["threshold"], gamma), 1,
+                  initial_params=lambda s, p, key: binarize_params(p), mode_params=same)
+  tx = pmf(
+      optax.exponential_decay(config["lr"], config["lr_decay_steps"], config["lr_decay"],
+                              staircase=True),
+      config["rho"],
+      weight_decay=config["weight_decay"],
+  )
+  return Method(name, "none", tx, 1,
+                initial_params=lambda s, p, key: pmf_weights(find_state(s, PMFState)),
+                mode_params=lambda s, p: pmf_mode(find_state(s, PMFState)))

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Reruns every result published in benchmarks/results/ (issue 5), then the paper figures.
+# Usage: bash benchmarks/reproduce.sh [DATA_DIR]   (DATA_DIR holds mnist.npz; default ../shared/data)
+# Each run writes benchmarks/results/<name>/ (summary.json, metrics.jsonl, figures) and
+# command.txt with the exact command. An existing result directory is resumed, not overwritten.
+# ONLY="two-moons-bayesbinn snelson-ste" bash benchmarks/reproduce.sh  reruns a subset.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA="${1:-../shared/data}"
+RESULTS=benchmarks/results
+
+run() {  # run NAME ARGS...   (set ONLY="name1 name2" to run a subset)
+  local name="$1"; shift
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
+  local out="$RESULTS/$name"
+  local cmd="python -m bayesbinn_jax $* --out $out --quiet"
+  mkdir -p "$out"
+  echo "$cmd" > "$out/command.txt"
+  local resume=""
+  [ -f "$out/config.json" ] && resume="--resume"
+  if [ -f "$out/summary.json" ]; then echo "skip $name (done)"; return; fi
+  echo "== $name: $cmd"
+  /usr/bin/time -f "%e s wall" $cmd $resume 2>&1 | tail -n 3
+}
+
+run two-moons-bayesbinn two-moons --optimizer bayesbinn
+run two-moons-ste two-moons --optimizer ste
+run snelson-bayesbinn snelson --optimizer bayesbinn
+run snelson-ste snelson --optimizer ste
+run permuted-mnist-bayesbinn permuted-mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 20 --cl-prior posterior
+run permuted-mnist-bayesbinn-noprior permuted-mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 20 --cl-prior none
+run mnist-bayesbinn mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 30 --set test_samples=10
+run mnist-ste mnist --optimizer ste --data-file "$DATA/mnist.npz" --epochs 30
+
+[ -z "${ONLY:-}" ] && python benchmarks/paper_figures.py "$RESULTS"

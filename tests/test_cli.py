@@ -1,0 +1,266 @@
+"""End-to-end tests of the CLI and training engine on small generated data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from bayesbinn_jax.experiments.cli import main
+from bayesbinn_jax.experiments.presets import EXPERIMENTS
+from bayesbinn_jax.train.methods import OPTIMIZERS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_images(path, *, num_train=300, num_test=100, classes=4, shape=(8, 8), seed=0, **replace):
+  """A small image classification .npz whose classes differ by mean brightness."""
+  rng = np.random.default_rng(seed)
+
+  def split(n):
+    y = rng.integers(0, classes, n).astype(np.uint8)
+    x = rng.normal(40 + 50 * y[:, None, None], 20, (n, *shape)).clip(0, 255).astype(np.uint8)
+    return x, y
+
+  x_train, y_train = split(num_train)
+  x_test, y_test = split(num_test)
+  arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+  arrays.update(replace)
+  np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+  return str(path)
+
+
+# The continual-learning MLP (784-100-100-10) on one task with a validation split: the
+# engine's paths at a fraction of the MNIST MLP's cost.
+SMALL = ["permuted-mnist", "--set", "num_tasks=1", "--set", "val_fraction=0.1"]
+
+
+def read_summary(out):
+  with open(os.path.join(out, "summary.json")) as handle:
+    return json.load(handle)
+
+
+def read_records(out):
+  with open(os.path.join(out, "metrics.jsonl")) as handle:
+    return [json.loads(line) for line in handle]
+
+
+def comparable(summary):
+  return {k: v for k, v in summary.items() if k not in ("train_seconds",)}
+
+
+def test_help_is_complete(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    main(["--help"])
+  assert exit_info.value.code == 0
+  text = capsys.readouterr().out
+  for word in (*EXPERIMENTS, *OPTIMIZERS, "--set", "--resume", "--cl-prior", "--data-file",
+               "--data-dir", "--out", "--seed", "--epochs", "--quiet", "test_samples", "temperature"):
+    assert word in text, word
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["mnist", "--set", "no_such_key=1"], "unknown key"),
+        (["mnist", "--set", "lr=abc"], "expected a float"),
+        (["mnist", "--set", "momentum=1.5"], "momentum must be in [0, 1)"),
+        (["mnist", "--set", "lr"], "--set takes key=value"),
+        (["mnist", "--epochs", "-3"], "--epochs must be >= 1"),
+        (["mnist", "--optimizer", "sgd"], "invalid choice"),
+        (["mnist", "--data-file", "/no/such/file.npz"], "no such file"),
+        (["imagenet"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_end_in_one_line(argv, message, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    main(argv)
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert message in err[-1]
+
+
+@pytest.mark.parametrize(
+    "replace, problem",
+    [
+        (dict(y_test=None), "y_test"),
+        (dict(y_train=np.full(300, -1, np.int64)), "label"),
+        (dict(x_train=np.full((300, 8, 8), np.nan, np.float32)), "NaN"),
+        (dict(x_test=np.zeros((100, 9, 9), np.uint8)), "shape"),
+    ],
+)
+def test_invalid_data_stops_before_training(tmp_path, replace, problem, capsys):
+  path = write_images(tmp_path / "bad.npz", **replace)
+  out = tmp_path / "out"
+  assert main([*SMALL, "--data-file", path, "--out", str(out), "--quiet"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "bad.npz" in err[0] and problem in err[0]
+  assert not out.exists()
+
+
+def test_existing_results_are_never_touched(tmp_path, capsys):
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "summary.json").write_text("precious")
+  path = write_images(tmp_path / "d.npz")
+  assert main([*SMALL, "--data-file", path, "--out", str(out)]) == 2
+  assert "already holds a run" in capsys.readouterr().err
+  assert (out / "summary.json").read_text() == "precious"
+  assert sorted(os.listdir(out)) == ["summary.json"]
+
+
+def test_mnist_run_writes_every_output(tmp_path):
+  path = write_images(tmp_path / "d.npz")
+  out = str(tmp_path / "out")
+  code = main(["mnist", "--data-file", path, "--out", out, "--epochs", "2", "--quiet",
+               "--set", "batch_size=50", "--set", "test_samples=3"])
+  assert code == 0
+  summary = read_summary(out)
+  for key in ("experiment", "optimizer", "epochs", "seed", "test_accuracy", "best_val_accuracy",
+              "test_accuracy_at_best_val", "test_nll", "test_ece", "mc_test_accuracy", "train_seconds"):
+    assert key in summary, key
+  assert summary["experiment"] == "mnist" and summary["epochs"] == 2
+  records = read_records(out)
+  assert [r["epoch"] for r in records] == [1, 2]
+  assert all("val_accuracy" in r and "test_ece" in r and "lr" in r for r in records)
+  # The validation split holds 10% of the 300 training examples.
+  assert summary["test_accuracy"] > 0.5
+  config = json.load(open(os.path.join(out, "config.json")))
+  assert config["config"]["lr"] == 1e-4 and config["config"]["temperature"] == 1e-10
+  for figure in ("training_curves.png", "reliability.png"):
+    assert open(os.path.join(out, figure), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_every_optimizer_trains_two_moons(tmp_path, optimizer):
+  out = str(tmp_path / optimizer)
+  assert main(["two-moons", "--optimizer", optimizer, "--epochs", "300", "--out", out, "--quiet"]) == 0
+  summary = read_summary(out)
+  assert summary["train_accuracy"] >= 0.85, summary
+  assert os.path.exists(os.path.join(out, "two_moons.png"))
+  grid = np.load(os.path.join(out, "two_moons_grid.npz"))
+  assert grid["mode_prob"].shape == (100, 100)
+  assert ("mc_prob" in grid) == (optimizer == "bayesbinn")
+
+
+def test_snelson_runs_on_the_embedded_data(tmp_path):
+  out = str(tmp_path / "snelson")
+  assert main(["snelson", "--epochs", "200", "--out", out, "--quiet", "--set", "test_samples=5"]) == 0
+  summary = read_summary(out)
+  assert {"train_rmse", "mc_train_rmse", "mc_train_nll"} <= set(summary)
+  predictions = np.load(os.path.join(out, "snelson_predictions.npz"))
+  assert predictions["mc_std"].shape == (301,)
+  assert os.path.exists(os.path.join(out, "snelson.png"))
+
+
+def test_permuted_mnist_with_and_without_prior(tmp_path):
+  path = write_images(tmp_path / "d.npz", num_train=200)
+  summaries = {}
+  for prior in ("posterior", "none"):
+    out = str(tmp_path / prior)
+    assert main(["permuted-mnist", "--data-file", path, "--out", out, "--epochs", "2", "--quiet",
+                 "--cl-prior", prior, "--set", "num_tasks=3", "--set", "test_samples=4",
+                 "--set", "lr=0.1"]) == 0
+    summaries[prior] = read_summary(out)
+    assert [len(row) for row in summaries[prior]["test_accuracy_matrix"]] == [1, 2, 3]
+    assert len(summaries[prior]["avg_test_accuracy_after_task"]) == 3
+    assert len(read_records(out)) == 6
+    assert os.path.exists(os.path.join(out, "continual.png"))
+  # Task 1 is the same either way; from task 2 on, the prior pulls lambda back towards the
+  # previous posterior instead of towards zero.
+  assert summaries["posterior"]["test_accuracy_matrix"][0] == summaries["none"]["test_accuracy_matrix"][0]
+  assert summaries["posterior"]["mc_test_nll"] != summaries["none"]["mc_test_nll"]
+
+
+def test_idx_directory_is_read(tmp_path):
+  import gzip
+  import struct
+
+  rng = np.random.default_rng(0)
+  folder = tmp_path / "idx"
+  folder.mkdir()
+  for prefix, n in (("train", 200), ("t10k", 50)):
+    y = rng.integers(0, 3, n).astype(np.uint8)
+    x = (y[:, None, None] * 80 + rng.integers(0, 20, (n, 6, 6))).astype(np.uint8)
+    with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as handle:
+      handle.write(struct.pack(">IIII", 0x803, n, 6, 6) + x.tobytes())
+    with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as handle:
+      handle.write(struct.pack(">II", 0x801, n) + y.tobytes())
+  out = str(tmp_path / "out")
+  assert main(["permuted-mnist", "--data-dir", str(folder), "--out", out, "--epochs", "1",
+               "--quiet", "--set", "num_tasks=1", "--set", "test_samples=0"]) == 0
+  assert 0.0 <= read_summary(out)["test_accuracy_matrix"][0][0] <= 1.0
+  assert json.load(open(os.path.join(out, "config.json")))["data_dir"] == str(folder)
+
+
+def test_tfds_path_with_mock_data(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  out = str(tmp_path / "out")
+  with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=120):
+    assert main(["permuted-mnist", "--out", out, "--epochs", "1", "--quiet",
+                 "--set", "num_tasks=1", "--set", "test_samples=0"]) == 0
+  assert "test_accuracy_matrix" in read_summary(out)
+
+
+def _cli(*args):
+  return [sys.executable, "-m", "bayesbinn_jax", *args]
+
+
+def test_resume_after_sigkill_gives_the_same_summary(tmp_path):
+  path = write_images(tmp_path / "d.npz", num_train=3000)
+  args = [*SMALL, "--data-file", path, "--epochs", "5", "--quiet", "--set", "batch_size=50",
+          "--set", "test_samples=2"]
+  straight = str(tmp_path / "straight")
+  assert main([*args, "--out", straight]) == 0
+
+  killed = str(tmp_path / "killed")
+  process = subprocess.Popen(_cli(*args, "--out", killed), cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while not os.path.exists(os.path.join(killed, "checkpoints", "2")) and time.time() < deadline:
+    if process.poll() is not None:
+      break
+    time.sleep(0.05)
+  time.sleep(0.3)  # land somewhere inside epoch 3
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert not os.path.exists(os.path.join(killed, "summary.json"))
+  assert main([*args, "--out", killed, "--resume"]) == 0
+  assert comparable(read_summary(killed)) == comparable(read_summary(straight))
+  assert [r["epoch"] for r in read_records(killed)] == [1, 2, 3, 4, 5]
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, capsys):
+  path = write_images(tmp_path / "d.npz")
+  out = str(tmp_path / "out")
+  assert main([*SMALL, "--data-file", path, "--out", out, "--epochs", "1", "--quiet",
+               "--set", "batch_size=50"]) == 0
+  assert main([*SMALL, "--data-file", path, "--out", out, "--epochs", "1", "--quiet",
+               "--set", "batch_size=50", "--set", "lr=1e-2", "--resume"]) == 2
+  assert "lr=0.001" in capsys.readouterr().err
+  assert main([*SMALL, "--optimizer", "ste", "--data-file", path, "--out", out, "--epochs", "1",
+               "--quiet", "--set", "batch_size=50", "--resume"]) == 2
+  assert "optimizer='bayesbinn'" in capsys.readouterr().err
+
+
+def test_four_simulated_devices_match_one(tmp_path):
+  path = write_images(tmp_path / "d.npz")
+  summaries = []
+  for devices in (1, 4):
+    out = str(tmp_path / f"dev{devices}")
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    result = subprocess.run(
+        _cli(*SMALL, "--data-file", path, "--out", out, "--epochs", "2", "--quiet",
+             "--set", "batch_size=40", "--set", "eval_batch_size=40", "--set", "test_samples=2"),
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summaries.append(read_summary(out))
+  assert summaries[0]["devices"] == 1 and summaries[1]["devices"] == 4
+  for key in ("train_loss", "test_nll", "test_accuracy", "mc_test_accuracy", "best_val_accuracy"):
+    assert summaries[0][key] == pytest.approx(summaries[1][key], rel=1e-3, abs=1e-3), key

@@ -1,0 +1,92 @@
+"""Each optimizer as the engine sees it: starting params, evaluated network, posterior."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bayesbinn_jax.experiments.presets import preset
+from bayesbinn_jax.nn import ToyMLP
+from bayesbinn_jax.train.engine import create_train_state, make_predict_mc, make_train_step
+from bayesbinn_jax.optim import BayesBiNNState, PMFState
+from bayesbinn_jax.train.methods import OPTIMIZERS, build_method, find_state
+
+X = jnp.asarray(np.random.default_rng(0).normal(size=(16, 2)), jnp.float32)
+Y = jnp.asarray(np.arange(16) % 2, jnp.int32)
+
+
+def make(name, **overrides):
+  config = preset("two-moons", name) | {"seed": 0} | overrides
+  method = build_method(name, config, steps_per_epoch=1, train_set_size=16)
+  state = create_train_state(ToyMLP(quantizer=method.quantizer), method, X[:1], jax.random.PRNGKey(0))
+  return method, state
+
+
+def leaves(tree):
+  return np.concatenate([np.ravel(l) for l in jax.tree.leaves(tree)])
+
+
+def test_bayesbinn_starts_from_k_relaxed_samples_and_evaluates_sign_lambda():
+  method, state = make("bayesbinn")
+  assert method.num_samples == 5 and method.quantizer == "none"
+  kernel = state.params["BinaryDense_0"]["kernel"]
+  assert kernel.shape == (5, 2, 64) and np.all(np.abs(kernel) <= 1)
+  lam = find_state(state.opt_state, BayesBiNNState).lam
+  mode = method.mode_params(state.opt_state, state.params)
+  np.testing.assert_array_equal(leaves(mode), np.where(leaves(lam) > 0, 1.0, -1.0))
+  assert method.posterior(state.opt_state) is lam
+
+
+def test_bop_starts_binary_and_pmf_from_tanh_of_the_latent():
+  _, state = make("bop")
+  assert set(np.unique(leaves(state.params))) <= {-1.0, 1.0}
+  method, state = make("pmf")
+  latent = find_state(state.opt_state, PMFState).latent
+  np.testing.assert_allclose(leaves(state.params), np.tanh(leaves(latent)), rtol=1e-6)
+  np.testing.assert_array_equal(leaves(method.mode_params(state.opt_state, state.params)),
+                                np.where(leaves(latent) >= 0, 1.0, -1.0))
+
+
+@pytest.mark.parametrize("name", ["ste", "adam"])
+def test_ste_and_adam_train_their_own_params(name):
+  method, state = make(name)
+  assert method.quantizer == ("ste" if name == "ste" else "none")
+  assert method.mode_params(state.opt_state, state.params) is state.params
+  assert method.posterior is None
+  with pytest.raises(ValueError, match="has no posterior"):
+    make_predict_mc(method, "classification", 3)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_one_jitted_step_serves_every_optimizer(name):
+  # Learning itself is checked end to end on two moons in test_cli.py.
+  method, state = make(name)
+  # BayesBiNN's lambda = +-15 makes every sample +-1 at first: its change is in lambda.
+  trained = ((lambda st: find_state(st.opt_state, BayesBiNNState).lam) if name == "bayesbinn"
+             else (lambda st: st.params))
+  before = leaves(trained(state))
+  step = make_train_step(method, "classification")
+  for _ in range(3):
+    state, metrics = step(state, X, Y)
+    assert np.isfinite(float(metrics["loss"])) and 0 <= float(metrics["accuracy"]) <= 1
+  assert int(state.step) == 3
+  assert not np.array_equal(leaves(trained(state)), before)
+
+
+def test_unknown_optimizer():
+  with pytest.raises(ValueError, match="optimizer must be one of"):
+    build_method("sgd", {}, steps_per_epoch=1, train_set_size=1)
+
+
+def test_a_nonfinite_step_is_skipped_and_leaves_the_state_unchanged():
+  method, state = make("bayesbinn")
+  step = make_train_step(method, "classification")
+  before = jax.tree.map(np.array, state.opt_state)  # the step donates its input state
+  state, metrics = step(state, X.at[0, 0].set(jnp.nan), Y)
+  assert not np.isfinite(float(metrics["loss"]))
+  inner_before, inner_after = (find_state(s, BayesBiNNState) for s in (before, state.opt_state))
+  for field in ("lam", "momentum", "key", "count"):
+    np.testing.assert_array_equal(leaves(getattr(inner_after, field)), leaves(getattr(inner_before, field)))
+  assert int(state.opt_state.notfinite_count) == 1
