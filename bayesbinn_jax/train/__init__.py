@@ -1,1 +1,1 @@
-"""train."""
+"""The training engine: one jitted step for every optimizer, evaluation, metrics, checkpoints."""
