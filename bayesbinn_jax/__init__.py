@@ -8,6 +8,7 @@ are in :mod:`bayesbinn_jax.nn`, the baselines beside BayesBiNN here.
 
 __version__ = "0.1.0"
 
+from bayesbinn_jax.export import load_packed, save_packed
 from bayesbinn_jax.nn.monte_carlo import mc_vmap
 from bayesbinn_jax.optim import (
     BayesBiNNState,
@@ -17,6 +18,7 @@ from bayesbinn_jax.optim import (
     binarize_params,
     bop,
     clip_weights,
+    find_state,
     mc_outputs,
     natural_gradient_scale,
     pmf,
@@ -40,6 +42,8 @@ __all__ = (
     "binarize_params",
     "bop",
     "clip_weights",
+    "find_state",
+    "load_packed",
     "mc_outputs",
     "mc_vmap",
     "natural_gradient_scale",
@@ -51,6 +55,7 @@ __all__ = (
     "posterior_mean",
     "posterior_mode",
     "predictive_probs",
+    "save_packed",
     "sample_binary",
     "sample_relaxed",
     "ste_adam",

@@ -11,7 +11,8 @@ from bayesbinn_jax.experiments.presets import preset
 from bayesbinn_jax.nn import ToyMLP
 from bayesbinn_jax.train.engine import create_train_state, make_predict_mc, make_train_step
 from bayesbinn_jax.optim import BayesBiNNState, PMFState
-from bayesbinn_jax.train.methods import OPTIMIZERS, build_method, find_state
+from bayesbinn_jax.optim.nested import find_state
+from bayesbinn_jax.train.methods import OPTIMIZERS, build_method
 
 X = jnp.asarray(np.random.default_rng(0).normal(size=(16, 2)), jnp.float32)
 Y = jnp.asarray(np.arange(16) % 2, jnp.int32)

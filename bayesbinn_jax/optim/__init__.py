@@ -2,6 +2,7 @@
 
 from bayesbinn_jax.optim.bayesbinn import BayesBiNNState, bayesbinn, natural_gradient_scale
 from bayesbinn_jax.optim.bop import BopState, binarize_params, bop
+from bayesbinn_jax.optim.nested import find_state
 from bayesbinn_jax.optim.pmf import PMFState, pmf, pmf_lr_schedule, pmf_mode, pmf_weights
 from bayesbinn_jax.optim.posterior import (
     mc_outputs,
@@ -22,6 +23,7 @@ __all__ = (
     "binarize_params",
     "bop",
     "clip_weights",
+    "find_state",
     "mc_outputs",
     "natural_gradient_scale",
     "pmf",

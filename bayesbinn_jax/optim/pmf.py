@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from bayesbinn_jax.optim._validation import check_integer, check_positive, check_range
+from bayesbinn_jax.optim.nested import find_state
 
 
 class PMFState(NamedTuple):
@@ -168,27 +169,11 @@ def pmf(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _find_state(state: Any) -> PMFState:
-  """Returns the single PMFState in ``state`` (itself, or nested in a chain)."""
-  if isinstance(state, PMFState):
-    return state
-  found = [
-      s
-      for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, PMFState))
-      if isinstance(s, PMFState)
-  ]
-  if len(found) != 1:
-    raise ValueError(
-        f"Expected exactly one PMFState in the optimizer state; found {len(found)}."
-    )
-  return found[0]
-
-
 def _map_latent(
     fn: Callable[[jax.Array], jax.Array], state: Any, params: optax.Params | None
 ) -> optax.Params:
   """Maps ``fn`` over the latent weights, filling unowned leaves from params."""
-  latent = _find_state(state).latent
+  latent = find_state(state, PMFState).latent
   masked = lambda x: isinstance(x, optax.MaskedNode)
   if params is None:
     if any(masked(x) for x in jax.tree.leaves(latent, is_leaf=masked)):
@@ -211,7 +196,7 @@ def pmf_weights(state: Any, params: optax.Params | None = None) -> optax.Params:
   does not own (``optax.MaskedNode`` under ``multi_transform``) are taken
   from ``params``, which is then required.
   """
-  beta = _find_state(state).beta
+  beta = find_state(state, PMFState).beta
   return _map_latent(lambda u: jnp.tanh(beta * u).astype(u.dtype), state, params)
 
 

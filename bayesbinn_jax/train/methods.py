@@ -16,8 +16,9 @@ import jax
 import optax
 
 from bayesbinn_jax.optim.bayesbinn import BayesBiNNState, bayesbinn
+from bayesbinn_jax.optim.nested import find_state
 from bayesbinn_jax.optim.bop import binarize_params, bop
-from bayesbinn_jax.optim.pmf import PMFState, pmf, pmf_mode, pmf_weights
+from bayesbinn_jax.optim.pmf import pmf, pmf_mode, pmf_weights
 from bayesbinn_jax.optim.posterior import posterior_mode, sample_relaxed
 from bayesbinn_jax.optim.ste import ste_adam
 from bayesbinn_jax.train.schedules import epoch_schedule
@@ -48,16 +49,6 @@ class Method:
   initial_params: Callable[[Any, PyTree, jax.Array], PyTree]
   mode_params: Callable[[Any, PyTree], PyTree]
   posterior: Callable[[Any], PyTree] | None = None
-
-
-def find_state(opt_state: Any, state_type: type) -> Any:
-  """The first ``state_type`` inside ``opt_state`` (also when wrapped by chains or
-  ``optax.apply_if_finite``)."""
-  is_state = lambda node: isinstance(node, state_type)  # noqa: E731
-  for node in jax.tree.leaves(opt_state, is_leaf=is_state):
-    if is_state(node):
-      return node
-  raise ValueError(f"the optimizer state holds no {state_type.__name__}.")
 
 
 def _lam(opt_state: Any) -> PyTree:
@@ -153,5 +144,5 @@ def _build(
       weight_decay=config["weight_decay"],
   )
   return Method(name, "none", tx, 1,
-                initial_params=lambda s, p, key: pmf_weights(find_state(s, PMFState)),
-                mode_params=lambda s, p: pmf_mode(find_state(s, PMFState)))
+                initial_params=lambda s, p, key: pmf_weights(s),
+                mode_params=lambda s, p: pmf_mode(s))
