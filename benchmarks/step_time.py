@@ -1,0 +1,423 @@
+"""Milliseconds per training step of BayesBiNN and the baselines, measured alternately.
+
+Usage:
+  python benchmarks/step_time.py [--quick] [--out benchmarks/results/step_time.json]
+  python benchmarks/step_time.py --devices 1,2,4 [--quick]   # data-parallel scaling table
+
+Every optimizer runs the library's own train step (``build_method`` with the
+paper's preset, ``create_train_state``, ``make_train_step``) on random inputs:
+
+* MNIST MLP 784-2048x3-10 (``MnistMLP``), batch 100, 28x28 inputs, preset "mnist";
+* CIFAR VGG (``VGGBinaryConnect``), preset "cifar10", batch ``--vgg-batch``
+  (the paper's 50 on an accelerator; 10 on CPU by default, where batch 50 takes
+  seconds a step: the batch used is printed and saved).
+
+Optimizers: BayesBiNN K=1 and K=5 (``train_samples``), STE-Adam, Bop, PMF and
+Adam on real weights. Each step function is lowered and compiled first (the
+compile time is reported on its own), then run ``--warmup`` times; the timed
+steps are taken round-robin: in each of ``--rounds`` rounds every optimizer
+runs ``--steps`` steps, in an order rotated from round to round, so that a
+noisy machine slows all of them alike and the ratios hold. Each step is timed
+to ``jax.block_until_ready`` of the new state and metrics; the table gives the
+median and the 10th and 90th percentiles.
+
+Also reported per optimizer: the optimizer state's size in array elements per
+network weight (``opt floats/w``; the params the model holds in ``params/w``:
+K for BayesBiNN with K samples), and XLA's memory analysis of the compiled
+step (deterministic: arguments, outputs, temporaries, aliased (donated)
+buffers; ``peak`` is XLA's peak where the backend reports one, else
+arguments + outputs + temporaries - aliased).
+
+``--devices N[,N...]`` re-runs this script once per N with
+``XLA_FLAGS=--xla_force_host_platform_device_count=N JAX_PLATFORMS=cpu`` and
+runs the step data-parallel (``bayesbinn_jax.train.sharding``: the global
+batch is split over the N simulated CPU devices, the state replicated), and
+reports examples/s per device count. Simulated devices share the host's
+cores, so the table measures the sharding overhead, not a real speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Sequence
+
+# Run from a checkout without installing: the package is next to benchmarks/.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+CASES = {
+    # key: (optimizer, K, label)
+    "bayesbinn_k1": ("bayesbinn", 1, "BayesBiNN K=1"),
+    "bayesbinn_k5": ("bayesbinn", 5, "BayesBiNN K=5"),
+    "ste": ("ste", 1, "STE-Adam"),
+    "bop": ("bop", 1, "Bop"),
+    "pmf": ("pmf", 1, "PMF"),
+    "adam": ("adam", 1, "Adam (fp32)"),
+}
+MODELS = ("mnist", "vgg")
+DEFAULT_OUT = os.path.join("benchmarks", "results", "step_time.json")
+DEFAULT_SCALING_OUT = os.path.join("benchmarks", "results", "step_time_scaling.json")
+MiB = 1024 * 1024
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      description="ms per training step of BayesBiNN and the baselines (alternating rounds).")
+  parser.add_argument("--quick", action="store_true",
+                      help="MNIST MLP only, no warm-up beyond the first call, 3 rounds of 1 step")
+  parser.add_argument("--out", default=None,
+                      help=f"JSON results (default {DEFAULT_OUT}; {DEFAULT_SCALING_OUT} with --devices)")
+  parser.add_argument("--models", default=None,
+                      help="comma list of mnist,vgg (default both; mnist with --quick or --devices)")
+  parser.add_argument("--optimizers", default=",".join(CASES),
+                      help=f"comma list of {','.join(CASES)}")
+  parser.add_argument("--rounds", type=int, default=None, help="round-robin rounds (default 5; 3 quick)")
+  parser.add_argument("--steps", type=int, default=None,
+                      help="timed steps per optimizer and round (default 4; 1 quick)")
+  parser.add_argument("--warmup", type=int, default=None,
+                      help="untimed steps after the first call (default 2; 0 quick)")
+  parser.add_argument("--mnist-batch", type=int, default=100, help="MNIST batch (global with --devices)")
+  parser.add_argument("--vgg-batch", type=int, default=None,
+                      help="CIFAR VGG batch (default 50 on GPU/TPU, 10 on CPU)")
+  parser.add_argument("--devices", default=None,
+                      help="comma list of simulated CPU device counts, e.g. 1,2,4: scaling table")
+  parser.add_argument("--scaling-worker", type=int, default=None, help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  args.optimizers = _split(args.optimizers, CASES, "--optimizers")
+  scaling = args.devices is not None or args.scaling_worker is not None
+  default_models = "mnist" if args.quick or scaling else ",".join(MODELS)
+  args.models = _split(args.models or default_models, MODELS, "--models")
+  args.rounds = args.rounds or (3 if args.quick else 5)
+  args.steps = args.steps or (1 if args.quick else 4)
+  args.warmup = args.warmup if args.warmup is not None else (0 if args.quick else 2)
+  if args.devices is not None:
+    try:
+      args.devices = [int(n) for n in args.devices.split(",") if n.strip()]
+    except ValueError:
+      parser.error(f"--devices takes a comma list of integers; got {args.devices!r}")
+    if not args.devices or min(args.devices) < 1:
+      parser.error("--devices needs device counts >= 1")
+  if args.out is None:
+    args.out = DEFAULT_SCALING_OUT if scaling else DEFAULT_OUT
+  return args
+
+
+def _split(text: str, known: Any, flag: str) -> list[str]:
+  items = [t.strip() for t in text.split(",") if t.strip()]
+  unknown = [t for t in items if t not in known]
+  if unknown or not items:
+    raise SystemExit(f"{flag}: unknown {unknown or text!r}; choose from {', '.join(known)}")
+  return items
+
+
+# --------------------------------------------------------------------------- one optimizer
+
+
+@dataclasses.dataclass
+class Case:
+  """One optimizer on one model: its compiled step, state, and the timings so far."""
+
+  key: str
+  label: str
+  compiled: Callable[..., Any]
+  state: Any
+  init_s: float
+  compile_s: float
+  first_call_ms: float
+  memory: dict[str, float]
+  opt_floats_per_weight: float
+  params_floats_per_weight: float
+  num_weights: int
+  times_ms: list[float] = dataclasses.field(default_factory=list)
+
+
+def _model_spec(model: str, args: argparse.Namespace, platform_name: str) -> dict[str, Any]:
+  from bayesbinn_jax.nn import MnistMLP, VGGBinaryConnect  # pylint: disable=import-outside-toplevel
+  if model == "mnist":
+    return dict(title="MNIST MLP 784-2048x3-10", experiment="mnist", make=lambda q: MnistMLP(quantizer=q),
+                input_shape=(28, 28), classes=10, batch=args.mnist_batch, train_set_size=54_000)
+  batch = args.vgg_batch or (10 if platform_name == "cpu" else 50)
+  return dict(title="CIFAR-10 VGGBinaryConnect", experiment="cifar10",
+              make=lambda q: VGGBinaryConnect(quantizer=q), input_shape=(32, 32, 3), classes=10,
+              batch=batch, train_set_size=45_000)
+
+
+def _size(tree: Any) -> int:
+  import jax  # pylint: disable=import-outside-toplevel
+  return sum(int(getattr(leaf, "size", 1)) for leaf in jax.tree.leaves(tree))
+
+
+def _memory(compiled: Any) -> dict[str, float]:
+  """XLA's memory analysis of the compiled step, in MiB."""
+  try:
+    stats = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except  # not every backend implements it
+    stats = None
+  if stats is None:
+    return {}
+  fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
+            "alias_size_in_bytes", "generated_code_size_in_bytes")
+  out = {name.replace("_size_in_bytes", "_mib"): getattr(stats, name, 0) / MiB for name in fields}
+  peak = getattr(stats, "peak_memory_in_bytes", 0) or 0
+  estimate = (stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+              - stats.alias_size_in_bytes)
+  out["peak_mib"] = estimate / MiB  # live arguments + new outputs + temporaries
+  out["xla_peak_mib"] = peak / MiB  # as the backend reports it (CPU: not the temporaries)
+  return out
+
+
+def build_case(key: str, spec: dict[str, Any], mesh: Any, batches: list, num_weights: int) -> Case:
+  """Builds the state and compiles the library's train step for ``key`` on ``spec``'s model."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.experiments.presets import preset  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.train.engine import create_train_state, make_train_step  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.train.methods import build_method  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.train.sharding import replicate  # pylint: disable=import-outside-toplevel
+
+  start = time.perf_counter()
+  name, k, label = CASES[key]
+  config = dict(preset(spec["experiment"], name), seed=0)
+  if name == "bayesbinn":
+    config["train_samples"] = k
+  method = build_method(name, config, steps_per_epoch=max(spec["train_set_size"] // spec["batch"], 1),
+                        train_set_size=spec["train_set_size"])
+  model = spec["make"](method.quantizer)
+  sample = jnp.zeros((1,) + spec["input_shape"], jnp.float32)
+  # create_train_state is eager (dozens of small dispatches); jit it once per optimizer.
+  state = jax.jit(create_train_state, static_argnums=(0, 1))(model, method, sample, jax.random.PRNGKey(0))
+  if mesh is not None:
+    state = replicate(mesh, state)
+  jax.block_until_ready(state)
+  init_s = time.perf_counter() - start
+
+  step = make_train_step(method, "classification")
+  start = time.perf_counter()
+  compiled = step.lower(state, *batches[0]).compile()
+  compile_s = time.perf_counter() - start
+  start = time.perf_counter()
+  state, metrics = compiled(state, *batches[0])
+  jax.block_until_ready((state, metrics))
+  first_call_ms = 1e3 * (time.perf_counter() - start)
+  return Case(key, label, compiled, state, init_s, compile_s, first_call_ms, _memory(compiled),
+              _size(state.opt_state) / num_weights, _size(state.params) / num_weights, num_weights)
+
+
+def run_steps(case: Case, batches: list, count: int, record: bool) -> None:
+  import jax  # pylint: disable=import-outside-toplevel
+  for i in range(count):
+    batch = batches[(len(case.times_ms) + i) % len(batches)]
+    start = time.perf_counter()
+    case.state, metrics = case.compiled(case.state, *batch)
+    jax.block_until_ready((case.state, metrics))
+    if record:
+      case.times_ms.append(1e3 * (time.perf_counter() - start))
+
+
+def benchmark_model(model: str, args: argparse.Namespace, mesh: Any = None) -> tuple[dict, list[Case]]:
+  """Compiles every optimizer's step on ``model``, then times them round-robin."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.train.sharding import check_batch_size, shard_batch  # pylint: disable=import-outside-toplevel
+
+  spec = _model_spec(model, args, jax.devices()[0].platform)
+  if mesh is not None:
+    check_batch_size(mesh, spec["batch"], "--mnist-batch" if model == "mnist" else "--vgg-batch")
+  rng = np.random.default_rng(0)
+  batches = []
+  for _ in range(2):
+    x = rng.standard_normal((spec["batch"],) + spec["input_shape"]).astype(np.float32)
+    y = rng.integers(0, spec["classes"], spec["batch"]).astype(np.int32)
+    batches.append(shard_batch(mesh, x, y) if mesh is not None else tuple(jax.device_put((x, y))))
+
+  sample = jax.ShapeDtypeStruct((1,) + spec["input_shape"], np.float32)
+  shapes = jax.eval_shape(lambda x: spec["make"]("none").init(jax.random.PRNGKey(0), x, train=False), sample)
+  num_weights = _size(shapes["params"])
+  print(f"\n{spec['title']}, batch {spec['batch']}: compiling ...", flush=True)
+  cases = []
+  for key in args.optimizers:
+    case = build_case(key, spec, mesh, batches, num_weights)
+    print(f"  {case.label:<14} state {case.init_s:5.1f} s, step compiled in {case.compile_s:5.1f} s, "
+          f"first call {case.first_call_ms:8.1f} ms", flush=True)
+    cases.append(case)
+  for case in cases:
+    run_steps(case, batches, args.warmup, record=False)
+  for r in range(args.rounds):
+    order = cases[r % len(cases):] + cases[:r % len(cases)]
+    for case in order:
+      run_steps(case, batches, args.steps, record=True)
+  return spec, cases
+
+
+def summarize(spec: dict, cases: list[Case]) -> dict[str, Any]:
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  by_key = {}
+  for case in cases:
+    t = np.asarray(case.times_ms)
+    by_key[case.key] = dict(
+        label=case.label, steps=len(t), median_ms=float(np.median(t)),
+        p10_ms=float(np.percentile(t, 10)), p90_ms=float(np.percentile(t, 90)),
+        compile_s=case.compile_s, first_call_ms=case.first_call_ms, state_init_s=case.init_s,
+        examples_per_s=spec["batch"] / (float(np.median(t)) / 1e3),
+        opt_state_floats_per_weight=case.opt_floats_per_weight,
+        params_floats_per_weight=case.params_floats_per_weight,
+        memory=case.memory)
+  adam = by_key.get("adam")
+  for result in by_key.values():
+    result["ratio_to_adam"] = result["median_ms"] / adam["median_ms"] if adam else None
+  return dict(title=spec["title"], experiment_preset=spec["experiment"], batch=spec["batch"],
+              num_weights=cases[0].num_weights if cases else 0, optimizers=by_key)
+
+
+def print_table(result: dict[str, Any]) -> None:
+  print(f"\n{result['title']} ({result['num_weights']:,} binary weights), batch {result['batch']}, "
+        f"preset {result['experiment_preset']!r}")
+  header = (f"{'optimizer':<14} {'ms/step':>9} {'p10':>8} {'p90':>8} {'x adam':>7} {'compile s':>9} "
+            f"{'opt fl/w':>8} {'params/w':>8} {'peak MiB':>9}")
+  print(header)
+  print("-" * len(header))
+  for r in result["optimizers"].values():
+    ratio = f"{r['ratio_to_adam']:.2f}" if r["ratio_to_adam"] is not None else "-"
+    peak = f"{r['memory']['peak_mib']:.0f}" if r["memory"] else "-"
+    print(f"{r['label']:<14} {r['median_ms']:9.1f} {r['p10_ms']:8.1f} {r['p90_ms']:8.1f} {ratio:>7} "
+          f"{r['compile_s']:9.1f} {r['opt_state_floats_per_weight']:8.2f} "
+          f"{r['params_floats_per_weight']:8.2f} {peak:>9}")
+
+
+def machine_info() -> dict[str, Any]:
+  import jax  # pylint: disable=import-outside-toplevel
+  import jaxlib  # pylint: disable=import-outside-toplevel
+  devices = jax.devices()
+  info = dict(jax=jax.__version__, jaxlib=jaxlib.__version__, python=platform.python_version(),
+              machine=platform.machine(), processor=platform.processor() or None,
+              cpu_count=os.cpu_count(), backend=devices[0].platform,
+              device_kind=devices[0].device_kind, device_count=len(devices),
+              xla_flags=os.environ.get("XLA_FLAGS"))
+  if hasattr(os, "sched_getaffinity"):
+    info["cpus_usable"] = len(os.sched_getaffinity(0))
+  if hasattr(os, "getloadavg"):
+    info["load_average_at_start"] = list(os.getloadavg())
+  return info
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+  return dict(quick=args.quick, rounds=args.rounds, steps_per_round=args.steps, warmup=args.warmup,
+              timed_steps=args.rounds * args.steps, optimizers=args.optimizers, models=args.models,
+              inputs="random normal images, random labels; 2 batches alternated")
+
+
+def _write(path: str, payload: dict[str, Any]) -> None:
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(payload, f, indent=2)
+  print(f"\nwrote {path}")
+
+
+# --------------------------------------------------------------------------- modes
+
+
+def run_single(args: argparse.Namespace) -> None:
+  start = time.perf_counter()
+  info = machine_info()
+  print(f"jax {info['jax']} on {info['device_kind']} ({info['backend']}), {info['cpu_count']} CPUs; "
+        f"{args.rounds} rounds x {args.steps} steps after {args.warmup} warm-up")
+  results = {}
+  for model in args.models:
+    spec, cases = benchmark_model(model, args)
+    results[model] = summarize(spec, cases)
+    print_table(results[model])
+  if hasattr(os, "getloadavg"):
+    info["load_average_at_end"] = list(os.getloadavg())
+  info["wall_s"] = time.perf_counter() - start
+  _write(args.out, dict(machine=info, settings=_settings(args), results=results))
+  print(f"total {info['wall_s']:.0f} s")
+
+
+def run_scaling_worker(args: argparse.Namespace) -> dict[str, Any]:
+  """In a process started with N simulated CPU devices: throughput of the data-parallel step."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.train.sharding import data_mesh  # pylint: disable=import-outside-toplevel
+  if len(jax.devices()) != args.scaling_worker:
+    raise SystemExit(f"expected {args.scaling_worker} devices, got {len(jax.devices())}: "
+                     "XLA_FLAGS was not applied (jax imported too early?)")
+  mesh = data_mesh()
+  results = {}
+  for model in args.models:
+    spec, cases = benchmark_model(model, args, mesh)
+    results[model] = summarize(spec, cases)
+    print_table(results[model])
+  return dict(machine=machine_info(), results=results)
+
+
+def run_scaling(args: argparse.Namespace) -> None:
+  """Runs this script once per device count and prints examples/s per optimizer and count."""
+  start = time.perf_counter()
+  runs = {}
+  for n in args.devices:
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n}"])
+    env["JAX_PLATFORMS"] = "cpu"
+    with tempfile.TemporaryDirectory() as tmp:
+      out = os.path.join(tmp, "result.json")
+      command = [sys.executable, os.path.abspath(__file__), "--scaling-worker", str(n), "--out", out,
+                 "--models", ",".join(args.models), "--optimizers", ",".join(args.optimizers),
+                 "--rounds", str(args.rounds), "--steps", str(args.steps), "--warmup", str(args.warmup),
+                 "--mnist-batch", str(args.mnist_batch)]
+      if args.vgg_batch:
+        command += ["--vgg-batch", str(args.vgg_batch)]
+      print(f"\n=== {n} simulated CPU device(s) ===", flush=True)
+      subprocess.run(command, env=env, check=True)
+      with open(out, encoding="utf-8") as f:
+        runs[n] = json.load(f)
+
+  table: dict[str, Any] = {}
+  for model in args.models:
+    rows = {}
+    for key in args.optimizers:
+      base = runs[args.devices[0]]["results"][model]["optimizers"][key]["examples_per_s"]
+      rows[key] = {str(n): dict(examples_per_s=runs[n]["results"][model]["optimizers"][key]["examples_per_s"],
+                                median_ms=runs[n]["results"][model]["optimizers"][key]["median_ms"],
+                                speedup=runs[n]["results"][model]["optimizers"][key]["examples_per_s"] / base)
+                   for n in args.devices}
+    table[model] = rows
+    first = runs[args.devices[0]]["results"][model]
+    print(f"\nscaling: {first['title']}, global batch {first['batch']} split over N simulated CPU devices "
+          f"(examples/s, speed-up vs N={args.devices[0]})")
+    header = f"{'optimizer':<14}" + "".join(f"{'N=' + str(n):>18}" for n in args.devices)
+    print(header)
+    print("-" * len(header))
+    for key, row in rows.items():
+      cells = "".join(f"{row[str(n)]['examples_per_s']:10.0f} ({row[str(n)]['speedup']:4.2f}x)"
+                      for n in args.devices)
+      print(f"{CASES[key][2]:<14}{cells}")
+  payload = dict(machine=runs[args.devices[0]]["machine"], settings=dict(_settings(args), devices=args.devices),
+                 scaling=table, runs={str(n): runs[n] for n in args.devices},
+                 note="simulated host devices share the same CPU cores: this measures sharding "
+                      "overhead, not a real multi-device speed-up",
+                 wall_s=time.perf_counter() - start)
+  _write(args.out, payload)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  args = parse_args(argv)
+  if args.scaling_worker is not None:
+    payload = run_scaling_worker(args)
+    with open(args.out, "w", encoding="utf-8") as f:
+      json.dump(payload, f)
+  elif args.devices is not None:
+    run_scaling(args)
+  else:
+    run_single(args)
+
+
+if __name__ == "__main__":
+  main()
