@@ -6,6 +6,12 @@ import os
 import tempfile
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
   """Writes ``content`` to ``path`` through a temporary file in the same folder and
   ``os.replace``; on any error the temporary file is removed and ``path`` is untouched."""
@@ -18,8 +24,19 @@ def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
       handle.write(content)
       handle.flush()
       os.fsync(handle.fileno())
+    os.chmod(handle.name, 0o666 & ~_umask())  # as open() would create it, not 0600
     os.replace(handle.name, path)
   except BaseException:
     if os.path.exists(handle.name):
       os.remove(handle.name)
     raise
+  try:  # make the rename itself durable where the platform allows it
+    folder = os.open(directory, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(folder)
+  except OSError:
+    pass
+  finally:
+    os.close(folder)

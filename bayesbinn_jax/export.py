@@ -43,16 +43,18 @@ Typical use::
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
-import tempfile
 import zipfile
 from typing import Any, BinaryIO, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from bayesbinn_jax.atomic import write_atomic
 
 PyTree = Any
 
@@ -288,30 +290,9 @@ def save_packed(
     raise ValueError(f"metadata must be JSON-serializable: {error}") from None
   arrays[_HEADER] = np.frombuffer(text.encode("utf-8"), np.uint8)
 
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-  try:
-    with os.fdopen(fd, "wb") as file:
-      _write_archive(file, arrays)
-      file.flush()
-      os.fsync(file.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    try:
-      os.unlink(tmp)
-    except OSError:
-      pass
-    raise
-  try:  # make the rename durable; not every platform can open a directory
-    dir_fd = os.open(directory, os.O_RDONLY)
-  except OSError:
-    return
-  try:
-    os.fsync(dir_fd)
-  except OSError:
-    pass
-  finally:
-    os.close(dir_fd)
+  buffer = io.BytesIO()
+  _write_archive(buffer, arrays)
+  write_atomic(path, buffer.getvalue())
 
 
 def _fill(skeleton: Any, specs: list[dict]) -> Any:

@@ -22,15 +22,17 @@ from bayesbinn_jax.optim.posterior import (
 LAMBDAS = np.array([-2.0, -0.7, -0.1, 0.0, 0.25, 1.0, 3.0], np.float32)
 
 
+@pytest.mark.parametrize("rng", ["counter", "threefry"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("sampler", ["binary", "relaxed_tau_1e-10"])
-def test_sampling_law_p_plus_one_is_sigmoid_two_lambda(sampler, dtype):
+def test_sampling_law_p_plus_one_is_sigmoid_two_lambda(sampler, dtype, rng):
   n = 40000
   lam = {"w": jnp.asarray(LAMBDAS, dtype)}
   if sampler == "binary":
-    draws = sample_binary(lam, jax.random.PRNGKey(0), n)["w"]
+    draws = sample_binary(lam, jax.random.PRNGKey(0), n, rng=rng)["w"]
   else:
-    draws = jax.jit(sample_relaxed, static_argnums=3)(lam, jax.random.PRNGKey(0), 1e-10, n)["w"]
+    draws = jax.jit(sample_relaxed, static_argnums=3, static_argnames="rng")(
+        lam, jax.random.PRNGKey(0), 1e-10, n, rng=rng)["w"]
   draws = np.asarray(draws, np.float32)
   assert set(np.unique(draws)) <= {-1.0, 1.0}
   frequency = np.mean(draws == 1.0, axis=0)
@@ -43,7 +45,7 @@ def test_sampling_law_p_plus_one_is_sigmoid_two_lambda(sampler, dtype):
 def test_relaxed_sample_formula():
   lam = {"w": jnp.asarray(LAMBDAS)}
   key = jax.random.PRNGKey(3)
-  got = sample_relaxed(lam, key, 0.5)["w"]
+  got = sample_relaxed(lam, key, 0.5, rng="threefry")["w"]
   (leaf_key,) = jax.random.split(key, 1)
   u_logit = np.asarray(jax.random.logistic(leaf_key, LAMBDAS.shape), np.float64)  # log(u / (1 - u))
   np.testing.assert_allclose(got, np.tanh((LAMBDAS + 0.5 * u_logit) / 0.5), rtol=1e-5, atol=1e-6)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from bayesbinn_jax.optim.noise import GENERATORS
 from bayesbinn_jax.train.methods import OPTIMIZERS
 from bayesbinn_jax.train.schedules import SCHEDULES
 
@@ -18,7 +19,8 @@ EXPERIMENTS = ("two-moons", "snelson", "mnist", "cifar10", "cifar100", "permuted
 
 _SCHEDULE = dict(lr_schedule="cosine", lr_end=1e-16, lr_milestones=[], lr_decay=0.1)
 _BAYESBINN = dict(_SCHEDULE, temperature=1e-10, momentum=0.0, train_samples=1, test_samples=0,
-                  lambda_init=10.0, lambda_init_std=0.0, kl_weight=1.0, train_set_scale=1)
+                  lambda_init=10.0, lambda_init_std=0.0, kl_weight=1.0, train_set_scale=1,
+                  rng="counter")
 
 _ENGINE = dict(max_nonfinite_steps=20)
 """Engine settings shared by every experiment: stop after this many consecutive steps
@@ -176,6 +178,8 @@ def check_config(config: Mapping[str, Any]) -> None:
     raise ValueError(f"val_fraction must be in [0, 1); got {config['val_fraction']!r}.")
   if not 0 <= config.get("momentum", 0) < 1:
     raise ValueError(f"momentum must be in [0, 1); got {config['momentum']!r}.")
+  if "rng" in config and config["rng"] not in GENERATORS:
+    raise ValueError(f"rng must be one of {', '.join(GENERATORS)}; got {config['rng']!r}.")
   if "lr_schedule" in config:
     if config["lr_schedule"] not in SCHEDULES:
       raise ValueError(f"lr_schedule must be one of {', '.join(SCHEDULES)}; got {config['lr_schedule']!r}.")

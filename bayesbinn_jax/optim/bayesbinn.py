@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from bayesbinn_jax.optim import _validation
+from bayesbinn_jax.optim.noise import check_generator
 from bayesbinn_jax.optim.posterior import sample_relaxed
 
 PyTree = Any
@@ -155,6 +156,7 @@ def bayesbinn(
     prior_lambda: PyTree | None = None,
     kl_weight: float = 1.0,
     seed: int = 0,
+    rng: str = "counter",
 ) -> optax.GradientTransformation:
   """BayesBiNN (Meng et al. 2020): natural-gradient descent on Bernoulli posteriors.
 
@@ -179,6 +181,9 @@ def bayesbinn(
       params), e.g. the posterior of the previous task; None for zero.
     kl_weight: weight of the KL term lambda - lambda_0.
     seed: seed of the state's PRNG key (initial lambda and every sample).
+    rng: generator of the samples' uniform noise: "counter" (a fast
+      counter-based hash, the default) or "threefry" (``jax.random``); see
+      :mod:`bayesbinn_jax.optim.noise`.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is :class:`BayesBiNNState`.
@@ -196,6 +201,7 @@ def bayesbinn(
   _validation.check_range("lambda_init", lambda_init, low=0.0)
   _validation.check_range("lambda_init_std", lambda_init_std, low=0.0)
   _validation.check_range("kl_weight", kl_weight, low=0.0)
+  check_generator(rng)
 
   def init_fn(params: optax.Params) -> BayesBiNNState:
     if prior_lambda is not None:
@@ -258,7 +264,7 @@ def bayesbinn(
         new_momentum,
     )
     key, sample_key = jax.random.split(state.key)
-    next_sample = sample_relaxed(new_lam, sample_key, temperature, size)
+    next_sample = sample_relaxed(new_lam, sample_key, temperature, size, rng=rng)
     updates = jax.tree.map(lambda new, old: new - old, next_sample, params)
     return updates, BayesBiNNState(
         count=count, lam=new_lam, momentum=new_momentum, prior_lam=state.prior_lam, key=key

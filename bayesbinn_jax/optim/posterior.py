@@ -16,6 +16,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from bayesbinn_jax.optim.noise import logistic
+
 PyTree = Any
 
 
@@ -24,14 +26,14 @@ def _noise_dtype(dtype: jnp.dtype) -> jnp.dtype:
   return jnp.promote_types(dtype, jnp.float32)
 
 
-def _logistic_noise(lam: PyTree, key: jax.Array, num_samples: int | None) -> PyTree:
+def _logistic_noise(lam: PyTree, key: jax.Array, num_samples: int | None, rng: str) -> PyTree:
   """delta = 0.5 * log(u / (1 - u)), u ~ U(0, 1), one per weight (and per sample)."""
   leaves, treedef = jax.tree.flatten(lam)
   keys = jax.random.split(key, max(len(leaves), 1))
   noise = []
   for leaf, leaf_key in zip(leaves, keys):
     shape = leaf.shape if num_samples is None else (num_samples, *leaf.shape)
-    noise.append(0.5 * jax.random.logistic(leaf_key, shape, _noise_dtype(leaf.dtype)))
+    noise.append(0.5 * logistic(leaf_key, shape, _noise_dtype(leaf.dtype), rng))
   return jax.tree.unflatten(treedef, noise)
 
 
@@ -40,6 +42,8 @@ def sample_relaxed(
     key: jax.Array,
     temperature: float | jax.Array = 1.0,
     num_samples: int | None = None,
+    *,
+    rng: str = "counter",
 ) -> PyTree:
   """Relaxed (Gumbel-softmax) binary sample, the weights BayesBiNN trains at.
 
@@ -49,8 +53,9 @@ def sample_relaxed(
   sigmoid(2 lambda). With ``num_samples=K`` every leaf gets a leading axis of
   size K (one network per Monte Carlo sample, the layout ``bayesbinn`` expects
   with ``num_samples=K``). Use it for the first params to train from.
+  ``rng`` picks the generator of u (:mod:`bayesbinn_jax.optim.noise`).
   """
-  noise = _logistic_noise(lam, key, num_samples)
+  noise = _logistic_noise(lam, key, num_samples, rng)
 
   def sample(leaf: jax.Array, delta: jax.Array) -> jax.Array:
     tau = jnp.asarray(temperature, delta.dtype)
@@ -59,13 +64,15 @@ def sample_relaxed(
   return jax.tree.map(sample, lam, noise)
 
 
-def sample_binary(lam: PyTree, key: jax.Array, num_samples: int | None = None) -> PyTree:
+def sample_binary(
+    lam: PyTree, key: jax.Array, num_samples: int | None = None, *, rng: str = "counter"
+) -> PyTree:
   """Exact binary sample w in {-1, +1} with P(w = +1) = sigmoid(2 lambda).
 
   Drawn as sign(lambda + delta) with the noise of :func:`sample_relaxed`, so it is
-  the tau -> 0 limit of the relaxed sample for the same key.
+  the tau -> 0 limit of the relaxed sample for the same key and ``rng``.
   """
-  noise = _logistic_noise(lam, key, num_samples)
+  noise = _logistic_noise(lam, key, num_samples, rng)
 
   def sample(leaf: jax.Array, delta: jax.Array) -> jax.Array:
     one = jnp.ones((), leaf.dtype)

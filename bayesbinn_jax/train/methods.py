@@ -118,10 +118,12 @@ def _build(
         kl_weight=config["kl_weight"],
         prior_lambda=prior_lambda,
         seed=config["seed"],
+        rng=config["rng"],
     )
     return Method(
         name, "none", tx, k,
-        initial_params=lambda s, p, key: sample_relaxed(_lam(s), key, tau, k if k > 1 else None),
+        initial_params=lambda s, p, key: sample_relaxed(_lam(s), key, tau, k if k > 1 else None,
+                                                        rng=config["rng"]),
         mode_params=lambda s, p: posterior_mode(_lam(s)),
         posterior=_lam,
     )
