@@ -98,8 +98,16 @@ class Experiment:
     self.dataset = load_dataset(
         self.experiment, self.config, data_file=options.data_file, data_dir=options.data_dir)
     regression = self.task == "regression"
-    self.inputs = (lambda x: np.asarray(x, np.float32)) if regression else input_transform(
-        self.experiment, self.dataset)
+    self.train_targets = self.dataset.y_train
+    if regression:
+      # The output BatchNorm has no gain or bias, so the network's outputs are standardised:
+      # train on standardised inputs and targets; metrics and figures are in the data's units.
+      x_mean, x_std = float(np.mean(self.dataset.x_train)), float(np.std(self.dataset.x_train))
+      self.y_mean, self.y_std = float(np.mean(self.train_targets)), float(np.std(self.train_targets))
+      self.inputs = lambda x: ((np.asarray(x, np.float32) - x_mean) / x_std).astype(np.float32)
+      self.train_targets = ((self.train_targets - self.y_mean) / self.y_std).astype(np.float32)
+    else:
+      self.inputs = input_transform(self.experiment, self.dataset)
     num_outputs = 1 if regression else self.dataset.num_classes
     self.mesh = data_mesh()
     self.batch_size = min(int(self.config["batch_size"]), self.dataset.num_train)
@@ -160,14 +168,15 @@ class Experiment:
     size = int(self.config["eval_batch_size"])
     probs = predict_batches(self.predict, self.state, x, batch_size=size, inputs=inputs, mesh=self.mesh)
     if self.task == "regression":
-      result = {f"{prefix}_rmse": float(np.sqrt(np.mean((probs.reshape(-1) - y) ** 2)))}
+      result = {f"{prefix}_rmse": float(np.sqrt(np.mean((self._in_data_units(probs).reshape(-1) - y) ** 2)))}
     else:
       result = {f"{prefix}_{k}": v for k, v in classification_metrics(probs, y).items()}
     if self.predict_mc is not None:
       key = jax.random.fold_in(jax.random.PRNGKey(self.config["seed"] + 1), epoch)
       if self.task == "regression":
-        outs = predict_batches(self.predict_mc, self.state, x, batch_size=size, inputs=inputs,
-                               mesh=self.mesh, key=key, sample_axis=1)[..., 0]
+        outs = self._in_data_units(predict_batches(
+            self.predict_mc, self.state, x, batch_size=size, inputs=inputs, mesh=self.mesh, key=key,
+            sample_axis=1)[..., 0])
         metrics = regression_metrics(outs.mean(axis=0), outs.std(axis=0), y)
       else:
         mc = predict_batches(self.predict_mc, self.state, x, batch_size=size, inputs=inputs,
@@ -175,6 +184,10 @@ class Experiment:
         metrics = classification_metrics(mc, y)
       result.update({f"mc_{prefix}_{k}": v for k, v in metrics.items()})
     return result
+
+  def _in_data_units(self, outputs: np.ndarray) -> np.ndarray:
+    """Regression outputs mapped back from standardised to the targets' units."""
+    return outputs * self.y_std + self.y_mean
 
   def evaluate_epoch(self, task: int, epoch: int) -> dict:
     ds = self.dataset
@@ -217,7 +230,7 @@ class Experiment:
       began = time.perf_counter()
       label = None if options.quiet else f"epoch {global_epoch + 1}/{total}"
       self.state, train = train_epoch(
-          self.state, self.train_step, ds.x_train, ds.y_train, batch_size=self.batch_size,
+          self.state, self.train_step, ds.x_train, self.train_targets, batch_size=self.batch_size,
           seed=self.config["seed"], epoch=global_epoch, inputs=self._task_inputs(task),
           mesh=self.mesh, augment=augment,
           max_nonfinite_steps=int(self.config["max_nonfinite_steps"]), progress=label)
@@ -312,18 +325,19 @@ class Experiment:
 
   def _snelson_figure(self) -> None:
     ds, size = self.dataset, int(self.config["eval_batch_size"])
-    mode = predict_batches(self.predict, self.state, ds.x_test, batch_size=size, inputs=self.inputs,
-                           mesh=self.mesh).reshape(-1)
+    mode = self._in_data_units(predict_batches(
+        self.predict, self.state, ds.x_test, batch_size=size, inputs=self.inputs, mesh=self.mesh).reshape(-1))
     curves = {f"{self.options.optimizer} (mode)": (mode, np.zeros_like(mode))}
     arrays = {"x_test": ds.x_test.reshape(-1), "mode_mean": mode}
     if self.predict_mc is not None:
-      outs = predict_batches(self.predict_mc, self.state, ds.x_test, batch_size=size, inputs=self.inputs,
-                             mesh=self.mesh, key=jax.random.PRNGKey(self.config["seed"] + 2),
-                             sample_axis=1)[..., 0]
+      outs = self._in_data_units(predict_batches(
+          self.predict_mc, self.state, ds.x_test, batch_size=size, inputs=self.inputs, mesh=self.mesh,
+          key=jax.random.PRNGKey(self.config["seed"] + 2), sample_axis=1)[..., 0])
       curves[f"{self.options.optimizer} (MC, C={self.test_samples})"] = (outs.mean(0), outs.std(0))
       arrays.update(mc_mean=outs.mean(0), mc_std=outs.std(0))
     np.savez_compressed(self.path("snelson_predictions.npz"), **arrays)
-    plots.plot_snelson(self.path("snelson.png"), ds.x_train.reshape(-1), ds.y_train, ds.x_test.reshape(-1), curves)
+    plots.plot_snelson(self.path("snelson.png"), ds.x_train.reshape(-1), ds.y_train,
+                       ds.x_test.reshape(-1), curves)
 
 
 def _set_prior(opt_state: Any) -> Any:
