@@ -74,6 +74,12 @@ def test_one_jitted_step_serves_every_optimizer(name):
     assert np.isfinite(float(metrics["loss"])) and 0 <= float(metrics["accuracy"]) <= 1
   assert int(state.step) == 3
   assert not np.array_equal(leaves(trained(state)), before)
+  logged = {"bop": {"flip_fraction"}, "pmf": {"beta"}}.get(name, set())
+  assert set(metrics) == {"loss", "accuracy"} | logged
+  if name == "bop":
+    assert 0.0 <= float(metrics["flip_fraction"]) <= 1.0
+  if name == "pmf":
+    assert float(metrics["beta"]) == 1.0  # grows by rho only every 100 steps
 
 
 def test_unknown_optimizer():

@@ -94,7 +94,7 @@ def make_train_step(method: Method, task: str) -> Callable[[TrainState, jax.Arra
 
     grads, (loss, out, stats) = jax.grad(loss_fn, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads, batch_stats=stats)
-    metrics = {"loss": loss}
+    metrics = {"loss": loss, **method.metrics(state.opt_state)}
     if task == "classification":
       probs = jax.nn.softmax(out, axis=-1).mean(axis=0)
       metrics["accuracy"] = jnp.mean(jnp.argmax(probs, axis=-1) == y)

@@ -17,8 +17,8 @@ import optax
 
 from bayesbinn_jax.optim.bayesbinn import BayesBiNNState, bayesbinn
 from bayesbinn_jax.optim.nested import find_state
-from bayesbinn_jax.optim.bop import binarize_params, bop
-from bayesbinn_jax.optim.pmf import pmf, pmf_mode, pmf_weights
+from bayesbinn_jax.optim.bop import BopState, binarize_params, bop
+from bayesbinn_jax.optim.pmf import PMFState, pmf, pmf_mode, pmf_weights
 from bayesbinn_jax.optim.posterior import posterior_mode, sample_relaxed
 from bayesbinn_jax.optim.ste import ste_adam
 from bayesbinn_jax.train.schedules import epoch_schedule
@@ -40,6 +40,8 @@ class Method:
     mode_params: (opt_state, params) -> the deterministic network to evaluate.
     posterior: opt_state -> the Bernoulli natural parameters lambda of the
       posterior over the weights, or None for optimizers without one.
+    metrics: opt_state -> scalars to log with every step (Bop's fraction of
+      weights flipped, PMF's beta).
   """
 
   name: str
@@ -49,6 +51,7 @@ class Method:
   initial_params: Callable[[Any, PyTree, jax.Array], PyTree]
   mode_params: Callable[[Any, PyTree], PyTree]
   posterior: Callable[[Any], PyTree] | None = None
+  metrics: Callable[[Any], dict[str, jax.Array]] = lambda opt_state: {}  # noqa: E731
 
 
 def _lam(opt_state: Any) -> PyTree:
@@ -138,7 +141,8 @@ def _build(
         config["gamma"], steps_per_epoch * config["gamma_decay_every"], config["gamma_decay"],
         staircase=True)
     return Method(name, "none", bop(config["threshold"], gamma), 1,
-                  initial_params=lambda s, p, key: binarize_params(p), mode_params=same)
+                  initial_params=lambda s, p, key: binarize_params(p), mode_params=same,
+                  metrics=lambda s: {"flip_fraction": find_state(s, BopState).flip_fraction})
   tx = pmf(
       optax.exponential_decay(config["lr"], config["lr_decay_steps"], config["lr_decay"],
                               staircase=True),
@@ -147,4 +151,5 @@ def _build(
   )
   return Method(name, "none", tx, 1,
                 initial_params=lambda s, p, key: pmf_weights(s),
-                mode_params=lambda s, p: pmf_mode(s))
+                mode_params=lambda s, p: pmf_mode(s),
+                metrics=lambda s: {"beta": find_state(s, PMFState).beta})
