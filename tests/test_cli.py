@@ -264,3 +264,23 @@ def test_four_simulated_devices_match_one(tmp_path):
   assert summaries[0]["devices"] == 1 and summaries[1]["devices"] == 4
   for key in ("train_loss", "test_nll", "test_accuracy", "mc_test_accuracy", "best_val_accuracy"):
     assert summaries[0][key] == pytest.approx(summaries[1][key], rel=1e-3, abs=1e-3), key
+
+
+@pytest.mark.parametrize("experiment, classes", [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_presets_run_on_tiny_generated_data(tmp_path, experiment, classes):
+  # The BinaryConnect VGG with augmentation (pad 4, crop, flip) on 32x32x3 images; the
+  # class count comes from the file (labels 0..classes-1 all present in the test set).
+  rng = np.random.default_rng(0)
+  x_train = rng.integers(0, 256, (110, 32, 32, 3), dtype=np.uint8)
+  y_train = rng.integers(0, classes, 110).astype(np.uint8)
+  y_test = (np.arange(classes) % classes).astype(np.uint8)
+  x_test = rng.integers(0, 256, (classes, 32, 32, 3), dtype=np.uint8)
+  path = str(tmp_path / "tiny.npz")
+  np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+  out = str(tmp_path / "out")
+  assert main([experiment, "--data-file", path, "--out", out, "--epochs", "1", "--quiet",
+               "--set", "eval_batch_size=50"]) == 0
+  config = json.load(open(os.path.join(out, "config.json")))["config"]
+  assert config["augment"] is True and config["batch_size"] == 50 and config["train_set_scale"] == 10
+  summary = read_summary(out)
+  assert 0.0 <= summary["test_accuracy"] <= 1.0 and "best_val_accuracy" in summary

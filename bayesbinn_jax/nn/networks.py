@@ -201,7 +201,7 @@ class VGGBinaryConnect(nn.Module):
     )
 
 
-class ContinualMLP(nn.Module):
+class ContinualMLP(MnistMLP):
   """Permuted-MNIST continual-learning MLP 784-100-100-10, single head (section 4.3).
 
   Source: ``MLP_CL_h100`` in ``models/models.py`` as built by
@@ -211,34 +211,10 @@ class ContinualMLP(nn.Module):
     flatten -> Dense -> BN -> ReLU -> Dense -> BN -> ReLU -> Dense -> BN
 
   BatchNorm: eps 1e-4, PyTorch momentum 0.15 (Flax 0.85), no gain or bias.
-
-  Attributes:
-    num_classes: number of output logits.
-    hidden: width of the two hidden layers.
-    quantizer: "none" or "ste", passed to every binary layer.
-    bn_momentum: Flax momentum of every BatchNorm.
-    bn_epsilon: epsilon of every BatchNorm.
+  The :class:`MnistMLP` block structure with two hidden layers of 100 and no
+  dropout.
   """
 
-  num_classes: int = 10
   hidden: int = 100
-  quantizer: str = "none"
-  bn_momentum: float = 0.85
-  bn_epsilon: float = 1e-4
-
-  def __post_init__(self) -> None:
-    check_quantizer(self.quantizer)
-    check_integer("num_classes", self.num_classes, low=1)
-    check_integer("hidden", self.hidden, low=1)
-    super().__post_init__()
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """Maps images (N, 28, 28[, 1]) or vectors (N, 784) to logits (N, num_classes)."""
-    x = _flatten(x)
-    for _ in range(2):
-      x = BinaryDense(self.hidden, quantizer=self.quantizer)(x)
-      x = BatchNorm(self.bn_momentum, self.bn_epsilon)(x, use_running_average=not train)
-      x = nn.relu(x)
-    x = BinaryDense(self.num_classes, quantizer=self.quantizer)(x)
-    return BatchNorm(self.bn_momentum, self.bn_epsilon)(x, use_running_average=not train)
+  depth: int = 2
+  dropout: float = 0.0
