@@ -11,6 +11,8 @@ import pytest
 from bayesbinn_jax.optim.bayesbinn import BayesBiNNState, bayesbinn, natural_gradient_scale
 from bayesbinn_jax.optim.posterior import sample_relaxed
 
+from optim_helpers import apply_sequence
+
 
 def reference_step(lam, momentum, prior, samples, grads, count, *, lr, n, tau, beta, kl_weight):
   """The update of algorithm.md, transcribed line by line in NumPy (float64).
@@ -28,19 +30,6 @@ def reference_step(lam, momentum, prior, samples, grads, count, *, lr, n, tau, b
   t = count + 1
   lam64 = lam64 - lr * momentum / (1 - beta**t)
   return lam64, momentum
-
-
-def run_transform(tx, params, grads_seq, jit):
-  """Applies ``tx`` along a sequence of gradients; returns the states and params seen."""
-  state = tx.init(jax.tree.map(lambda p: p[0], params) if params["w"].ndim == 3 else params)
-  update = jax.jit(tx.update) if jit else tx.update
-  history = []
-  for grads in grads_seq:
-    history.append((state, params))
-    updates, state = update(grads, state, params)
-    params = optax.apply_updates(params, updates)
-  history.append((state, params))
-  return history
 
 
 CONFIGS = [
@@ -70,13 +59,15 @@ def test_update_matches_numpy_transcription(config, jit):
       jax.tree.map(lambda p: jnp.asarray(rng.normal(0, 1, p.shape), jnp.float32), params)
       for _ in range(4)
   ]
-  history = run_transform(tx, params, grads_seq, jit)
+  # (params, state) before each step and after the last. The run starts from state0:
+  # tx.init takes params without the Monte Carlo axis.
+  history = [(params, state0)] + apply_sequence(tx, params, grads_seq, jit=jit, state=state0)
 
   lam = np.asarray(state0.lam["w"], np.float64)
   mom = np.zeros(shape)
   prior_np = np.zeros(shape) if prior is None else prior["w"].astype(np.float64)
   for step, grads in enumerate(grads_seq):
-    state, w = history[step]
+    w, state = history[step]
     np.testing.assert_allclose(np.asarray(state.lam["w"]), lam, rtol=1e-5, atol=1e-6)
     samples = np.asarray(w["w"]).reshape((k,) + shape)
     lam, mom = reference_step(
@@ -84,7 +75,7 @@ def test_update_matches_numpy_transcription(config, jit):
         np.asarray(grads["w"]).reshape((k,) + shape), step,
         lr=lr, n=n, tau=tau, beta=beta, kl_weight=kl,
     )
-    new_state, new_params = history[step + 1]
+    new_params, new_state = history[step + 1]
     assert int(new_state.count) == step + 1
     np.testing.assert_allclose(np.asarray(new_state.lam["w"]), lam, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(new_state.momentum["w"]), mom, rtol=1e-5, atol=1e-5)

@@ -10,22 +10,7 @@ import pytest
 
 from bayesbinn_jax.optim.bop import BopState, binarize_params, bop
 
-
-def _run(tx, params, grads_seq, jit):
-  """Runs tx over grads_seq; returns (params, state) after every step."""
-  state = tx.init(params)
-
-  def step(params, state, grads):
-    updates, state = tx.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
-
-  if jit:
-    step = jax.jit(step)
-  history = []
-  for grads in grads_seq:
-    params, state = step(params, state, grads)
-    history.append((params, state))
-  return history
+from optim_helpers import apply_sequence, train_two_moons, two_moons_accuracy, two_moons_mlp
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -42,7 +27,7 @@ def test_bop_two_steps_hand_computed(jit):
   # Step 2: m = 0.5 m + 0.5 g = [0.1, -0.1, 0.175, 0.025]
   #         w * m = [-0.1, -0.1, 0.175, -0.025] -> flip [F, F, T, F]
   #         w = [-1, 1, -1, -1], flip_fraction = 1/4.
-  (w1, s1), (w2, s2) = _run(bop(threshold=0.1, gamma=0.5), w, grads_seq, jit)
+  (w1, s1), (w2, s2) = apply_sequence(bop(threshold=0.1, gamma=0.5), w, grads_seq, jit=jit)
   assert isinstance(s1, BopState)
   np.testing.assert_array_equal(np.asarray(w1), [-1.0, 1.0, 1.0, -1.0])
   np.testing.assert_allclose(np.asarray(s1.momentum), [0.2, -0.2, 0.05, 0.15], rtol=1e-6)
@@ -119,7 +104,9 @@ def test_bop_matches_numpy(jit, schedules):
   fractions = [f for _, _, f in expected]
   assert max(fractions) > 0 and min(fractions) == 0  # flips and a no-flip step
 
-  got = _run(bop(threshold, gamma), jax.tree.map(jnp.asarray, params), grads_seq, jit)
+  got = apply_sequence(
+      bop(threshold, gamma), jax.tree.map(jnp.asarray, params), grads_seq, jit=jit
+  )
   for (g_params, g_state), (e_w, e_m, e_fraction) in zip(got, expected):
     for k, v in flat(g_params).items():
       np.testing.assert_array_equal(np.asarray(v), e_w[k])
@@ -219,16 +206,16 @@ def test_bop_multi_transform_recipe():
       jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
       for _ in range(5)
   ]
-  got_params, got_state = _run(tx, params, grads_seq, jit=True)[-1]
+  got_params, got_state = apply_sequence(tx, params, grads_seq, jit=True)[-1]
 
-  kernel_hist = _run(
+  kernel_hist = apply_sequence(
       bop(threshold=0.05, gamma=0.5),
       params["dense"]["kernel"],
       [g["dense"]["kernel"] for g in grads_seq],
       jit=False,
   )
-  scale_hist = _run(
-      optax.adam(0.1), params["bn"]["scale"], [g["bn"]["scale"] for g in grads_seq], False
+  scale_hist = apply_sequence(
+      optax.adam(0.1), params["bn"]["scale"], [g["bn"]["scale"] for g in grads_seq], jit=False
   )
   np.testing.assert_array_equal(
       np.asarray(got_params["dense"]["kernel"]), np.asarray(kernel_hist[-1][0])
@@ -247,8 +234,8 @@ def test_bop_inject_hyperparams():
   w = jnp.asarray(rng.choice([-1.0, 1.0], 10), jnp.float32)
   grads_seq = [jnp.asarray(rng.normal(size=10), jnp.float32) for _ in range(4)]
   tx = optax.inject_hyperparams(bop)(threshold=0.1, gamma=0.5)
-  got = _run(tx, w, grads_seq, jit=True)
-  want = _run(bop(threshold=0.1, gamma=0.5), w, grads_seq, jit=False)
+  got = apply_sequence(tx, w, grads_seq, jit=True)
+  want = apply_sequence(bop(threshold=0.1, gamma=0.5), w, grads_seq, jit=False)
   for (g, _), (e, _) in zip(got, want):
     np.testing.assert_array_equal(np.asarray(g), np.asarray(e))
   assert float(optax.tree.get(got[-1][1], "flip_fraction")) == float(
@@ -265,36 +252,15 @@ def test_bop_inject_hyperparams():
 
 @pytest.mark.slow
 def test_bop_trains_two_moons():
-  from bayesbinn_jax.data import two_moons  # pylint: disable=g-import-not-at-top
-
-  from bayesbinn_jax.nn import ToyMLP  # pylint: disable=g-import-not-at-top
-
-  moons = two_moons(seed=0)
-  x, y = moons.x_train, moons.y_train
-  model = ToyMLP(hidden=(64, 64), outputs=2, quantizer="none")
-  params = model.init(jax.random.PRNGKey(0), x, train=False)["params"]
-  params = binarize_params(params)
-  tx = bop(threshold=1e-6, gamma=1e-3)
-  opt_state = tx.init(params)
-
-  def loss_fn(params):
-    logits = model.apply({"params": params}, x, train=True)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-  @jax.jit
-  def train(params, opt_state):
-    def step(carry, _):
-      params, opt_state = carry
-      grads = jax.grad(loss_fn)(params)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), opt_state.flip_fraction
-
-    return jax.lax.scan(step, (params, opt_state), None, length=300)
-
-  (params, _), fractions = train(params, opt_state)
+  model, params = two_moons_mlp(quantizer="none")
+  params, _, fractions = train_two_moons(
+      model,
+      bop(threshold=1e-6, gamma=1e-3),
+      binarize_params(params),
+      record=lambda opt_state: opt_state.flip_fraction,
+  )
   assert float(np.sum(fractions)) > 0
   for leaf in jax.tree.leaves(params):
     assert set(np.unique(np.asarray(leaf)).tolist()) <= {-1.0, 1.0}
-  logits = model.apply({"params": params}, x, train=False)
-  accuracy = float(np.mean(np.asarray(logits).argmax(-1) == y))
+  accuracy = two_moons_accuracy(model, params)
   assert accuracy >= 0.9

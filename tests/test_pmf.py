@@ -16,23 +16,13 @@ from bayesbinn_jax.optim.pmf import (
     pmf_weights,
 )
 
+from optim_helpers import apply_sequence, train_two_moons, two_moons_accuracy, two_moons_mlp
 
-def _run(tx, params, grads_seq, jit):
+
+def _run(tx, latent, grads_seq, jit):
   """Starts from pmf_weights(init state); returns (params, state) per step."""
-  state = tx.init(params)
-  params = pmf_weights(state)
-
-  def step(params, state, grads):
-    updates, state = tx.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
-
-  if jit:
-    step = jax.jit(step)
-  history = []
-  for grads in grads_seq:
-    params, state = step(params, state, grads)
-    history.append((params, state))
-  return history
+  state = tx.init(latent)
+  return apply_sequence(tx, pmf_weights(state), grads_seq, jit=jit, state=state)
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -292,36 +282,12 @@ def test_pmf_inject_hyperparams():
 
 @pytest.mark.slow
 def test_pmf_trains_two_moons():
-  from bayesbinn_jax.data import two_moons  # pylint: disable=g-import-not-at-top
-
-  from bayesbinn_jax.nn import ToyMLP  # pylint: disable=g-import-not-at-top
-
-  moons = two_moons(seed=0)
-  x, y = moons.x_train, moons.y_train
-  model = ToyMLP(hidden=(64, 64), outputs=2, quantizer="none")
-  latent = model.init(jax.random.PRNGKey(0), x, train=False)["params"]
+  model, latent = two_moons_mlp(quantizer="none")
   tx = pmf(pmf_lr_schedule(1e-2, decay=0.2, every=200), rho=1.2, beta_interval=20)
   opt_state = tx.init(latent)
-  params = pmf_weights(opt_state)
-
-  def loss_fn(params):
-    logits = model.apply({"params": params}, x, train=True)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-  @jax.jit
-  def train(params, opt_state):
-    def step(carry, _):
-      params, opt_state = carry
-      grads = jax.grad(loss_fn)(params)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), None
-
-    return jax.lax.scan(step, (params, opt_state), None, length=300)[0]
-
-  _, opt_state = train(params, opt_state)
+  _, opt_state, _ = train_two_moons(model, tx, pmf_weights(opt_state), opt_state)
   assert float(opt_state.beta) == pytest.approx(1.2**15, rel=1e-5)
   # Evaluate the binary network sign(u).
   binary = pmf_mode(opt_state)
-  logits = model.apply({"params": binary}, x, train=False)
-  accuracy = float(np.mean(np.asarray(logits).argmax(-1) == y))
+  accuracy = two_moons_accuracy(model, binary)
   assert accuracy >= 0.9

@@ -12,22 +12,7 @@ from hypothesis import strategies as st
 
 from bayesbinn_jax.optim.ste import clip_weights, ste_adam
 
-
-def _run(tx, params, grads_seq, jit):
-  """Runs tx over grads_seq; returns the params after every step."""
-  state = tx.init(params)
-
-  def step(params, state, grads):
-    updates, state = tx.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
-
-  if jit:
-    step = jax.jit(step)
-  history = []
-  for grads in grads_seq:
-    params, state = step(params, state, grads)
-    history.append(params)
-  return history
+from optim_helpers import apply_sequence, train_two_moons, two_moons_accuracy, two_moons_mlp
 
 
 # ----------------------------------------------------------------- clip_weights
@@ -125,7 +110,7 @@ def test_ste_adam_one_step_hand_computed(jit):
   # (float32 Adam is good to ~1e-5 relative: 1 - b2 alone is 1.3e-5 off.)
   # w - 0.1 * step = [0.4, -1.04999998, 0.099999, 0.3]
   # clipped to [-1, 1]: [0.4, -1.0, 0.099999, 0.3]
-  (new,) = _run(ste_adam(0.1), params, [grads], jit)
+  ((new, _),) = apply_sequence(ste_adam(0.1), params, [grads], jit=jit)
   np.testing.assert_allclose(
       np.asarray(new), [0.4, -1.0, 0.099999, 0.3], rtol=0, atol=2e-6
   )
@@ -175,8 +160,8 @@ def test_ste_adam_matches_numpy(jit, schedule):
     lr_fn = lambda count: 0.2
   expected, clipped = _numpy_ste_adam(params, grads_seq, lr_fn)
   assert clipped > 0  # the clipping is exercised
-  got = _run(ste_adam(lr), jax.tree.map(jnp.asarray, params), grads_seq, jit)
-  for g, e in zip(got, expected):
+  got = apply_sequence(ste_adam(lr), jax.tree.map(jnp.asarray, params), grads_seq, jit=jit)
+  for (g, _), e in zip(got, expected):
     for k in params:
       np.testing.assert_allclose(np.asarray(g[k]), e[k], rtol=1e-4, atol=1e-5)
       assert np.all(np.abs(np.asarray(g[k])) <= 1.0)
@@ -215,8 +200,8 @@ def test_ste_adam_inject_hyperparams():
   params = jnp.asarray(rng.uniform(-1, 1, 6).astype(np.float32))
   grads_seq = [jnp.asarray(rng.normal(size=6).astype(np.float32)) for _ in range(3)]
   tx = optax.inject_hyperparams(ste_adam)(learning_rate=0.4)
-  got = _run(tx, params, grads_seq, jit=True)
-  want = _run(ste_adam(0.4), params, grads_seq, jit=False)
+  got = [p for p, _ in apply_sequence(tx, params, grads_seq, jit=True)]
+  want = [p for p, _ in apply_sequence(ste_adam(0.4), params, grads_seq, jit=False)]
   # Injected b1, b2 become float32 arrays (bias corrections in float32), hence
   # the float32-level tolerance.
   np.testing.assert_allclose(np.asarray(got[-1]), np.asarray(want[-1]), rtol=1e-4, atol=2e-5)
@@ -240,9 +225,11 @@ def test_ste_adam_in_multi_transform():
   ]
   labels = {"kernel": "binary", "scale": "real"}
   tx = optax.multi_transform({"binary": ste_adam(0.5), "real": optax.adam(0.5)}, labels)
-  got = _run(tx, params, grads_seq, jit=True)[-1]
-  kernel = _run(ste_adam(0.5), params["kernel"], [g["kernel"] for g in grads_seq], False)
-  scale = _run(optax.adam(0.5), params["scale"], [g["scale"] for g in grads_seq], False)
+  got, _ = apply_sequence(tx, params, grads_seq, jit=True)[-1]
+  kernel = [p for p, _ in apply_sequence(
+      ste_adam(0.5), params["kernel"], [g["kernel"] for g in grads_seq], jit=False)]
+  scale = [p for p, _ in apply_sequence(
+      optax.adam(0.5), params["scale"], [g["scale"] for g in grads_seq], jit=False)]
   np.testing.assert_allclose(np.asarray(got["kernel"]), np.asarray(kernel[-1]), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(np.asarray(got["scale"]), np.asarray(scale[-1]), rtol=1e-5, atol=1e-6)
   assert np.all(np.abs(np.asarray(got["kernel"])) <= 1.0)
@@ -254,34 +241,9 @@ def test_ste_adam_in_multi_transform():
 
 @pytest.mark.slow
 def test_ste_adam_trains_two_moons():
-  from bayesbinn_jax.data import two_moons  # pylint: disable=g-import-not-at-top
-
-  from bayesbinn_jax.nn import ToyMLP  # pylint: disable=g-import-not-at-top
-
-  moons = two_moons(seed=0)
-  x, y = moons.x_train, moons.y_train
-  model = ToyMLP(hidden=(64, 64), outputs=2, quantizer="ste")
-  params = model.init(jax.random.PRNGKey(0), x, train=False)["params"]
-  tx = ste_adam(optax.cosine_decay_schedule(1e-2, 300))
-  opt_state = tx.init(params)
-
-  def loss_fn(params):
-    logits = model.apply({"params": params}, x, train=True)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-  @jax.jit
-  def train(params, opt_state):
-    def step(carry, _):
-      params, opt_state = carry
-      grads = jax.grad(loss_fn)(params)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), None
-
-    return jax.lax.scan(step, (params, opt_state), None, length=300)[0]
-
-  params, _ = train(params, opt_state)
+  model, params = two_moons_mlp(quantizer="ste")
+  params, _, _ = train_two_moons(model, ste_adam(optax.cosine_decay_schedule(1e-2, 300)), params)
   assert all(np.all(np.abs(np.asarray(p)) <= 1.0) for p in jax.tree.leaves(params))
   # The STE network evaluates the binary network sign(w_r).
-  logits = model.apply({"params": params}, x, train=False)
-  accuracy = float(np.mean(np.asarray(logits).argmax(-1) == y))
+  accuracy = two_moons_accuracy(model, params)
   assert accuracy >= 0.9
