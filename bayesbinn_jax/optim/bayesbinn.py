@@ -87,6 +87,17 @@ def natural_gradient_scale(
   return (_one_minus_square(sample) + guard) / tau / (_one_minus_square(mu) + guard)
 
 
+def saturate(x: jax.Array) -> jax.Array:
+  """x clipped to the finite range of its dtype: an overflow becomes +-max, never Inf.
+
+  With tau = 1e-12 the scale s reaches 1e22, and gradients of 1e30 would carry
+  N s g past float32's 3.4e38; saturating every intermediate of the update
+  keeps Inf (and the Inf - Inf = NaN that would follow) out of the state.
+  """
+  big = jnp.finfo(x.dtype).max
+  return jnp.clip(x, -big, big)
+
+
 def _check_tree_like(name: str, tree: PyTree, reference: PyTree, reference_name: str) -> None:
   """Raises ValueError unless ``tree`` has the structure and shapes of ``reference``."""
   tree_def, ref_def = jax.tree.structure(tree), jax.tree.structure(reference)
@@ -239,27 +250,29 @@ def bayesbinn(
     size = _sample_axis(params, state.lam, num_samples)
 
     def natural_gradient(g: jax.Array, w: jax.Array, lam: jax.Array) -> jax.Array:
-      scaled = natural_gradient_scale(w, lam, temperature) * g.astype(w.dtype)
+      scaled = saturate(natural_gradient_scale(w, lam, temperature) * g.astype(w.dtype))
       if size is not None:
         scaled = jnp.mean(scaled, axis=0)
-      return (jnp.asarray(train_set_size, lam.dtype) * scaled).astype(lam.dtype)
+      return saturate((jnp.asarray(train_set_size, lam.dtype) * scaled).astype(lam.dtype))
 
     g_hat = jax.tree.map(natural_gradient, grads, params, state.lam)
     if state.prior_lam is None:
-      direction = jax.tree.map(lambda g, l: g + kl_weight * l, g_hat, state.lam)
+      direction = jax.tree.map(lambda g, l: saturate(g + kl_weight * l), g_hat, state.lam)
     else:
       direction = jax.tree.map(
-          lambda g, l, p: g + kl_weight * (l - p), g_hat, state.lam, state.prior_lam
+          lambda g, l, p: saturate(g + kl_weight * (l - p)), g_hat, state.lam, state.prior_lam
       )
     beta = momentum
     new_momentum = jax.tree.map(
-        lambda m, d: (beta * m + (1 - beta) * d).astype(m.dtype), state.momentum, direction
+        lambda m, d: saturate((beta * m + (1 - beta) * d).astype(m.dtype)), state.momentum, direction
     )
     count = optax.safe_increment(state.count)
     step_size = learning_rate(state.count) if callable(learning_rate) else learning_rate
-    bias_correction = 1 - jnp.asarray(beta, jnp.float32) ** count.astype(jnp.float32)
+    # Floored: a momentum that rounds to 1 (0.999 injected in bfloat16) must not divide by 0.
+    bias_correction = jnp.maximum(1 - jnp.asarray(beta, jnp.float32) ** count.astype(jnp.float32),
+                                  jnp.finfo(jnp.float32).tiny)
     new_lam = jax.tree.map(
-        lambda l, m: (l - (step_size / bias_correction) * m).astype(l.dtype),
+        lambda l, m: saturate((l - (step_size / bias_correction) * m).astype(l.dtype)),
         state.lam,
         new_momentum,
     )
