@@ -284,3 +284,20 @@ def test_cifar_presets_run_on_tiny_generated_data(tmp_path, experiment, classes)
   assert config["augment"] is True and config["batch_size"] == 50 and config["train_set_scale"] == 10
   summary = read_summary(out)
   assert 0.0 <= summary["test_accuracy"] <= 1.0 and "best_val_accuracy" in summary
+
+
+def test_diverging_run_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, capsys):
+  path = write_images(tmp_path / "d.npz", num_train=1000)
+  out = str(tmp_path / "out")
+  # Epoch 1 at lr 1e-3 trains and is checkpointed; from epoch 2 the step schedule multiplies
+  # the learning rate by 1e41, the weights overflow and every step is skipped.
+  args = [*SMALL, "--optimizer", "adam", "--data-file", path, "--out", out, "--epochs", "3",
+          "--quiet", "--set", "lr_schedule=steps", "--set", "lr_milestones=1",
+          "--set", "lr_decay=1e41", "--set", "max_nonfinite_steps=2"]
+  assert main(args) == 3
+  err = capsys.readouterr().err
+  assert "stopped: the loss was NaN or Inf for 3 consecutive steps (epoch 2" in err
+  assert "last good checkpoint" in err
+  assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["1"]
+  assert [r["epoch"] for r in read_records(out)] == [1]
+  assert not os.path.exists(os.path.join(out, "summary.json"))

@@ -29,7 +29,7 @@ from bayesbinn_jax.optim.bayesbinn import BayesBiNNState
 from bayesbinn_jax.optim.posterior import posterior_as_prior
 from bayesbinn_jax.train.checkpoint import Checkpointer
 from bayesbinn_jax.train.engine import create_train_state, make_predict, make_predict_mc, make_train_step
-from bayesbinn_jax.train.loop import predict_batches, train_epoch
+from bayesbinn_jax.train.loop import NonFiniteLossError, predict_batches, train_epoch
 from bayesbinn_jax.train.methods import build_method, learning_rate_schedule
 from bayesbinn_jax.train.metrics import classification_metrics, regression_metrics, reliability_bins
 from bayesbinn_jax.train.sharding import check_batch_size, data_mesh, replicate
@@ -167,6 +167,10 @@ class Experiment:
     inputs = self._task_inputs(task)
     size = int(self.config["eval_batch_size"])
     probs = predict_batches(self.predict, self.state, x, batch_size=size, inputs=inputs, mesh=self.mesh)
+    if not np.all(np.isfinite(probs)):
+      raise NonFiniteLossError(
+          f"the network's {prefix} predictions are NaN or Inf after epoch {epoch + 1}: the weights "
+          "diverged; lower the learning rate.")
     if self.task == "regression":
       result = {f"{prefix}_rmse": float(np.sqrt(np.mean((self._in_data_units(probs).reshape(-1) - y) ** 2)))}
     else:
@@ -233,7 +237,8 @@ class Experiment:
           self.state, self.train_step, ds.x_train, self.train_targets, batch_size=self.batch_size,
           seed=self.config["seed"], epoch=global_epoch, inputs=self._task_inputs(task),
           mesh=self.mesh, augment=augment,
-          max_nonfinite_steps=int(self.config["max_nonfinite_steps"]), progress=label)
+          max_nonfinite_steps=int(self.config["max_nonfinite_steps"]),
+          nonfinite_streak=lambda state: state.opt_state.notfinite_count, progress=label)
       seconds = time.perf_counter() - began
       record = {"epoch": global_epoch + 1, "seconds": seconds,
                 **{f"train_{k}": v for k, v in train.items()}}

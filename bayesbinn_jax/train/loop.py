@@ -33,26 +33,28 @@ def train_epoch(
     mesh: Mesh,
     augment: Augment | None = None,
     max_nonfinite_steps: int = 0,
+    nonfinite_streak: Callable[[Any], Any] | None = None,
     progress: str | None = None,
 ) -> tuple[TrainState, dict[str, float]]:
   """Runs one epoch of ``step`` over seeded minibatches; returns the mean metrics.
 
   Batches of ``batch_size`` (the last partial batch is dropped, so every step
   has one shape) are put on ``mesh``, split over its devices. With
-  ``max_nonfinite_steps > 0``, more than that many consecutive steps with a
-  non-finite loss raise :class:`NonFiniteLossError`. ``progress`` is the
-  label of a tqdm bar with the running loss and accuracy (None: no bar).
+  ``max_nonfinite_steps > 0``, :class:`NonFiniteLossError` is raised once
+  ``nonfinite_streak(state)`` (the number of consecutive skipped steps, e.g.
+  ``optax.apply_if_finite``'s ``notfinite_count``, which carries across
+  epochs and checkpoints) exceeds it. ``progress`` is the label of a tqdm bar
+  with the running loss and accuracy (None: no bar).
   """
   batches = iterate_batches(x, y, batch_size, seed=seed, epoch=epoch, drop_last=True, augment=augment)
   total = len(x) // batch_size
   bar = tqdm(batches, total=total, desc=progress, leave=False, disable=progress is None)
   sums: dict[str, Any] = {}
-  nonfinite = 0
   for index, (xb, yb) in enumerate(bar):
     state, metrics = step(state, *shard_batch(mesh, inputs(xb), yb))
     sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
-    if max_nonfinite_steps:
-      nonfinite = 0 if np.isfinite(float(metrics["loss"])) else nonfinite + 1
+    if max_nonfinite_steps and nonfinite_streak is not None:
+      nonfinite = int(nonfinite_streak(state))
       if nonfinite > max_nonfinite_steps:
         raise NonFiniteLossError(
             f"the loss was NaN or Inf for {nonfinite} consecutive steps (epoch {epoch + 1}, "
