@@ -301,3 +301,12 @@ def test_diverging_run_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_pa
   assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["1"]
   assert [r["epoch"] for r in read_records(out)] == [1]
   assert not os.path.exists(os.path.join(out, "summary.json"))
+
+
+def test_show_config_prints_the_preset_and_flags_presets_that_are_ours(capsys):
+  assert main(["two-moons", "--optimizer", "bop", "--show-config", "--set", "gamma=0.5"]) == 0
+  first, note = capsys.readouterr().out.strip().splitlines()
+  assert json.loads(first)["gamma"] == 0.5
+  assert note.startswith("note: the paper gives no bop settings for two-moons")
+  assert main(["mnist", "--show-config"]) == 0
+  assert len(capsys.readouterr().out.strip().splitlines()) == 1

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from bayesbinn_jax.experiments.presets import EXPERIMENTS, apply_overrides, preset
+from bayesbinn_jax.experiments.presets import EXPERIMENTS, NOT_FROM_THE_PAPER, apply_overrides, preset
 from bayesbinn_jax.train.methods import OPTIMIZERS
 
 DESCRIPTION = """\
@@ -99,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   config["seed"] = args.seed
   out = args.out or os.path.join("runs", f"{args.experiment}-{args.optimizer}-seed{args.seed}")
   print(json.dumps({"experiment": args.experiment, "optimizer": args.optimizer, "out": out, **config}))
+  if args.optimizer in NOT_FROM_THE_PAPER.get(args.experiment, ()):
+    print(f"note: the paper gives no {args.optimizer} settings for {args.experiment}; "
+          "these presets are ours (bayesbinn_jax/experiments/presets.py).")
   if args.show_config:
     return 0
   for flag, path in (("--data-file", args.data_file), ("--data-dir", args.data_dir)):
