@@ -31,6 +31,6 @@ run permuted-mnist-bayesbinn permuted-mnist --optimizer bayesbinn --data-file "$
 run permuted-mnist-bayesbinn-noprior permuted-mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 20 --cl-prior none
 # The published MNIST run drew its noise with threefry (before the counter generator became the default).
 run mnist-bayesbinn mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 30 --set test_samples=10 --set rng=threefry
-run mnist-ste mnist --optimizer ste --data-file "$DATA/mnist.npz" --epochs 30
+run mnist-ste mnist --optimizer ste --data-file "$DATA/mnist.npz" --epochs 15
 
 [ -z "${ONLY:-}" ] && python benchmarks/paper_figures.py "$RESULTS"
