@@ -27,7 +27,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from bayesbinn_jax.train.metrics import ReliabilityBins, ece_from_bins
+from bayesbinn_jax.train.metrics import ReliabilityBins, as_float_array, ece_from_bins
 
 PathT = TypeVar("PathT", str, os.PathLike)
 
@@ -50,14 +50,6 @@ def _save(fig: Figure, path: PathT) -> PathT:
   finally:
     fig.clear()
   return path
-
-
-def _array(value: Any, name: str) -> np.ndarray:
-  try:
-    array = np.asarray(value, dtype=np.float64)
-  except (TypeError, ValueError) as error:
-    raise ValueError(f"{name} must be a numeric array; got {type(value).__name__} ({error}).") from error
-  return array
 
 
 def _nonempty_mapping(value: Any, name: str) -> Mapping[str, Any]:
@@ -108,10 +100,10 @@ def plot_two_moons(
   Returns:
     ``path``.
   """
-  x = _array(x_train, "x_train")
+  x = as_float_array(x_train, "x_train")
   if x.ndim != 2 or x.shape[1] != 2:
     raise ValueError(f"x_train must have shape (N, 2); got {x.shape}.")
-  y = _array(y_train, "y_train").ravel()
+  y = as_float_array(y_train, "y_train").ravel()
   if y.shape[0] != x.shape[0]:
     raise ValueError(f"y_train must have N = {x.shape[0]} labels (rows of x_train); got {y.shape[0]}.")
   if not np.all(np.isin(y, (0.0, 1.0))):
@@ -121,7 +113,7 @@ def plot_two_moons(
   for name, panel in panels.items():
     if not isinstance(panel, Sequence) or len(panel) != 3:
       raise ValueError(f"panels[{name!r}] must be a tuple (grid_x, grid_y, prob_class1).")
-    gx, gy, prob = (_array(a, f"panels[{name!r}]") for a in panel)
+    gx, gy, prob = (as_float_array(a, f"panels[{name!r}]") for a in panel)
     if gx.ndim != 2 or gx.shape != gy.shape or gx.shape != prob.shape:
       raise ValueError(
           f"panels[{name!r}] must hold three (H, W) arrays of one shape; got {gx.shape}, {gy.shape}, {prob.shape}."
@@ -181,11 +173,11 @@ def plot_snelson(
   Returns:
     ``path``.
   """
-  xtr = _array(x_train, "x_train").ravel()
-  ytr = _array(y_train, "y_train").ravel()
+  xtr = as_float_array(x_train, "x_train").ravel()
+  ytr = as_float_array(y_train, "y_train").ravel()
   if xtr.size != ytr.size:
     raise ValueError(f"y_train must have as many elements as x_train ({xtr.size}); got {ytr.size}.")
-  xte = _array(x_test, "x_test").ravel()
+  xte = as_float_array(x_test, "x_test").ravel()
   if xte.size < 1:
     raise ValueError("x_test must have at least one element.")
   curves = _nonempty_mapping(curves, "curves")
@@ -195,8 +187,8 @@ def plot_snelson(
   for name, curve in curves.items():
     if not isinstance(curve, Sequence) or len(curve) != 2:
       raise ValueError(f"curves[{name!r}] must be a tuple (mean, std).")
-    mean = _array(curve[0], f"curves[{name!r}]").ravel()
-    std = _array(curve[1], f"curves[{name!r}]").ravel()
+    mean = as_float_array(curve[0], f"curves[{name!r}]").ravel()
+    std = as_float_array(curve[1], f"curves[{name!r}]").ravel()
     if mean.size != xte.size or std.size != xte.size:
       raise ValueError(
           f"curves[{name!r}] mean and std must have M = {xte.size} elements (x_test); got {mean.size}, {std.size}."
@@ -243,7 +235,7 @@ def plot_continual(
   curves = _nonempty_mapping(curves, "curves")
   series = []
   for name, values in curves.items():
-    acc = _array(values, f"curves[{name!r}]").ravel()
+    acc = as_float_array(values, f"curves[{name!r}]").ravel()
     if acc.size < 1:
       raise ValueError(f"curves[{name!r}] must hold at least one accuracy.")
     series.append((str(name), acc))
@@ -383,16 +375,16 @@ def _as_bins(value: Any, name: str) -> ReliabilityBins:
   missing = [f for f in ("confidence", "accuracy", "count") if f not in fields]
   if missing:
     raise ValueError(f"{name} lacks {', '.join(missing)}.")
-  conf = _array(fields["confidence"], name).ravel()
-  acc = _array(fields["accuracy"], name).ravel()
-  count = _array(fields["count"], name).ravel()
+  conf = as_float_array(fields["confidence"], name).ravel()
+  acc = as_float_array(fields["accuracy"], name).ravel()
+  count = as_float_array(fields["count"], name).ravel()
   m = count.size
   if m < 1 or conf.size != m or acc.size != m:
     raise ValueError(f"{name} confidence, accuracy and count must have one equal length >= 1.")
   if count.sum() < 1:
     raise ValueError(f"{name} holds no examples (count sums to 0).")
   edges = fields.get("edges")
-  edges = np.arange(m + 1, dtype=np.float64) / m if edges is None else _array(edges, name).ravel()
+  edges = np.arange(m + 1, dtype=np.float64) / m if edges is None else as_float_array(edges, name).ravel()
   if edges.size != m + 1:
     raise ValueError(f"{name} edges must have {m + 1} elements; got {edges.size}.")
   return ReliabilityBins(edges=edges, confidence=conf, accuracy=acc, count=count)

@@ -53,7 +53,8 @@ class ReliabilityBins(NamedTuple):
   count: np.ndarray
 
 
-def _as_float_array(value: Any, name: str) -> np.ndarray:
+def as_float_array(value: Any, name: str) -> np.ndarray:
+  """``value`` as a float64 array; ValueError naming ``name`` if it is not numeric."""
   try:
     array = np.asarray(value, dtype=np.float64)
   except (TypeError, ValueError) as error:
@@ -74,7 +75,7 @@ def _check_num_bins(num_bins: Any) -> int:
 
 def _check_classification(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
   """Validates ``probs`` ``(N, C)`` and ``labels`` ``(N,)``; returns float64 / int64 copies."""
-  p = _as_float_array(probs, "probs")
+  p = as_float_array(probs, "probs")
   if p.ndim != 2:
     raise ValueError(f"probs must be 2-D (N, C); got shape {p.shape}.")
   n, c = p.shape
@@ -209,9 +210,9 @@ def regression_metrics(mean: Any, std: Any, targets: Any) -> dict[str, float]:
     ValueError: naming ``mean``, ``std`` or ``targets`` when empty, not finite,
       of mismatched size, or (``std``) negative.
   """
-  mu = _as_float_array(mean, "mean").ravel()
-  y = _as_float_array(targets, "targets").ravel()
-  sigma = _as_float_array(std, "std").ravel()
+  mu = as_float_array(mean, "mean").ravel()
+  y = as_float_array(targets, "targets").ravel()
+  sigma = as_float_array(std, "std").ravel()
   if mu.size < 1:
     raise ValueError("mean must have at least one element; got an empty array.")
   if y.size != mu.size:
