@@ -250,9 +250,10 @@ class Experiment:
       if (global_epoch + 1) % int(self.config["eval_every"]) == 0 or last_of_task:
         record.update(self.evaluate_epoch(task, global_epoch))
       if self.continual and last_of_task:
+        # Earlier tasks are evaluated here; the current one already is, in this record.
         record["task_test_accuracies"] = [
             self.evaluate_split(ds.x_test, ds.y_test, "test", t, global_epoch)[self._cl_key()]
-            for t in range(task + 1)]
+            for t in range(task)] + [record[self._cl_key()]]
       records.append(record)
       _write_records(self.path("metrics.jsonl"), records)
       if (global_epoch + 1) % int(self.config["checkpoint_every"]) == 0 or last_of_task:
@@ -261,7 +262,7 @@ class Experiment:
         self.log(_epoch_line(record))
     checkpointer.close()
     summary = self.summarize(records)
-    self.figures(records)
+    self.figures(records, summary)
     write_json_atomic(self.path("summary.json"), summary)
     return summary
 
@@ -292,7 +293,7 @@ class Experiment:
     return summary
 
   # ----------------------------------------------------------------- figures
-  def figures(self, records: list[dict]) -> None:
+  def figures(self, records: list[dict], summary: Mapping[str, Any]) -> None:
     if records:
       plots.plot_training_curves(self.path("training_curves.png"), records)
     if self.experiment == "two-moons":
@@ -300,7 +301,6 @@ class Experiment:
     elif self.experiment == "snelson":
       self._snelson_figure()
     elif self.continual and records:
-      summary = self.summarize(records)
       plots.plot_continual(self.path("continual.png"),
                            {f"{self.options.optimizer} (prior: {self.options.cl_prior})":
                             summary["avg_test_accuracy_after_task"]})
