@@ -13,7 +13,10 @@ paper's preset, ``create_train_state``, ``make_train_step``) on random inputs:
   seconds a step: the batch used is printed and saved).
 
 Optimizers: BayesBiNN K=1 and K=5 (``train_samples``), STE-Adam, Bop, PMF and
-Adam on real weights. Each step function is lowered and compiled first (the
+Adam on real weights, each as the engine runs it (BayesBiNN skips non-finite
+steps inside its own update, the others behind ``optax.apply_if_finite``), and
+the reference of the ratio column: ``optax.adam`` in the same step without any
+guard. Each step function is lowered and compiled first (the
 compile time is reported on its own), then run ``--warmup`` times; the timed
 steps are taken round-robin: in each of ``--rounds`` rounds every optimizer
 runs ``--steps`` steps, in an order rotated from round to round, so that a
@@ -32,8 +35,11 @@ arguments + outputs + temporaries - aliased).
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N JAX_PLATFORMS=cpu`` and
 runs the step data-parallel (``bayesbinn_jax.train.sharding``: the global
 batch is split over the N simulated CPU devices, the state replicated), and
-reports examples/s per device count. Simulated devices share the host's
-cores, so the table measures the sharding overhead, not a real speed-up.
+reports examples/s per device count, and the relative difference of a checksum
+of the final train state from the first count's (the runs take the same
+steps from the same seed, so it shows the data-parallel step computes the same
+thing). Simulated devices share the host's cores, so the table measures the
+sharding overhead, not a real speed-up.
 """
 
 from __future__ import annotations
@@ -60,7 +66,13 @@ CASES = {
     "bop": ("bop", 1, "Bop"),
     "pmf": ("pmf", 1, "PMF"),
     "adam": ("adam", 1, "Adam (fp32)"),
+    "optax_adam": ("adam", 1, "optax.adam"),
 }
+REFERENCE = "optax_adam"
+"""The ratio column's reference: a plain jitted Flax step with ``optax.adam`` (no
+non-finite guard), the step a JAX user writes by hand. The library's "adam" case
+is the same step behind ``optax.apply_if_finite``, as the engine runs every
+baseline."""
 MODELS = ("mnist", "vgg")
 DEFAULT_OUT = os.path.join("benchmarks", "results", "step_time.json")
 DEFAULT_SCALING_OUT = os.path.join("benchmarks", "results", "step_time_scaling.json")
@@ -179,7 +191,8 @@ def build_case(key: str, spec: dict[str, Any], mesh: Any, batches: list, num_wei
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.experiments.presets import preset  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train.engine import create_train_state, make_train_step  # pylint: disable=import-outside-toplevel
-  from bayesbinn_jax.train.methods import build_method  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.train.methods import build_method, learning_rate_schedule  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train.sharding import replicate  # pylint: disable=import-outside-toplevel
 
   start = time.perf_counter()
@@ -187,8 +200,10 @@ def build_case(key: str, spec: dict[str, Any], mesh: Any, batches: list, num_wei
   config = dict(preset(spec["experiment"], name), seed=0)
   if name == "bayesbinn":
     config["train_samples"] = k
-  method = build_method(name, config, steps_per_epoch=max(spec["train_set_size"] // spec["batch"], 1),
-                        train_set_size=spec["train_set_size"])
+  steps_per_epoch = max(spec["train_set_size"] // spec["batch"], 1)
+  method = build_method(name, config, steps_per_epoch=steps_per_epoch, train_set_size=spec["train_set_size"])
+  if key == REFERENCE:
+    method = dataclasses.replace(method, tx=optax.adam(learning_rate_schedule(config, steps_per_epoch)))
   model = spec["make"](method.quantizer)
   sample = jnp.zeros((1,) + spec["input_shape"], jnp.float32)
   # create_train_state is eager (dozens of small dispatches); jit it once per optimizer.
@@ -256,6 +271,18 @@ def benchmark_model(model: str, args: argparse.Namespace, mesh: Any = None) -> t
   return spec, cases
 
 
+def _checksum(state: Any) -> float:
+  """Sum of |x| over every floating-point array of the train state (params,
+  optimizer state, statistics), in float64: runs that took the same steps on 1 or
+  N devices agree up to the rounding of the sharded reductions (and, for
+  BayesBiNN at tau = 1e-10, what that rounding does once N * s * g amplifies it)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  leaves = [np.asarray(leaf) for leaf in jax.tree.leaves((state.params, state.opt_state, state.batch_stats))]
+  return float(sum(np.abs(leaf.astype(np.float64)).sum() for leaf in leaves
+                   if np.issubdtype(leaf.dtype, np.floating)))
+
+
 def summarize(spec: dict, cases: list[Case]) -> dict[str, Any]:
   import numpy as np  # pylint: disable=import-outside-toplevel
   by_key = {}
@@ -268,10 +295,10 @@ def summarize(spec: dict, cases: list[Case]) -> dict[str, Any]:
         examples_per_s=spec["batch"] / (float(np.median(t)) / 1e3),
         opt_state_floats_per_weight=case.opt_floats_per_weight,
         params_floats_per_weight=case.params_floats_per_weight,
-        memory=case.memory)
-  adam = by_key.get("adam")
+        memory=case.memory, state_checksum=_checksum(case.state))
+  reference = by_key.get(REFERENCE)
   for result in by_key.values():
-    result["ratio_to_adam"] = result["median_ms"] / adam["median_ms"] if adam else None
+    result["ratio_to_optax_adam"] = result["median_ms"] / reference["median_ms"] if reference else None
   return dict(title=spec["title"], experiment_preset=spec["experiment"], batch=spec["batch"],
               num_weights=cases[0].num_weights if cases else 0, optimizers=by_key)
 
@@ -279,12 +306,12 @@ def summarize(spec: dict, cases: list[Case]) -> dict[str, Any]:
 def print_table(result: dict[str, Any]) -> None:
   print(f"\n{result['title']} ({result['num_weights']:,} binary weights), batch {result['batch']}, "
         f"preset {result['experiment_preset']!r}")
-  header = (f"{'optimizer':<14} {'ms/step':>9} {'p10':>8} {'p90':>8} {'x adam':>7} {'compile s':>9} "
+  header = (f"{'optimizer':<14} {'ms/step':>9} {'p10':>8} {'p90':>8} {'x optax':>7} {'compile s':>9} "
             f"{'opt fl/w':>8} {'params/w':>8} {'peak MiB':>9}")
   print(header)
   print("-" * len(header))
   for r in result["optimizers"].values():
-    ratio = f"{r['ratio_to_adam']:.2f}" if r["ratio_to_adam"] is not None else "-"
+    ratio = f"{r['ratio_to_optax_adam']:.2f}" if r["ratio_to_optax_adam"] is not None else "-"
     peak = f"{r['memory']['peak_mib']:.0f}" if r["memory"] else "-"
     print(f"{r['label']:<14} {r['median_ms']:9.1f} {r['p10_ms']:8.1f} {r['p90_ms']:8.1f} {ratio:>7} "
           f"{r['compile_s']:9.1f} {r['opt_state_floats_per_weight']:8.2f} "
@@ -384,10 +411,14 @@ def run_scaling(args: argparse.Namespace) -> None:
     rows = {}
     for key in args.optimizers:
       base = runs[args.devices[0]]["results"][model]["optimizers"][key]["examples_per_s"]
-      rows[key] = {str(n): dict(examples_per_s=runs[n]["results"][model]["optimizers"][key]["examples_per_s"],
-                                median_ms=runs[n]["results"][model]["optimizers"][key]["median_ms"],
-                                speedup=runs[n]["results"][model]["optimizers"][key]["examples_per_s"] / base)
-                   for n in args.devices}
+      first_sum = runs[args.devices[0]]["results"][model]["optimizers"][key]["state_checksum"]
+      rows[key] = {}
+      for n in args.devices:
+        result = runs[n]["results"][model]["optimizers"][key]
+        rows[key][str(n)] = dict(
+            examples_per_s=result["examples_per_s"], median_ms=result["median_ms"],
+            speedup=result["examples_per_s"] / base,
+            state_checksum_rel_diff=abs(result["state_checksum"] - first_sum) / max(abs(first_sum), 1e-30))
     table[model] = rows
     first = runs[args.devices[0]]["results"][model]
     print(f"\nscaling: {first['title']}, global batch {first['batch']} split over N simulated CPU devices "
@@ -398,7 +429,8 @@ def run_scaling(args: argparse.Namespace) -> None:
     for key, row in rows.items():
       cells = "".join(f"{row[str(n)]['examples_per_s']:10.0f} ({row[str(n)]['speedup']:4.2f}x)"
                       for n in args.devices)
-      print(f"{CASES[key][2]:<14}{cells}")
+      worst = max(row[str(n)]["state_checksum_rel_diff"] for n in args.devices)
+      print(f"{CASES[key][2]:<14}{cells}   state vs N={args.devices[0]}: {worst:.1e}")
   payload = dict(machine=runs[args.devices[0]]["machine"], settings=dict(_settings(args), devices=args.devices),
                  scaling=table, runs={str(n): runs[n] for n in args.devices},
                  note="simulated host devices share the same CPU cores: this measures sharding "

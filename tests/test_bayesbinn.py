@@ -78,7 +78,10 @@ def test_update_matches_numpy_transcription(config, jit):
     new_params, new_state = history[step + 1]
     assert int(new_state.count) == step + 1
     np.testing.assert_allclose(np.asarray(new_state.lam["w"]), lam, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(new_state.momentum["w"]), mom, rtol=1e-5, atol=1e-5)
+    if beta == 0:
+      assert new_state.momentum is None  # m is the natural gradient itself: no buffer
+    else:
+      np.testing.assert_allclose(np.asarray(new_state.momentum["w"]), mom, rtol=1e-5, atol=1e-5)
     # The model now holds the next relaxed sample, drawn from the new lambda.
     _, sample_key = jax.random.split(state.key)
     expected = sample_relaxed(new_state.lam, sample_key, tau, k if k > 1 else None)
@@ -95,7 +98,53 @@ def test_one_step_by_hand():
   state = tx.init({"w": jnp.zeros(())})._replace(lam={"w": jnp.array(0.5)})
   _, state = tx.update({"w": jnp.array(1.0)}, state, {"w": jnp.array(0.2)})
   assert float(state.lam["w"]) == pytest.approx(-0.77067, abs=1e-4)
-  assert float(state.momentum["w"]) == pytest.approx(12.7067, abs=1e-3)
+  assert state.momentum is None
+  # The same step with a momentum buffer (beta = 0.5, bias correction 1 - 0.5 = 0.5):
+  #   m = 0.5 * 12.7067 = 6.35335,   lambda' = 0.5 - 0.1 * 6.35335 / 0.5 = -0.77067
+  tx = bayesbinn(0.1, 10, momentum=0.5)
+  state = tx.init({"w": jnp.zeros(())})._replace(lam={"w": jnp.array(0.5)})
+  _, state = tx.update({"w": jnp.array(1.0)}, state, {"w": jnp.array(0.2)})
+  assert float(state.momentum["w"]) == pytest.approx(6.35335, abs=1e-3)
+  assert float(state.lam["w"]) == pytest.approx(-0.77067, abs=1e-4)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_a_nonfinite_gradient_skips_the_step(momentum, jit):
+  tx = bayesbinn(1e-3, 10, momentum=momentum)
+  state = tx.init({"w": jnp.zeros((4,)), "b": jnp.zeros(())})
+  params = sample_relaxed(state.lam, jax.random.PRNGKey(0), 1.0)
+  update = jax.jit(tx.update) if jit else tx.update
+  # One good step first, so that momentum and count are not at their initial values.
+  good = {"w": jnp.array([1.0, -1.0, 0.5, 0.0]), "b": jnp.array(0.3)}
+  updates, state = update(good, state, params)
+  params = optax.apply_updates(params, updates)
+  for bad in (jnp.nan, jnp.inf, -jnp.inf):
+    grads = {"w": good["w"], "b": jnp.array(bad)}  # one bad leaf skips every leaf
+    updates, new_state = update(grads, state, params)
+    for leaf in jax.tree.leaves(updates):
+      np.testing.assert_array_equal(leaf, 0.0)
+    for before, after in zip(jax.tree.leaves(state), jax.tree.leaves(new_state), strict=True):
+      np.testing.assert_array_equal(after, before)
+    assert int(new_state.count) == 1
+  # Without the skip, the NaN reaches lambda.
+  raw = bayesbinn(1e-3, 10, momentum=momentum, skip_nonfinite=False)
+  _, raw_state = raw.update({"w": good["w"], "b": jnp.array(jnp.nan)}, state, params)
+  assert np.isnan(float(raw_state.lam["b"]))
+
+
+def test_momentum_buffer_only_when_momentum_can_be_nonzero():
+  params = {"w": jnp.zeros((3,))}
+  assert bayesbinn(1e-3, 10).init(params).momentum is None
+  assert bayesbinn(1e-3, 10, momentum=0.9).init(params).momentum["w"].shape == (3,)
+  # An injected momentum may change during training: the buffer is always kept.
+  tx = optax.inject_hyperparams(bayesbinn)(learning_rate=1e-3, train_set_size=10, momentum=0.0)
+  state = tx.init(params)
+  assert state.inner_state.momentum["w"].shape == (3,)
+  state.hyperparams["momentum"] = jnp.asarray(0.5)
+  _, state = jax.jit(tx.update)({"w": jnp.ones(3)}, state, sample_relaxed(
+      state.inner_state.lam, jax.random.PRNGKey(0), 1.0))
+  assert np.any(np.asarray(state.inner_state.momentum["w"]) != 0)
 
 
 def test_learning_rate_schedule_called_with_count_from_zero():
@@ -136,7 +185,7 @@ def test_saturated_lambda_at_tiny_temperature_stays_finite(jit):
 
 def test_bfloat16_state_and_updates_keep_dtype():
   params = {"w": jnp.zeros((8, 4), jnp.bfloat16)}
-  tx = bayesbinn(1e-3, 100, temperature=1e-10)
+  tx = bayesbinn(1e-3, 100, temperature=1e-10, momentum=0.9)
   state = tx.init(params)
   assert state.lam["w"].dtype == jnp.bfloat16 and state.momentum["w"].dtype == jnp.bfloat16
   params = sample_relaxed(state.lam, jax.random.PRNGKey(0), 1e-10)

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -15,44 +14,7 @@ import pytest
 from bayesbinn_jax.experiments.cli import main
 from bayesbinn_jax.experiments.presets import EXPERIMENTS
 from bayesbinn_jax.train.methods import OPTIMIZERS
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def write_images(path, *, num_train=300, num_test=100, classes=4, shape=(8, 8), seed=0, **replace):
-  """A small image classification .npz whose classes differ by mean brightness."""
-  rng = np.random.default_rng(seed)
-
-  def split(n):
-    y = rng.integers(0, classes, n).astype(np.uint8)
-    x = rng.normal(40 + 50 * y[:, None, None], 20, (n, *shape)).clip(0, 255).astype(np.uint8)
-    return x, y
-
-  x_train, y_train = split(num_train)
-  x_test, y_test = split(num_test)
-  arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-  arrays.update(replace)
-  np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
-  return str(path)
-
-
-# The continual-learning MLP (784-100-100-10) on one task with a validation split: the
-# engine's paths at a fraction of the MNIST MLP's cost.
-SMALL = ["permuted-mnist", "--set", "num_tasks=1", "--set", "val_fraction=0.1"]
-
-
-def read_summary(out):
-  with open(os.path.join(out, "summary.json")) as handle:
-    return json.load(handle)
-
-
-def read_records(out):
-  with open(os.path.join(out, "metrics.jsonl")) as handle:
-    return [json.loads(line) for line in handle]
-
-
-def comparable(summary):
-  return {k: v for k, v in summary.items() if k not in ("train_seconds",)}
+from cli_helpers import REPO, SMALL, cli_command, comparable, read_records, read_summary, write_images
 
 
 def test_help_is_complete(capsys):
@@ -208,10 +170,6 @@ def test_tfds_path_with_mock_data(tmp_path):
   assert "test_accuracy_matrix" in read_summary(out)
 
 
-def _cli(*args):
-  return [sys.executable, "-m", "bayesbinn_jax", *args]
-
-
 def test_resume_after_sigkill_gives_the_same_summary(tmp_path):
   path = write_images(tmp_path / "d.npz", num_train=3000)
   args = [*SMALL, "--data-file", path, "--epochs", "5", "--quiet", "--set", "batch_size=50",
@@ -220,8 +178,8 @@ def test_resume_after_sigkill_gives_the_same_summary(tmp_path):
   assert main([*args, "--out", straight]) == 0
 
   killed = str(tmp_path / "killed")
-  process = subprocess.Popen(_cli(*args, "--out", killed), cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+  process = subprocess.Popen(cli_command(*args, "--out", killed), cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 240
   while not os.path.exists(os.path.join(killed, "checkpoints", "2")) and time.time() < deadline:
     if process.poll() is not None:
@@ -256,7 +214,7 @@ def test_four_simulated_devices_match_one(tmp_path):
     out = str(tmp_path / f"dev{devices}")
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     result = subprocess.run(
-        _cli(*SMALL, "--data-file", path, "--out", out, "--epochs", "2", "--quiet",
+        cli_command(*SMALL, "--data-file", path, "--out", out, "--epochs", "2", "--quiet",
              "--set", "batch_size=40", "--set", "eval_batch_size=40", "--set", "test_samples=2"),
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from bayesbinn_jax.experiments.presets import EXPERIMENTS, NOT_FROM_THE_PAPER, apply_overrides, preset
 from bayesbinn_jax.train.methods import OPTIMIZERS
@@ -55,8 +55,20 @@ command and the batch is split over all hosts' devices.
 """
 
 
+class _Parser(argparse.ArgumentParser):
+  """An ArgumentParser whose errors are one line on stderr (exit status 2), without
+  the usage block (``--help`` prints it)."""
+
+  def error(self, message: str) -> NoReturn:
+    self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
+
+
+def _one_line(message: object) -> str:
+  return " ".join(str(message).split())
+
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
       prog="bayesbinn-train", description=DESCRIPTION, epilog=EPILOG,
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("experiment", nargs="?", choices=EXPERIMENTS, default="two-moons",
@@ -89,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   if args.epochs is not None and args.epochs < 1:
     parser.error(f"--epochs must be >= 1; got {args.epochs}.")
+  if not 0 <= args.seed < 2**32:
+    parser.error(f"--seed must be in [0, 2**32); got {args.seed}.")
   try:
     config = preset(args.experiment, args.optimizer)
     if args.epochs is not None:
@@ -107,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   for flag, path in (("--data-file", args.data_file), ("--data-dir", args.data_dir)):
     if path is not None and not os.path.exists(path):
       parser.error(f"{flag} {path}: no such file or directory.")
+  if args.data_dir is not None and not os.path.isdir(args.data_dir):
+    parser.error(f"--data-dir {args.data_dir}: not a directory.")
 
   import jax  # noqa: PLC0415 - keeps --help and argument errors fast
 
@@ -124,11 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     summary = run_experiment(options)
   except (DataError, RunError, CheckpointError, ValueError) as error:
-    print(f"bayesbinn-train: error: {error}", file=sys.stderr)
+    print(f"bayesbinn-train: error: {_one_line(error)}", file=sys.stderr)
     return 2
   except NonFiniteLossError as error:
-    print(f"bayesbinn-train: stopped: {error} The last good checkpoint is in {out}/checkpoints.",
-          file=sys.stderr)
+    print(f"bayesbinn-train: stopped: {_one_line(error)} The last good checkpoint is in "
+          f"{out}/checkpoints.", file=sys.stderr)
     return 3
   print(json.dumps(summary, indent=2))
   return 0

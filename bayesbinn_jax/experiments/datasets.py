@@ -63,6 +63,10 @@ def load_dataset(
     keep = min(int(config["train_subset"]), dataset.num_train)
     dataset = dataclasses.replace(dataset, x_train=dataset.x_train[:keep], y_train=dataset.y_train[:keep])
   if config["val_fraction"] > 0:
+    if dataset.num_train < 2:
+      raise ValueError(
+          f"val_fraction={config['val_fraction']} needs at least 2 training examples to split; the "
+          f"training set has {dataset.num_train} (train_subset={config['train_subset']}).")
     dataset = data.split_validation(dataset, config["val_fraction"], seed)
   return dataset
 

@@ -9,6 +9,7 @@ are marked as ours in :data:`NOT_FROM_THE_PAPER`.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Mapping
 
 from bayesbinn_jax.optim.noise import GENERATORS
@@ -24,7 +25,7 @@ _BAYESBINN = dict(_SCHEDULE, temperature=1e-10, momentum=0.0, train_samples=1, t
 
 _ENGINE = dict(max_nonfinite_steps=20)
 """Engine settings shared by every experiment: stop after this many consecutive steps
-with a non-finite loss (each one skipped by ``optax.apply_if_finite``); 0 never stops."""
+with NaN or Inf gradients (each one skipped, see ``build_method``); 0 never stops."""
 
 _EXPERIMENT = {
     "two-moons": dict(epochs=3000, batch_size=200, eval_batch_size=1000, val_fraction=0.0,
@@ -113,6 +114,16 @@ def preset(experiment: str, optimizer: str) -> dict[str, Any]:
   return config
 
 
+INT_LIMIT = 2**31
+"""Integer settings stay below this: step counters and schedules compute in int32."""
+
+
+def _is_number(value: Any) -> bool:
+  """True for a finite int or float (not a bool, NaN or Inf)."""
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and value == value and value not in (math.inf, -math.inf))
+
+
 def _parse(key: str, text: str, default: Any) -> Any:
   """Parses ``text`` to the type of ``default``; ValueError naming ``key`` otherwise."""
   try:
@@ -125,13 +136,13 @@ def _parse(key: str, text: str, default: Any) -> Any:
       return int(text)
     if isinstance(default, float):
       value = float(text)
-      if value != value or value in (float("inf"), float("-inf")):
+      if not _is_number(value):
         raise ValueError
       return value
     if isinstance(default, list):
       value = json.loads(text) if text.strip().startswith("[") else [
           float(v) if "." in v or "e" in v.lower() else int(v) for v in text.split(",") if v.strip()]
-      if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
+      if not isinstance(value, list) or not all(_is_number(v) for v in value):
         raise ValueError
       return value
     return str(text)
@@ -170,7 +181,16 @@ def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str
 
 
 def check_config(config: Mapping[str, Any]) -> None:
-  """Raises ValueError naming the first key whose value is out of range."""
+  """Raises ValueError naming the first key whose value is out of range.
+
+  Every float must be finite (NaN fails every range check: ``not nan > 0``),
+  every integer below :data:`INT_LIMIT` in magnitude.
+  """
+  for key, value in config.items():
+    if isinstance(value, float) and not _is_number(value):
+      raise ValueError(f"{key} must be a finite number; got {value!r}.")
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT_LIMIT < value < INT_LIMIT:
+      raise ValueError(f"{key} must be below 2**31 in magnitude; got {value!r}.")
   for key in _POSITIVE:
     if key in config and not config[key] > 0:
       raise ValueError(f"{key} must be > 0; got {config[key]!r}.")
@@ -181,6 +201,9 @@ def check_config(config: Mapping[str, Any]) -> None:
     raise ValueError(f"val_fraction must be in [0, 1); got {config['val_fraction']!r}.")
   if not 0 <= config.get("momentum", 0) < 1:
     raise ValueError(f"momentum must be in [0, 1); got {config['momentum']!r}.")
+  milestones = config.get("lr_milestones", [])
+  if not all(isinstance(m, int) and not isinstance(m, bool) and 0 <= m < INT_LIMIT for m in milestones):
+    raise ValueError(f"lr_milestones must be epoch numbers (integers >= 0); got {milestones!r}.")
   if "rng" in config and config["rng"] not in GENERATORS:
     raise ValueError(f"rng must be one of {', '.join(GENERATORS)}; got {config['rng']!r}.")
   if "lr_schedule" in config:

@@ -27,7 +27,7 @@ from bayesbinn_jax.experiments import plots
 from bayesbinn_jax.experiments.datasets import input_transform, load_dataset, make_model
 from bayesbinn_jax.optim.bayesbinn import BayesBiNNState
 from bayesbinn_jax.optim.posterior import posterior_as_prior
-from bayesbinn_jax.train.checkpoint import Checkpointer
+from bayesbinn_jax.train.checkpoint import Checkpointer, check_metadata
 from bayesbinn_jax.train.engine import create_train_state, make_predict, make_predict_mc, make_train_step
 from bayesbinn_jax.train.loop import NonFiniteLossError, predict_batches, train_epoch
 from bayesbinn_jax.train.methods import build_method, learning_rate_schedule
@@ -65,6 +65,13 @@ def write_json_atomic(path: str, payload: Any) -> None:
 
 
 def _check_out_dir(options: RunOptions) -> None:
+  """Raises RunError when ``out_dir`` cannot be a directory, or holds a run and
+  ``resume`` is off."""
+  folder = os.path.abspath(options.out_dir)
+  while not os.path.exists(folder):
+    folder = os.path.dirname(folder)
+  if not os.path.isdir(folder):
+    raise RunError(f"--out {options.out_dir}: {folder} is a file, not a directory; choose another --out.")
   existing = [f for f in RESULT_FILES if os.path.exists(os.path.join(options.out_dir, f))]
   if existing and not options.resume:
     raise RunError(
@@ -73,12 +80,29 @@ def _check_out_dir(options: RunOptions) -> None:
     )
 
 
+def _cannot_resume(path: str, problem: str) -> RunError:
+  """The error of a resumption refused because of the output file ``path``."""
+  return RunError(f"{path} {problem}; the run cannot be resumed: use another --out.")
+
+
 def _read_records(path: str, upto_epoch: int) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  with open(path) as handle:
-    records = [json.loads(line) for line in handle if line.strip()]
-  return [r for r in records if r["epoch"] <= upto_epoch]
+  """The records of epochs 1 to ``upto_epoch`` in ``path`` (a resumed run's metrics.jsonl).
+
+  Raises RunError unless the file is readable and holds each of those epochs
+  once, in order: a summary computed from fewer records would be silently wrong.
+  """
+  records = []
+  try:
+    if os.path.exists(path):
+      with open(path) as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
+    records = [r for r in records if r["epoch"] <= upto_epoch]
+  except (OSError, ValueError, KeyError, TypeError) as error:
+    raise _cannot_resume(path, f"is unreadable ({error!r})") from error
+  if [r["epoch"] for r in records] != list(range(1, upto_epoch + 1)):
+    raise _cannot_resume(
+        path, f"does not hold epochs 1 to {upto_epoch} once each, as checkpoint {upto_epoch} needs")
+  return records
 
 
 def _write_records(path: str, records: list[dict]) -> None:
@@ -95,6 +119,8 @@ class Experiment:
     self.experiment = options.experiment
     self.task = "regression" if self.experiment == "snelson" else "classification"
     self.continual = self.experiment == "permuted-mnist"
+    if options.resume:
+      self._check_saved_config()
     self.dataset = load_dataset(
         self.experiment, self.config, data_file=options.data_file, data_dir=options.data_dir)
     regression = self.task == "regression"
@@ -110,7 +136,11 @@ class Experiment:
       self.inputs = input_transform(self.experiment, self.dataset)
     num_outputs = 1 if regression else self.dataset.num_classes
     self.mesh = data_mesh()
-    self.batch_size = min(int(self.config["batch_size"]), self.dataset.num_train)
+    self.batch_size = int(self.config["batch_size"])
+    if self.batch_size > self.dataset.num_train:
+      raise RunError(
+          f"batch_size={self.batch_size} is larger than the {self.dataset.num_train} training examples "
+          f"(after train_subset and val_fraction); pass --set batch_size={self.dataset.num_train} or less.")
     check_batch_size(self.mesh, self.batch_size)
     check_batch_size(self.mesh, int(self.config["eval_batch_size"]), "eval_batch_size")
     self.steps_per_epoch = self.dataset.num_train // self.batch_size
@@ -143,6 +173,21 @@ class Experiment:
   # ----------------------------------------------------------------- outputs
   def path(self, name: str) -> str:
     return os.path.join(self.options.out_dir, name)
+
+  def _check_saved_config(self) -> None:
+    """On resume: the config.json written when the run in ``out_dir`` started must hold
+    this run's settings (checked before any checkpoint exists, e.g. after a kill in epoch 1)."""
+    path = self.path("config.json")
+    if not os.path.exists(path):
+      return
+    try:
+      with open(path) as handle:
+        saved = json.load(handle)
+    except (OSError, ValueError) as error:
+      raise _cannot_resume(path, f"is unreadable ({error!r})") from error
+    if not isinstance(saved, dict):
+      raise _cannot_resume(path, "holds no run config")
+    check_metadata(saved, self.metadata(0), path)
 
   def metadata(self, epoch: int) -> dict:
     return {
@@ -207,8 +252,12 @@ class Experiment:
   def run(self) -> dict:
     """Trains (or resumes), evaluates every epoch, and writes every output."""
     options = self.options
-    os.makedirs(options.out_dir, exist_ok=True)
     checkpointer = Checkpointer(self.path("checkpoints"))
+    if options.resume and checkpointer.latest() is None and os.path.exists(self.path("summary.json")):
+      raise RunError(
+          f"--out {options.out_dir} holds a finished run (summary.json) but no checkpoint to resume "
+          "from; choose another --out. Nothing was changed.")
+    os.makedirs(options.out_dir, exist_ok=True)
     epochs = int(self.config["epochs"])
     total = epochs * self.num_tasks
     start, records = 0, []
@@ -238,7 +287,7 @@ class Experiment:
           seed=self.config["seed"], epoch=global_epoch, inputs=self._task_inputs(task),
           mesh=self.mesh, augment=augment,
           max_nonfinite_steps=int(self.config["max_nonfinite_steps"]),
-          nonfinite_streak=lambda state: state.opt_state.notfinite_count, progress=label)
+          nonfinite_streak=lambda state: state.nonfinite_streak, progress=label)
       seconds = time.perf_counter() - began
       record = {"epoch": global_epoch + 1, "seconds": seconds,
                 **{f"train_{k}": v for k, v in train.items()}}

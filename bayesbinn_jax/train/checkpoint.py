@@ -6,22 +6,37 @@ experiment, the optimizer, the full config and the progress (epoch, task).
 Orbax writes a checkpoint into a temporary directory and renames it when
 complete, so a crash during a save never leaves a partial checkpoint as the
 latest one; :func:`restore_latest` skips anything not finalised.
+
+Damage is found before Orbax reads an array (a damaged file can make Orbax
+print tracebacks from its worker threads): once Orbax has finalised a
+checkpoint, the CRC-32 of each of its files is written beside them
+(:data:`FILE_CRCS`) and checked on restore; the paths, shapes and dtypes of the
+arrays, saved in the metadata, are compared with the run's. The CRC-32 of the
+arrays' bytes, saved in the metadata too, is checked after reading them: it
+also covers a checkpoint whose save was killed before its file list was written.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import zlib
 from typing import Any, Mapping
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 import bayesbinn_jax
+from bayesbinn_jax.atomic import write_atomic
 from bayesbinn_jax.train.engine import TrainState
 
 PyTree = Any
 IGNORED_KEYS = ("max_nonfinite_steps", "eval_batch_size", "checkpoint_every")
 """Config keys that may differ between a run and its resumption: they change how a
 run is watched, evaluated or saved, never the trained state."""
+FILE_CRCS = "file_crcs.json"
+"""The file, inside each checkpoint's folder, that maps every other file to its CRC-32."""
 
 
 class CheckpointError(ValueError):
@@ -35,29 +50,42 @@ def _arrays(state: TrainState) -> dict[str, PyTree]:
       "opt_state": state.opt_state,
       "batch_stats": state.batch_stats,
       "dropout_key": state.dropout_key,
+      "nonfinite_streak": state.nonfinite_streak,
   }
 
 
 class Checkpointer:
-  """Saves and restores a run's checkpoints under ``directory``."""
+  """Saves and restores a run's checkpoints under ``directory``.
+
+  Nothing is written before the first :meth:`save` (which creates ``directory``).
+  """
 
   def __init__(self, directory: str, *, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False),
+            max_to_keep=max_to_keep, create=False, enable_async_checkpointing=False),
     )
 
   def save(self, index: int, state: TrainState, metadata: Mapping[str, Any]) -> None:
-    """Saves ``state`` as checkpoint number ``index`` (e.g. the global epoch)."""
-    meta = {"version": bayesbinn_jax.__version__, **metadata}
+    """Saves ``state`` as checkpoint number ``index`` (e.g. the global epoch).
+
+    The JSON metadata also lists every array's shape and dtype (``"arrays"``)
+    and holds the CRC-32 of their bytes (``"crc32"``), both checked on restore.
+    """
+    arrays = _arrays(state)
+    meta = {"version": bayesbinn_jax.__version__, **metadata,
+            "arrays": _leaf_specs(arrays), "crc32": _crc32(arrays)}
     self._manager.save(
         index,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(_arrays(state)), meta=ocp.args.JsonSave(meta)),
+        args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
         force=True,
     )
     self._manager.wait_until_finished()
+    if jax.process_index() == 0:
+      folder = os.path.join(self.directory, str(index))
+      write_atomic(os.path.join(folder, FILE_CRCS), json.dumps(_file_crcs(folder), sort_keys=True))
 
   def latest(self) -> int | None:
     """The number of the latest complete checkpoint, or None."""
@@ -68,44 +96,156 @@ class Checkpointer:
 
     ``expected`` is the metadata the run would save (experiment, optimizer,
     config); any difference, other than progress, raises :class:`CheckpointError`
-    naming the key, and so does a state whose arrays do not fit the network
-    and optimizer of ``template``. Returns None when there is no checkpoint.
+    naming the key. So does a state whose arrays do not fit the network and
+    optimizer of ``template`` (naming the first array that differs, with both
+    shapes), and a checkpoint that is unreadable or damaged (naming the file
+    whose CRC-32 differs from the saved one). Returns None when there is no
+    checkpoint.
     """
     index = self.latest()
     if index is None:
       return None
-    where = os.path.join(self.directory, str(index))
+    folder = os.path.join(self.directory, str(index))
+    where = f"checkpoint {folder}"
+    _check_files(folder, where)
     try:
       meta = self._manager.restore(index, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     except Exception as error:  # noqa: BLE001 - any read failure is a corrupt checkpoint
-      raise CheckpointError(f"checkpoint {where} has unreadable metadata: {error}") from error
-    _check_metadata(meta, expected, where)
+      raise CheckpointError(f"{where} is unreadable: {_first_line(error)}") from error
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("arrays"), Mapping):
+      raise CheckpointError(
+          f"{where} lists no arrays in its metadata (a damaged file, or a checkpoint of an earlier "
+          "version of bayesbinn_jax); use another --out.")
+    check_metadata(meta, expected, where)
+    difference = _first_difference(meta["arrays"], _leaf_specs(_arrays(template)))
+    if difference:
+      raise CheckpointError(
+          f"{where} does not fit this network and optimizer: {difference}; resume with the same "
+          "data and settings, or use another --out.")
     try:
       arrays = self._manager.restore(
           index, args=ocp.args.Composite(state=ocp.args.StandardRestore(_arrays(template)))).state
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - the arrays fit, so their files are damaged
       raise CheckpointError(
-          f"checkpoint {where} does not fit this network and optimizer: {str(error).splitlines()[0]}"
+          f"{where} is corrupt: its arrays cannot be read ({type(error).__name__}); use another --out."
       ) from error
+    if _crc32(arrays) != meta.get("crc32"):
+      raise CheckpointError(
+          f"{where} is corrupt: its arrays differ from the CRC-32 saved with them; use another --out.")
     return template.replace(**arrays), meta
 
   def close(self) -> None:
     self._manager.close()
 
 
-def _check_metadata(saved: Mapping[str, Any], expected: Mapping[str, Any], where: str) -> None:
+def check_metadata(saved: Mapping[str, Any], expected: Mapping[str, Any], where: str) -> None:
+  """Raises :class:`CheckpointError` naming the first setting in which ``saved`` (the
+  experiment, optimizer and config a run was started with, read from ``where``)
+  differs from ``expected``; the keys of :data:`IGNORED_KEYS` may differ."""
   for key in ("experiment", "optimizer"):
     if saved.get(key) != expected.get(key):
       raise CheckpointError(
-          f"checkpoint {where} was written by {key}={saved.get(key)!r}, but this run has "
+          f"{where} was written by {key}={saved.get(key)!r}, but this run has "
           f"{key}={expected.get(key)!r}; use another --out or the same {key}."
       )
   saved_config, config = saved.get("config", {}), expected.get("config", {})
+  if not isinstance(saved_config, Mapping):
+    raise CheckpointError(f"{where} is unreadable: its config is not a mapping.")
   for key in sorted(set(saved_config) | set(config)):
     if key in IGNORED_KEYS:
       continue
     if saved_config.get(key) != config.get(key):
       raise CheckpointError(
-          f"checkpoint {where} was written with {key}={saved_config.get(key)!r}, but this run "
+          f"{where} was written with {key}={saved_config.get(key)!r}, but this run "
           f"has {key}={config.get(key)!r}; resume with the same settings or use another --out."
       )
+
+
+def _first_line(error: BaseException) -> str:
+  lines = str(error).strip().splitlines()
+  return lines[0] if lines else type(error).__name__
+
+
+def _file_crcs(folder: str) -> dict[str, int]:
+  """``{relative path: CRC-32}`` of every file under ``folder`` except :data:`FILE_CRCS`."""
+  crcs = {}
+  for root, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(root, name)
+      relative = os.path.relpath(path, folder)
+      if relative == FILE_CRCS:
+        continue
+      crc = 0
+      with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+          crc = zlib.crc32(chunk, crc)
+      crcs[relative] = crc
+  return crcs
+
+
+def _check_files(folder: str, where: str) -> None:
+  """Raises :class:`CheckpointError` naming the first file of ``folder`` that is missing
+  or whose CRC-32 differs from :data:`FILE_CRCS` (when that list was written)."""
+  listing = os.path.join(folder, FILE_CRCS)
+  if not os.path.exists(listing):
+    return
+  try:
+    with open(listing) as handle:
+      saved = json.load(handle)
+    found = _file_crcs(folder)
+  except (OSError, ValueError) as error:
+    raise CheckpointError(f"{where} is unreadable: {_first_line(error)}") from error
+  if not isinstance(saved, dict):
+    raise CheckpointError(f"{where} is unreadable: {FILE_CRCS} does not map files to CRC-32s.")
+  for name, crc in sorted(saved.items()):
+    if name not in found:
+      raise CheckpointError(f"{where} is corrupt: its file {name} is missing; use another --out.")
+    if found[name] != crc:
+      raise CheckpointError(
+          f"{where} is corrupt: its file {name} differs from the CRC-32 saved with it; use another --out.")
+
+
+def _host_value(leaf: Any) -> np.ndarray:
+  """A leaf as a NumPy array; on several hosts, this host's copy of the replicated array."""
+  if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+    leaf = leaf.addressable_data(0)
+  return np.asarray(leaf)
+
+
+def _leaf_specs(arrays: PyTree) -> dict[str, list]:
+  """``{"opt_state/lam/Dense_0/kernel": [shape, dtype]}`` for every array (JSON-ready)."""
+  return {
+      jax.tree_util.keystr(path, simple=True, separator="/"):
+          [list(np.shape(leaf)), str(np.dtype(leaf.dtype))]
+      for path, leaf in jax.tree_util.tree_leaves_with_path(arrays)
+  }
+
+
+def _crc32(arrays: PyTree) -> int:
+  """The CRC-32 of the bytes of every array, in tree order."""
+  crc = 0
+  for leaf in jax.tree.leaves(arrays):
+    crc = zlib.crc32(_host_value(leaf).tobytes(), crc)
+  return crc
+
+
+def _describe(spec: Any) -> str:
+  """``(64, 100) float32`` for the spec ``[[64, 100], "float32"]``."""
+  try:
+    shape, dtype = spec
+    return f"{tuple(shape)} {dtype}"
+  except (TypeError, ValueError):
+    return repr(spec)
+
+
+def _first_difference(saved: Mapping[str, Any], wanted: Mapping[str, list]) -> str | None:
+  """The first array on which the checkpoint (``saved``) and the run (``wanted``) disagree."""
+  for path, spec in wanted.items():
+    if path not in saved:
+      return f"this run's array {path} {_describe(spec)} is not in the checkpoint"
+    if saved[path] != spec:
+      return f"array {path} is {_describe(saved[path])} in the checkpoint but {_describe(spec)} in this run"
+  for path, spec in saved.items():
+    if path not in wanted:
+      return f"the checkpoint's array {path} {_describe(spec)} is not in this run's state"
+  return None

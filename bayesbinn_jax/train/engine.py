@@ -17,6 +17,7 @@ import optax
 from flax.training import train_state
 
 from bayesbinn_jax.nn.monte_carlo import mc_vmap
+from bayesbinn_jax.optim.bayesbinn import all_finite
 from bayesbinn_jax.optim.posterior import mc_outputs
 from bayesbinn_jax.train.methods import Method
 
@@ -25,10 +26,12 @@ TASKS = ("classification", "regression")
 
 
 class TrainState(train_state.TrainState):
-  """Flax TrainState plus BatchNorm statistics and the dropout key."""
+  """Flax TrainState plus BatchNorm statistics, the dropout key and the number
+  of consecutive steps skipped for NaN or Inf gradients."""
 
   batch_stats: PyTree
   dropout_key: jax.Array
+  nonfinite_streak: jax.Array
 
 
 def create_train_state(model: nn.Module, method: Method, sample_input: jax.Array, key: jax.Array) -> TrainState:
@@ -56,6 +59,7 @@ def create_train_state(model: nn.Module, method: Method, sample_input: jax.Array
       opt_state=opt_state,
       batch_stats=batch_stats,
       dropout_key=dropout_key,
+      nonfinite_streak=jnp.zeros([], jnp.int32),
   )
 
 
@@ -72,7 +76,10 @@ def make_train_step(method: Method, task: str) -> Callable[[TrainState, jax.Arra
   """A jitted ``step(state, x, y) -> (state, {"loss", "accuracy"?})``.
 
   The loss is the mean over the minibatch (and over the K samples). The batch
-  statistics of the K sampled networks are averaged.
+  statistics of the K sampled networks are averaged. A step whose gradients
+  hold a NaN or Inf is skipped by the method's transform (params and optimizer
+  state unchanged, see :func:`build_method`); it keeps the batch statistics
+  too and adds one to ``state.nonfinite_streak``, which a finite step resets.
   """
   loss_of = loss_fn_for(task)
   stacked = method.num_samples > 1
@@ -93,7 +100,12 @@ def make_train_step(method: Method, task: str) -> Callable[[TrainState, jax.Arra
       return loss, (loss, out[None], stats)
 
     grads, (loss, out, stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-    state = state.apply_gradients(grads=grads, batch_stats=stats)
+    finite = all_finite(grads)
+    state = state.apply_gradients(
+        grads=grads,
+        batch_stats=jax.tree.map(lambda new, old: jnp.where(finite, new, old), stats, state.batch_stats),
+        nonfinite_streak=jnp.where(finite, 0, state.nonfinite_streak + 1),
+    )
     metrics = {"loss": loss, **method.metrics(state.opt_state)}
     if task == "classification":
       probs = jax.nn.softmax(out, axis=-1).mean(axis=0)

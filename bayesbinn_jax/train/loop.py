@@ -42,8 +42,8 @@ def train_epoch(
   has one shape) are put on ``mesh``, split over its devices. With
   ``max_nonfinite_steps > 0``, :class:`NonFiniteLossError` is raised once
   ``nonfinite_streak(state)`` (the number of consecutive skipped steps, e.g.
-  ``optax.apply_if_finite``'s ``notfinite_count``, which carries across
-  epochs and checkpoints) exceeds it. ``progress`` is the label of a tqdm bar
+  the engine's ``TrainState.nonfinite_streak``, which carries across epochs
+  and checkpoints) exceeds it. ``progress`` is the label of a tqdm bar
   with the running loss and accuracy (None: no bar).
   """
   batches = iterate_batches(x, y, batch_size, seed=seed, epoch=epoch, drop_last=True, augment=augment)

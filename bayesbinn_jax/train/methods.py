@@ -42,6 +42,9 @@ class Method:
       posterior over the weights, or None for optimizers without one.
     metrics: opt_state -> scalars to log with every step (Bop's fraction of
       weights flipped, PMF's beta).
+    skips_nonfinite: ``tx`` itself skips a step with NaN or Inf gradients
+      (BayesBiNN's fused ``skip_nonfinite``); otherwise :func:`build_method`
+      wraps it in ``optax.apply_if_finite``.
   """
 
   name: str
@@ -52,6 +55,7 @@ class Method:
   mode_params: Callable[[Any, PyTree], PyTree]
   posterior: Callable[[Any], PyTree] | None = None
   metrics: Callable[[Any], dict[str, jax.Array]] = lambda opt_state: {}  # noqa: E731
+  skips_nonfinite: bool = False
 
 
 def _lam(opt_state: Any) -> PyTree:
@@ -81,13 +85,16 @@ def build_method(
 ) -> Method:
   """Builds the :class:`Method` of optimizer ``name`` from an experiment config.
 
-  The transform is wrapped in ``optax.apply_if_finite``: a step whose gradients
-  hold a NaN or Inf leaves params and optimizer state (lambda, momentum, key)
-  unchanged, and the training loop stops after ``max_nonfinite_steps`` of them
-  in a row.
+  A step whose gradients hold a NaN or Inf leaves params and optimizer state
+  (lambda, momentum, key) unchanged, and the training loop stops after
+  ``max_nonfinite_steps`` of them in a row. BayesBiNN skips such steps itself
+  (a select fused into its update); the other transforms are wrapped in
+  ``optax.apply_if_finite``.
   """
   method = _build(name, config, steps_per_epoch=steps_per_epoch, train_set_size=train_set_size,
                   prior_lambda=prior_lambda)
+  if method.skips_nonfinite:
+    return method
   return dataclasses.replace(method, tx=optax.apply_if_finite(method.tx, NEVER_APPLY_NONFINITE))
 
 
@@ -122,6 +129,7 @@ def _build(
         prior_lambda=prior_lambda,
         seed=config["seed"],
         rng=config["rng"],
+        skip_nonfinite=True,
     )
     return Method(
         name, "none", tx, k,
@@ -129,6 +137,7 @@ def _build(
                                                         rng=config["rng"]),
         mode_params=lambda s, p: posterior_mode(_lam(s)),
         posterior=_lam,
+        skips_nonfinite=True,
     )
   if name == "ste":
     return Method(name, "ste", ste_adam(learning_rate_schedule(config, steps_per_epoch)), 1,
