@@ -213,7 +213,7 @@ def build_case(key: str, spec: dict[str, Any], mesh: Any, batches: list, num_wei
   jax.block_until_ready(state)
   init_s = time.perf_counter() - start
 
-  step = make_train_step(method, "classification")
+  step = make_train_step(method, "classification", mc_loop=config.get("mc_loop", "vmap"))
   start = time.perf_counter()
   compiled = step.lower(state, *batches[0]).compile()
   compile_s = time.perf_counter() - start

@@ -95,14 +95,15 @@ class _Net(nn.Module):
     return nn.Dropout(0.5, deterministic=not train)(x)
 
 
+@pytest.mark.parametrize("loop", ["vmap", "unroll"])
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-def test_mc_vmap_matches_a_loop_over_samples(jit):
+def test_mc_vmap_matches_a_loop_over_samples(jit, loop):
   model = _Net()
   x = jnp.arange(8.0).reshape(4, 2)
   variables = model.init(jax.random.PRNGKey(0), x, train=False)
   k = 3
   params = {"Dense_0": {"kernel": jax.random.normal(jax.random.PRNGKey(1), (k, 2, 3))}}
-  apply = mc_vmap(model.apply)
+  apply = mc_vmap(model.apply, loop=loop)
 
   def loss(p):
     out, updates = apply({"params": p, "batch_stats": variables["batch_stats"]}, x,
@@ -135,3 +136,5 @@ def test_mc_vmap_errors():
     apply({"weights": {}}, 1.0)
   with pytest.raises(ValueError, match="same leading Monte Carlo axis"):
     apply({"params": {"a": jnp.zeros((2, 3)), "b": jnp.zeros((3, 3))}}, 1.0)
+  with pytest.raises(ValueError, match="loop must be one of"):
+    mc_vmap(lambda v, x: x, loop="scan")

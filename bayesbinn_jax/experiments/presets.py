@@ -12,6 +12,7 @@ import json
 import math
 from typing import Any, Mapping
 
+from bayesbinn_jax.nn.monte_carlo import LOOPS
 from bayesbinn_jax.optim.noise import GENERATORS
 from bayesbinn_jax.train.methods import OPTIMIZERS
 from bayesbinn_jax.train.schedules import SCHEDULES
@@ -21,7 +22,7 @@ EXPERIMENTS = ("two-moons", "snelson", "mnist", "cifar10", "cifar100", "permuted
 _SCHEDULE = dict(lr_schedule="cosine", lr_end=1e-16, lr_milestones=[], lr_decay=0.1)
 _BAYESBINN = dict(_SCHEDULE, temperature=1e-10, momentum=0.0, train_samples=1, test_samples=0,
                   lambda_init=10.0, lambda_init_std=0.0, kl_weight=1.0, train_set_scale=1,
-                  rng="counter")
+                  rng="counter", mc_loop="vmap")
 
 _ENGINE = dict(max_nonfinite_steps=20)
 """Engine settings shared by every experiment: stop after this many consecutive steps
@@ -70,14 +71,14 @@ _OPTIMIZER = {
         "pmf": dict(lr=1e-3, lr_decay=0.2, lr_decay_steps=7000, rho=1.2, weight_decay=0.0),
     },
     "cifar10": {
-        "bayesbinn": dict(_BAYESBINN, lr=3e-4, temperature=1e-10, train_set_scale=10),
+        "bayesbinn": dict(_BAYESBINN, lr=3e-4, temperature=1e-10, train_set_scale=10, mc_loop="unroll"),
         "ste": dict(_SCHEDULE, lr=1e-2),
         "adam": dict(_SCHEDULE, lr=1e-2),
         "bop": dict(threshold=1e-8, gamma=1e-4, gamma_decay=0.1, gamma_decay_every=100),
         "pmf": dict(lr=1e-2, lr_decay=0.2, lr_decay_steps=30000, rho=1.05, weight_decay=1e-4),
     },
     "cifar100": {
-        "bayesbinn": dict(_BAYESBINN, lr=3e-4, temperature=1e-8, train_set_scale=10),
+        "bayesbinn": dict(_BAYESBINN, lr=3e-4, temperature=1e-8, train_set_scale=10, mc_loop="unroll"),
         "ste": dict(_SCHEDULE, lr=1e-2),
         "adam": dict(_SCHEDULE, lr=3e-3),
         "bop": dict(threshold=1e-9, gamma=1e-4, gamma_decay=0.1, gamma_decay_every=100),
@@ -204,6 +205,8 @@ def check_config(config: Mapping[str, Any]) -> None:
   milestones = config.get("lr_milestones", [])
   if not all(isinstance(m, int) and not isinstance(m, bool) and 0 <= m < INT_LIMIT for m in milestones):
     raise ValueError(f"lr_milestones must be epoch numbers (integers >= 0); got {milestones!r}.")
+  if "mc_loop" in config and config["mc_loop"] not in LOOPS:
+    raise ValueError(f"mc_loop must be one of {', '.join(LOOPS)}; got {config['mc_loop']!r}.")
   if "rng" in config and config["rng"] not in GENERATORS:
     raise ValueError(f"rng must be one of {', '.join(GENERATORS)}; got {config['rng']!r}.")
   if "lr_schedule" in config:

@@ -162,7 +162,7 @@ class Experiment:
     self.model = make_model(self.experiment, self.method.quantizer, num_outputs)
     state = create_train_state(self.model, self.method, sample_input, jax.random.PRNGKey(self.config["seed"]))
     self.state = replicate(self.mesh, state)
-    self.train_step = make_train_step(self.method, self.task)
+    self.train_step = make_train_step(self.method, self.task, mc_loop=self.config.get("mc_loop", "vmap"))
     self.predict = make_predict(self.method, self.task)
     self.test_samples = int(self.config.get("test_samples", 0))
     self.predict_mc = (make_predict_mc(self.method, self.task, self.test_samples, batch_size=10)

@@ -32,9 +32,9 @@ from bayesbinn_jax.atomic import write_atomic
 from bayesbinn_jax.train.engine import TrainState
 
 PyTree = Any
-IGNORED_KEYS = ("max_nonfinite_steps", "eval_batch_size", "checkpoint_every")
+IGNORED_KEYS = ("max_nonfinite_steps", "eval_batch_size", "checkpoint_every", "mc_loop")
 """Config keys that may differ between a run and its resumption: they change how a
-run is watched, evaluated or saved, never the trained state."""
+run is watched, evaluated, saved or looped over its samples, never the trained state."""
 FILE_CRCS = "file_crcs.json"
 """The file, inside each checkpoint's folder, that maps every other file to its CRC-32."""
 

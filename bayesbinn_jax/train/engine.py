@@ -72,11 +72,15 @@ def loss_fn_for(task: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
   return lambda out, y: jnp.mean((out.reshape(y.shape) - y) ** 2)
 
 
-def make_train_step(method: Method, task: str) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict]]:
+def make_train_step(
+    method: Method, task: str, *, mc_loop: str = "vmap"
+) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict]]:
   """A jitted ``step(state, x, y) -> (state, {"loss", "accuracy"?})``.
 
   The loss is the mean over the minibatch (and over the K samples). The batch
-  statistics of the K sampled networks are averaged. A step whose gradients
+  statistics of the K sampled networks are averaged; ``mc_loop`` is how the K
+  passes run (:func:`mc_vmap`'s ``loop``: "unroll" for convolutional networks
+  on CPU). A step whose gradients
   hold a NaN or Inf is skipped by the method's transform (params and optimizer
   state unchanged, see :func:`build_method`); it keeps the batch statistics
   too and adds one to ``state.nonfinite_streak``, which a finite step resets.
@@ -89,7 +93,7 @@ def make_train_step(method: Method, task: str) -> Callable[[TrainState, jax.Arra
 
     def loss_fn(params: PyTree) -> tuple[jax.Array, tuple[jax.Array, PyTree]]:
       variables = {"params": params, "batch_stats": state.batch_stats}
-      apply = mc_vmap(state.apply_fn) if stacked else state.apply_fn
+      apply = mc_vmap(state.apply_fn, loop=mc_loop) if stacked else state.apply_fn
       out, mutated = apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
       stats = mutated.get("batch_stats", {})
       if stacked:
