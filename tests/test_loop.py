@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 
@@ -9,14 +11,19 @@ from bayesbinn_jax.train.loop import NonFiniteLossError, train_epoch
 from bayesbinn_jax.train.sharding import data_mesh
 
 
+class _FakeState(NamedTuple):
+  steps: int
+  nonfinite_streak: int
+
+
 def _fake_step(losses):
-  """A train step whose k-th call reports losses[k]; the state is (steps, streak), the streak
-  counting consecutive non-finite steps as optax.apply_if_finite does."""
+  """A train step whose k-th call reports losses[k], counting consecutive non-finite steps
+  in ``nonfinite_streak`` as the engine's step does."""
 
   def step(state, x, y):
-    steps, streak = state
-    loss = losses[steps]
-    return (steps + 1, 0 if np.isfinite(loss) else streak + 1), {"loss": np.float32(loss)}
+    loss = losses[state.steps]
+    streak = 0 if np.isfinite(loss) else state.nonfinite_streak + 1
+    return _FakeState(state.steps + 1, streak), {"loss": np.float32(loss)}
 
   return step
 
@@ -25,9 +32,8 @@ def _run(losses, max_nonfinite_steps, streak=0):
   x = np.zeros((len(losses) * 2, 3), np.float32)
   y = np.zeros(len(losses) * 2, np.int32)
   (steps, _), metrics = train_epoch(
-      (0, streak), _fake_step(losses), x, y, batch_size=2, seed=0, epoch=0, inputs=lambda a: a,
-      mesh=data_mesh(), max_nonfinite_steps=max_nonfinite_steps,
-      nonfinite_streak=lambda state: state[1])
+      _FakeState(0, streak), _fake_step(losses), x, y, batch_size=2, seed=0, epoch=0,
+      inputs=lambda a: a, mesh=data_mesh(), max_nonfinite_steps=max_nonfinite_steps)
   return steps, metrics
 
 

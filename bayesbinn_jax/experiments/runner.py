@@ -286,8 +286,7 @@ class Experiment:
           self.state, self.train_step, ds.x_train, self.train_targets, batch_size=self.batch_size,
           seed=self.config["seed"], epoch=global_epoch, inputs=self._task_inputs(task),
           mesh=self.mesh, augment=augment,
-          max_nonfinite_steps=int(self.config["max_nonfinite_steps"]),
-          nonfinite_streak=lambda state: state.nonfinite_streak, progress=label)
+          max_nonfinite_steps=int(self.config["max_nonfinite_steps"]), progress=label)
       seconds = time.perf_counter() - began
       record = {"epoch": global_epoch + 1, "seconds": seconds,
                 **{f"train_{k}": v for k, v in train.items()}}

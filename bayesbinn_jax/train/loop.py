@@ -33,7 +33,6 @@ def train_epoch(
     mesh: Mesh,
     augment: Augment | None = None,
     max_nonfinite_steps: int = 0,
-    nonfinite_streak: Callable[[Any], Any] | None = None,
     progress: str | None = None,
 ) -> tuple[TrainState, dict[str, float]]:
   """Runs one epoch of ``step`` over seeded minibatches; returns the mean metrics.
@@ -41,9 +40,8 @@ def train_epoch(
   Batches of ``batch_size`` (the last partial batch is dropped, so every step
   has one shape) are put on ``mesh``, split over its devices. With
   ``max_nonfinite_steps > 0``, :class:`NonFiniteLossError` is raised once
-  ``nonfinite_streak(state)`` (the number of consecutive skipped steps, e.g.
-  the engine's ``TrainState.nonfinite_streak``, which carries across epochs
-  and checkpoints) exceeds it. ``progress`` is the label of a tqdm bar
+  ``state.nonfinite_streak`` (the number of consecutive skipped steps, which
+  carries across epochs and checkpoints) exceeds it. ``progress`` is the label of a tqdm bar
   with the running loss and accuracy (None: no bar).
   """
   batches = iterate_batches(x, y, batch_size, seed=seed, epoch=epoch, drop_last=True, augment=augment)
@@ -53,8 +51,8 @@ def train_epoch(
   for index, (xb, yb) in enumerate(bar):
     state, metrics = step(state, *shard_batch(mesh, inputs(xb), yb))
     sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
-    if max_nonfinite_steps and nonfinite_streak is not None:
-      nonfinite = int(nonfinite_streak(state))
+    if max_nonfinite_steps:
+      nonfinite = int(state.nonfinite_streak)
       if nonfinite > max_nonfinite_steps:
         raise NonFiniteLossError(
             f"the loss was NaN or Inf for {nonfinite} consecutive steps (epoch {epoch + 1}, "
