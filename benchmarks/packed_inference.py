@@ -19,16 +19,13 @@ latencies should agree; the packed file is the gain (storage, transfer).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-# Run from a checkout without installing: the package is next to benchmarks/.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _output import write_json  # benchmarks/_output.py, which puts the checkout on sys.path
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "packed_inference.json")
 
@@ -114,10 +111,7 @@ def main(argv: list[str] | None = None) -> None:
   print(f"load: float32 {result['load_ms']['float32']:.1f} ms, packed {result['load_ms']['packed']:.1f} ms")
   for batch, row in latency.items():
     print(f"batch {batch:>3}: float32 {row['float32']:.2f} ms, packed {row['packed']:.2f} ms per forward pass")
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, "w", encoding="utf-8") as handle:
-    json.dump(result, handle, indent=2)
-  print(f"wrote {args.out}")
+  write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -55,24 +55,30 @@ import tempfile
 import time
 from typing import Any, Callable, Sequence
 
-# Run from a checkout without installing: the package is next to benchmarks/.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _output import write_json  # benchmarks/_output.py, which puts the checkout on sys.path
 
 CASES = {
-    # key: (optimizer, K, label)
-    "bayesbinn_k1": ("bayesbinn", 1, "BayesBiNN K=1"),
-    "bayesbinn_k5": ("bayesbinn", 5, "BayesBiNN K=5"),
-    "ste": ("ste", 1, "STE-Adam"),
-    "bop": ("bop", 1, "Bop"),
-    "pmf": ("pmf", 1, "PMF"),
-    "adam": ("adam", 1, "Adam (fp32)"),
-    "optax_adam": ("adam", 1, "optax.adam"),
+    # key: (optimizer, K, label, XLA compiler options: "engine" or "xla_default"; "passes":
+    # the engine's options, and the optimizer's update replaced by optax.set_to_zero)
+    "bayesbinn_k1": ("bayesbinn", 1, "BayesBiNN K=1", "engine"),
+    "bayesbinn_k5": ("bayesbinn", 5, "BayesBiNN K=5", "engine"),
+    "bayesbinn_k5_passes": ("bayesbinn", 5, "K=5 passes only", "passes"),
+    "ste": ("ste", 1, "STE-Adam", "engine"),
+    "bop": ("bop", 1, "Bop", "engine"),
+    "pmf": ("pmf", 1, "PMF", "engine"),
+    "adam": ("adam", 1, "Adam (fp32)", "engine"),
+    "optax_adam": ("adam", 1, "optax.adam", "xla_default"),
+    "optax_adam_engine_opts": ("adam", 1, "optax.adam +opt", "engine"),
 }
 REFERENCE = "optax_adam"
 """The ratio column's reference: a plain jitted Flax step with ``optax.adam`` (no
-non-finite guard), the step a JAX user writes by hand. The library's "adam" case
-is the same step behind ``optax.apply_if_finite``, as the engine runs every
-baseline."""
+non-finite guard) compiled with XLA's default options, the step a JAX user writes
+by hand. ``optax_adam_engine_opts`` is the same step compiled with the engine's
+options (:func:`bayesbinn_jax.train.host_cpu.compiler_options`). The library's
+"adam" case is Adam behind ``optax.apply_if_finite``, as the engine runs every
+baseline. ``bayesbinn_k5_passes`` is BayesBiNN K=5's step with a free update
+(``optax.set_to_zero``): the five forward and backward passes alone, a lower bound
+of any K=5 step."""
 MODELS = ("mnist", "vgg")
 DEFAULT_OUT = os.path.join("benchmarks", "results", "step_time.json")
 DEFAULT_SCALING_OUT = os.path.join("benchmarks", "results", "step_time_scaling.json")
@@ -94,10 +100,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--steps", type=int, default=None,
                       help="timed steps per optimizer and round (default 4; 1 quick)")
   parser.add_argument("--warmup", type=int, default=None,
-                      help="untimed steps after the first call (default 2; 0 quick)")
+                      help="untimed steps after the first call (default 10, enough for the heap to settle; 0 quick)")
   parser.add_argument("--mnist-batch", type=int, default=100, help="MNIST batch (global with --devices)")
   parser.add_argument("--vgg-batch", type=int, default=None,
                       help="CIFAR VGG batch (default 50 on GPU/TPU, 10 on CPU)")
+  parser.add_argument("--malloc", choices=("retain", "default"), default="retain",
+                      help="retain: keep freed host memory for the next step (bayesbinn_jax.train.host_cpu."
+                           "retain_freed_memory, as bayesbinn-train does); default: glibc's own thresholds")
   parser.add_argument("--devices", default=None,
                       help="comma list of simulated CPU device counts, e.g. 1,2,4: scaling table")
   parser.add_argument("--scaling-worker", type=int, default=None, help=argparse.SUPPRESS)
@@ -108,7 +117,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   args.models = _split(args.models or default_models, MODELS, "--models")
   args.rounds = args.rounds or (3 if args.quick else 5)
   args.steps = args.steps or (1 if args.quick else 4)
-  args.warmup = args.warmup if args.warmup is not None else (0 if args.quick else 2)
+  args.warmup = args.warmup if args.warmup is not None else (0 if args.quick else 10)
   if args.devices is not None:
     try:
       args.devices = [int(n) for n in args.devices.split(",") if n.strip()]
@@ -148,6 +157,7 @@ class Case:
   params_floats_per_weight: float
   num_weights: int
   times_ms: list[float] = dataclasses.field(default_factory=list)
+  minor_faults: int = 0
 
 
 def _model_spec(model: str, args: argparse.Namespace, platform_name: str) -> dict[str, Any]:
@@ -196,24 +206,27 @@ def build_case(key: str, spec: dict[str, Any], mesh: Any, batches: list, num_wei
   from bayesbinn_jax.train.sharding import replicate  # pylint: disable=import-outside-toplevel
 
   start = time.perf_counter()
-  name, k, label = CASES[key]
+  name, k, label, options = CASES[key]
   config = dict(preset(spec["experiment"], name), seed=0)
   if name == "bayesbinn":
     config["train_samples"] = k
   steps_per_epoch = max(spec["train_set_size"] // spec["batch"], 1)
   method = build_method(name, config, steps_per_epoch=steps_per_epoch, train_set_size=spec["train_set_size"])
-  if key == REFERENCE:
+  if key.startswith(REFERENCE):
     method = dataclasses.replace(method, tx=optax.adam(learning_rate_schedule(config, steps_per_epoch)))
   model = spec["make"](method.quantizer)
   sample = jnp.zeros((1,) + spec["input_shape"], jnp.float32)
   # create_train_state is eager (dozens of small dispatches); jit it once per optimizer.
   state = jax.jit(create_train_state, static_argnums=(0, 1))(model, method, sample, jax.random.PRNGKey(0))
+  if options == "passes":
+    state = state.replace(tx=optax.set_to_zero(), opt_state=optax.set_to_zero().init(state.params))
   if mesh is not None:
     state = replicate(mesh, state)
   jax.block_until_ready(state)
   init_s = time.perf_counter() - start
 
-  step = make_train_step(method, "classification", mc_loop=config.get("mc_loop", "vmap"))
+  step = make_train_step(method, "classification", mc_loop=config.get("mc_loop", "vmap"),
+                         compiler_options={} if options == "xla_default" else None)
   start = time.perf_counter()
   compiled = step.lower(state, *batches[0]).compile()
   compile_s = time.perf_counter() - start
@@ -229,11 +242,31 @@ def run_steps(case: Case, batches: list, count: int, record: bool) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   for i in range(count):
     batch = batches[(len(case.times_ms) + i) % len(batches)]
+    faults = _minor_faults()
     start = time.perf_counter()
     case.state, metrics = case.compiled(case.state, *batch)
     jax.block_until_ready((case.state, metrics))
     if record:
       case.times_ms.append(1e3 * (time.perf_counter() - start))
+      case.minor_faults += _minor_faults() - faults
+
+
+def _max_rss_mib() -> float | None:
+  """The process's peak resident memory (every case of the run together), in MiB (Linux units)."""
+  try:
+    import resource  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _minor_faults() -> int:
+  """Page faults of this process so far (first touches of freshly mapped memory); 0 without getrusage."""
+  try:
+    import resource  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return 0
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def benchmark_model(model: str, args: argparse.Namespace, mesh: Any = None) -> tuple[dict, list[Case]]:
@@ -259,7 +292,7 @@ def benchmark_model(model: str, args: argparse.Namespace, mesh: Any = None) -> t
   cases = []
   for key in args.optimizers:
     case = build_case(key, spec, mesh, batches, num_weights)
-    print(f"  {case.label:<14} state {case.init_s:5.1f} s, step compiled in {case.compile_s:5.1f} s, "
+    print(f"  {case.label:<15} state {case.init_s:5.1f} s, step compiled in {case.compile_s:5.1f} s, "
           f"first call {case.first_call_ms:8.1f} ms", flush=True)
     cases.append(case)
   for case in cases:
@@ -295,7 +328,9 @@ def summarize(spec: dict, cases: list[Case]) -> dict[str, Any]:
         examples_per_s=spec["batch"] / (float(np.median(t)) / 1e3),
         opt_state_floats_per_weight=case.opt_floats_per_weight,
         params_floats_per_weight=case.params_floats_per_weight,
-        memory=case.memory, state_checksum=_checksum(case.state))
+        memory=case.memory, state_checksum=_checksum(case.state),
+        minor_faults_per_step=case.minor_faults / max(len(t), 1),
+        compiler_options="XLA defaults" if CASES[case.key][3] == "xla_default" else "engine")
   reference = by_key.get(REFERENCE)
   for result in by_key.values():
     result["ratio_to_optax_adam"] = result["median_ms"] / reference["median_ms"] if reference else None
@@ -306,16 +341,16 @@ def summarize(spec: dict, cases: list[Case]) -> dict[str, Any]:
 def print_table(result: dict[str, Any]) -> None:
   print(f"\n{result['title']} ({result['num_weights']:,} binary weights), batch {result['batch']}, "
         f"preset {result['experiment_preset']!r}")
-  header = (f"{'optimizer':<14} {'ms/step':>9} {'p10':>8} {'p90':>8} {'x optax':>7} {'compile s':>9} "
-            f"{'opt fl/w':>8} {'params/w':>8} {'peak MiB':>9}")
+  header = (f"{'optimizer':<15} {'ms/step':>9} {'p10':>8} {'p90':>8} {'x optax':>7} {'compile s':>9} "
+            f"{'opt fl/w':>8} {'params/w':>8} {'peak MiB':>9} {'faults/step':>11}")
   print(header)
   print("-" * len(header))
   for r in result["optimizers"].values():
     ratio = f"{r['ratio_to_optax_adam']:.2f}" if r["ratio_to_optax_adam"] is not None else "-"
     peak = f"{r['memory']['peak_mib']:.0f}" if r["memory"] else "-"
-    print(f"{r['label']:<14} {r['median_ms']:9.1f} {r['p10_ms']:8.1f} {r['p90_ms']:8.1f} {ratio:>7} "
+    print(f"{r['label']:<15} {r['median_ms']:9.1f} {r['p10_ms']:8.1f} {r['p90_ms']:8.1f} {ratio:>7} "
           f"{r['compile_s']:9.1f} {r['opt_state_floats_per_weight']:8.2f} "
-          f"{r['params_floats_per_weight']:8.2f} {peak:>9}")
+          f"{r['params_floats_per_weight']:8.2f} {peak:>9} {r['minor_faults_per_step']:11.0f}")
 
 
 def machine_info() -> dict[str, Any]:
@@ -337,15 +372,14 @@ def machine_info() -> dict[str, Any]:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
   return dict(quick=args.quick, rounds=args.rounds, steps_per_round=args.steps, warmup=args.warmup,
               timed_steps=args.rounds * args.steps, optimizers=args.optimizers, models=args.models,
-              inputs="random normal images, random labels; 2 batches alternated")
+              inputs="random normal images, random labels; 2 batches alternated",
+              malloc=args.malloc, engine_compiler_options=_engine_options())
 
 
-def _write(path: str, payload: dict[str, Any]) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(payload, f, indent=2)
-  print(f"\nwrote {path}")
+def _engine_options() -> dict[str, Any]:
+  from bayesbinn_jax.train import host_cpu  # pylint: disable=import-outside-toplevel
+  return host_cpu.compiler_options()
+
 
 
 # --------------------------------------------------------------------------- modes
@@ -363,9 +397,10 @@ def run_single(args: argparse.Namespace) -> None:
     print_table(results[model])
   if hasattr(os, "getloadavg"):
     info["load_average_at_end"] = list(os.getloadavg())
+  info["max_rss_mib"] = _max_rss_mib()
   info["wall_s"] = time.perf_counter() - start
-  _write(args.out, dict(machine=info, settings=_settings(args), results=results))
-  print(f"total {info['wall_s']:.0f} s")
+  write_json(args.out, dict(machine=info, settings=_settings(args), results=results))
+  print(f"total {info['wall_s']:.0f} s, peak resident memory {info['max_rss_mib']:.0f} MiB")
 
 
 def run_scaling_worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -398,7 +433,7 @@ def run_scaling(args: argparse.Namespace) -> None:
       command = [sys.executable, os.path.abspath(__file__), "--scaling-worker", str(n), "--out", out,
                  "--models", ",".join(args.models), "--optimizers", ",".join(args.optimizers),
                  "--rounds", str(args.rounds), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                 "--mnist-batch", str(args.mnist_batch)]
+                 "--mnist-batch", str(args.mnist_batch), "--malloc", args.malloc]
       if args.vgg_batch:
         command += ["--vgg-batch", str(args.vgg_batch)]
       print(f"\n=== {n} simulated CPU device(s) ===", flush=True)
@@ -430,17 +465,21 @@ def run_scaling(args: argparse.Namespace) -> None:
       cells = "".join(f"{row[str(n)]['examples_per_s']:10.0f} ({row[str(n)]['speedup']:4.2f}x)"
                       for n in args.devices)
       worst = max(row[str(n)]["state_checksum_rel_diff"] for n in args.devices)
-      print(f"{CASES[key][2]:<14}{cells}   state vs N={args.devices[0]}: {worst:.1e}")
+      print(f"{CASES[key][2]:<15}{cells}   state vs N={args.devices[0]}: {worst:.1e}")
   payload = dict(machine=runs[args.devices[0]]["machine"], settings=dict(_settings(args), devices=args.devices),
                  scaling=table, runs={str(n): runs[n] for n in args.devices},
                  note="simulated host devices share the same CPU cores: this measures sharding "
                       "overhead, not a real multi-device speed-up",
                  wall_s=time.perf_counter() - start)
-  _write(args.out, payload)
+  write_json(args.out, payload)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   args = parse_args(argv)
+  if args.malloc == "retain":
+    from bayesbinn_jax.train import host_cpu  # pylint: disable=import-outside-toplevel
+    if not host_cpu.retain_freed_memory():
+      print("note: not glibc; --malloc retain left the allocator as it is")
   if args.scaling_worker is not None:
     payload = run_scaling_worker(args)
     with open(args.out, "w", encoding="utf-8") as f:

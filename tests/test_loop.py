@@ -23,7 +23,7 @@ def _fake_step(losses):
   def step(state, x, y):
     loss = losses[state.steps]
     streak = 0 if np.isfinite(loss) else state.nonfinite_streak + 1
-    return _FakeState(state.steps + 1, streak), {"loss": np.float32(loss)}
+    return _FakeState(state.steps + 1, streak), {"loss": np.float32(loss), "nonfinite_streak": streak}
 
   return step
 

@@ -75,7 +75,8 @@ def test_one_jitted_step_serves_every_optimizer(name):
   assert int(state.step) == 3
   assert not np.array_equal(leaves(trained(state)), before)
   logged = {"bop": {"flip_fraction"}, "pmf": {"beta"}}.get(name, set())
-  assert set(metrics) == {"loss", "accuracy"} | logged
+  assert set(metrics) == {"loss", "accuracy", "nonfinite_streak"} | logged
+  assert int(metrics["nonfinite_streak"]) == 0
   if name == "bop":
     assert 0.0 <= float(metrics["flip_fraction"]) <= 1.0
   if name == "pmf":

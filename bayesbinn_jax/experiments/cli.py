@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a preset value (repeatable); see the keys below")
   parser.add_argument("--quiet", action="store_true", help="no progress bar: one line per epoch")
+  parser.add_argument("--malloc", choices=("retain", "default"), default="retain",
+                      help="retain (default): keep host memory freed by a step for the next one, "
+                           "faster on CPU but the resident memory stays at its peak and can grow "
+                           "by fragmentation; default: the C library's own behaviour "
+                           "(bayesbinn_jax/train/host_cpu.py)")
   parser.add_argument("--distributed", action="store_true",
                       help="call jax.distributed.initialize() (multi-host, under a cluster launcher)")
   parser.add_argument("--show-config", action="store_true", help="print the config and exit")
@@ -126,7 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.data_dir is not None and not os.path.isdir(args.data_dir):
     parser.error(f"--data-dir {args.data_dir}: not a directory.")
 
-  import jax  # noqa: PLC0415 - keeps --help and argument errors fast
+  from bayesbinn_jax.train import host_cpu  # noqa: PLC0415 - keeps --help and argument errors fast
+
+  if args.malloc == "retain":
+    host_cpu.retain_freed_memory()  # before JAX's threads allocate: see host_cpu
+  import jax  # noqa: PLC0415
 
   from bayesbinn_jax.data import DataError  # noqa: PLC0415
   from bayesbinn_jax.experiments.runner import RunError, RunOptions, run_experiment  # noqa: PLC0415

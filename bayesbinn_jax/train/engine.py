@@ -19,6 +19,7 @@ from flax.training import train_state
 from bayesbinn_jax.nn.monte_carlo import mc_vmap
 from bayesbinn_jax.optim.bayesbinn import all_finite
 from bayesbinn_jax.optim.posterior import mc_outputs
+from bayesbinn_jax.train import host_cpu
 from bayesbinn_jax.train.methods import Method
 
 PyTree = Any
@@ -73,9 +74,9 @@ def loss_fn_for(task: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
 
 
 def make_train_step(
-    method: Method, task: str, *, mc_loop: str = "vmap"
+    method: Method, task: str, *, mc_loop: str = "vmap", compiler_options: dict[str, Any] | None = None
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict]]:
-  """A jitted ``step(state, x, y) -> (state, {"loss", "accuracy"?})``.
+  """A jitted ``step(state, x, y) -> (state, {"loss", "accuracy"?, "nonfinite_streak"})``.
 
   The loss is the mean over the minibatch (and over the K samples). The batch
   statistics of the K sampled networks are averaged; ``mc_loop`` is how the K
@@ -84,6 +85,10 @@ def make_train_step(
   hold a NaN or Inf is skipped by the method's transform (params and optimizer
   state unchanged, see :func:`build_method`); it keeps the batch statistics
   too and adds one to ``state.nonfinite_streak``, which a finite step resets.
+  ``compiler_options`` are XLA's (None: :func:`host_cpu.compiler_options`,
+  512-bit vectors on a CPU backend; ``{}``: XLA's defaults). The predict
+  functions below keep XLA's defaults, so that their outputs equal, bit for
+  bit, those of a plain ``jax.jit`` of the model (what ``load_packed`` users run).
   """
   loss_of = loss_fn_for(task)
   stacked = method.num_samples > 1
@@ -110,13 +115,15 @@ def make_train_step(
         batch_stats=jax.tree.map(lambda new, old: jnp.where(finite, new, old), stats, state.batch_stats),
         nonfinite_streak=jnp.where(finite, 0, state.nonfinite_streak + 1),
     )
-    metrics = {"loss": loss, **method.metrics(state.opt_state)}
+    metrics = {"loss": loss, **method.metrics(state.opt_state), "nonfinite_streak": state.nonfinite_streak}
     if task == "classification":
       probs = jax.nn.softmax(out, axis=-1).mean(axis=0)
       metrics["accuracy"] = jnp.mean(jnp.argmax(probs, axis=-1) == y)
     return state, metrics
 
-  return jax.jit(step, donate_argnums=0)
+  if compiler_options is None:
+    compiler_options = host_cpu.compiler_options()
+  return jax.jit(step, donate_argnums=0, compiler_options=compiler_options)
 
 
 def make_predict(method: Method, task: str) -> Callable[[TrainState, jax.Array], jax.Array]:

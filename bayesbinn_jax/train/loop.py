@@ -38,28 +38,42 @@ def train_epoch(
   """Runs one epoch of ``step`` over seeded minibatches; returns the mean metrics.
 
   Batches of ``batch_size`` (the last partial batch is dropped, so every step
-  has one shape) are put on ``mesh``, split over its devices. With
-  ``max_nonfinite_steps > 0``, :class:`NonFiniteLossError` is raised once
-  ``state.nonfinite_streak`` (the number of consecutive skipped steps, which
-  carries across epochs and checkpoints) exceeds it. ``progress`` is the label of a tqdm bar
-  with the running loss and accuracy (None: no bar).
+  has one shape) are put on ``mesh``, split over its devices. ``step``'s
+  metrics carry ``"nonfinite_streak"`` (the engine's step does: the number of
+  consecutive skipped steps, which carries across epochs and checkpoints); it
+  is left out of the returned means. With ``max_nonfinite_steps > 0``,
+  :class:`NonFiniteLossError` is raised once that streak exceeds it. The host
+  reads a step's streak only after it has queued the next step, so the check
+  does not leave the device idle between steps. ``progress`` is the label of a
+  tqdm bar with the running loss and accuracy (None: no bar).
   """
   batches = iterate_batches(x, y, batch_size, seed=seed, epoch=epoch, drop_last=True, augment=augment)
   total = len(x) // batch_size
   bar = tqdm(batches, total=total, desc=progress, leave=False, disable=progress is None)
   sums: dict[str, Any] = {}
+  pending: tuple[int, Any] | None = None  # (batch index, streak) of the step before this one
+
+  def check(index: int, streak: Any) -> None:
+    nonfinite = int(streak)
+    if nonfinite > max_nonfinite_steps:
+      raise NonFiniteLossError(
+          f"the loss was NaN or Inf for {nonfinite} consecutive steps (epoch {epoch + 1}, "
+          f"batch {index + 1}); lower the learning rate, or raise max_nonfinite_steps."
+      )
+
   for index, (xb, yb) in enumerate(bar):
     state, metrics = step(state, *shard_batch(mesh, inputs(xb), yb))
+    metrics = dict(metrics)
+    streak = metrics.pop("nonfinite_streak")
     sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
     if max_nonfinite_steps:
-      nonfinite = int(state.nonfinite_streak)
-      if nonfinite > max_nonfinite_steps:
-        raise NonFiniteLossError(
-            f"the loss was NaN or Inf for {nonfinite} consecutive steps (epoch {epoch + 1}, "
-            f"batch {index + 1}); lower the learning rate, or raise max_nonfinite_steps."
-        )
+      if pending is not None:
+        check(*pending)
+      pending = (index, streak)
     if progress is not None and (index % 20 == 0 or index == total - 1):
       bar.set_postfix({k: f"{float(v) / (index + 1):.4f}" for k, v in sums.items()})
+  if pending is not None:
+    check(*pending)
   return state, {k: float(v) / max(total, 1) for k, v in sums.items()}
 
 
