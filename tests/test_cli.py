@@ -268,3 +268,16 @@ def test_show_config_prints_the_preset_and_flags_presets_that_are_ours(capsys):
   assert note.startswith("note: the paper gives no bop settings for two-moons")
   assert main(["mnist", "--show-config"]) == 0
   assert len(capsys.readouterr().out.strip().splitlines()) == 1
+
+
+def test_the_host_allocator_setting_does_not_change_the_run(tmp_path):
+  # --malloc changes where the host keeps freed memory, never what is computed:
+  # each run in its own process, since the setting is process-wide.
+  path = write_images(tmp_path / "d.npz")
+  summaries = {}
+  for mode in ("retain", "default"):
+    out = str(tmp_path / mode)
+    subprocess.run(cli_command(*SMALL, "--data-file", path, "--epochs", "2", "--quiet", "--malloc", mode,
+                               "--out", out), cwd=REPO, check=True, capture_output=True)
+    summaries[mode] = comparable(read_summary(out))
+  assert summaries["retain"] == summaries["default"]

@@ -146,6 +146,7 @@ HOSTILE_ARGUMENTS = [
     (["--seed", str(2**64)], "--seed"),
     (["--optimizer", "sgd"], "--optimizer"),
     (["--cl-prior", "sometimes"], "--cl-prior"),
+    (["--malloc", "sometimes"], "--malloc"),
     (["--no-such-flag"], "--no-such-flag"),
     (["--data-dir", "DATA_FILE"], "--data-dir"),  # a file, not a directory
     (["--data-file", "/no/such/file.npz"], "--data-file"),
