@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reruns every result published in benchmarks/results/ (issue 5), then the paper figures.
+# Reruns every result published in benchmarks/results/ (issues 5 and 6), then the paper figures.
 # Usage: bash benchmarks/reproduce.sh [DATA_DIR]   (DATA_DIR holds mnist.npz; default ../shared/data)
 # Each run writes benchmarks/results/<name>/ (summary.json, metrics.jsonl, figures) and
 # command.txt with the exact command. An existing result directory is resumed, not overwritten.
@@ -42,5 +42,21 @@ run mnist-pmf mnist --optimizer pmf --data-file "$DATA/mnist.npz" --epochs 15
 # current default noise generator.
 run mnist-bayesbinn-15ep mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 15 --set test_samples=10
 run mnist-bop-paperdecay mnist --optimizer bop --data-file "$DATA/mnist.npz" --epochs 15
+# Epoch time of the current step with and without retained host memory (issue 6).
+run mnist-bayesbinn-epoch-time-malloc-retain mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 2 --malloc retain
+run mnist-bayesbinn-epoch-time-malloc-default mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 2 --malloc default
+
+bench() {  # bench NAME SCRIPT ARGS...: a performance benchmark (issue 6); rerun unless ONLY leaves it out
+  local name="$1"; shift
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
+  echo "== $name: python benchmarks/$*"
+  python "benchmarks/$@"
+}
+bench step-time step_time.py
+bench step-time-mnist step_time.py --models mnist --rounds 15 --out "$RESULTS/step_time_mnist_15rounds.json"
+bench step-time-mnist-malloc-default step_time.py --models mnist --rounds 15 --malloc default --out "$RESULTS/step_time_mnist_15rounds_malloc_default.json"
+bench step-time-scaling step_time.py --devices 1,2,4 --quick
+bench sample-noise sample_noise.py
+bench packed-inference packed_inference.py
 
 [ -z "${ONLY:-}" ] && python benchmarks/paper_figures.py "$RESULTS"
