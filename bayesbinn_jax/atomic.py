@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from typing import Any
 
 
 def _umask() -> int:
@@ -40,3 +42,8 @@ def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
     pass
   finally:
     os.close(folder)
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+  """Writes ``payload`` as indented JSON with sorted keys to ``path``, atomically."""
+  write_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")

@@ -3,15 +3,16 @@
 Usage:
   python benchmarks/sample_noise.py [--out benchmarks/results/sample_noise.json] [--weights 10014720]
 
-The loop every BayesBiNN step runs once per Monte Carlo sample,
+The loop every BayesBiNN step runs once per Monte Carlo sample
+(``bayesbinn_jax.sample_relaxed``),
 
     w = tanh((lambda + 0.5 log(u / (1 - u))) / tau),   u ~ U(0, 1),
 
 jitted with lambda donated (the step writes the sample in place), for each way
 of drawing u: the library's counter hash (``rng="counter"``, the default),
 ``jax.random`` with threefry (``rng="threefry"``) and with the "rbg" and
-"unsafe_rbg" key implementations (XLA's RngBitGenerator; not offered by
-``bayesbinn``). Each is compiled with XLA's default options and with the
+"unsafe_rbg" key implementations (XLA's RngBitGenerator; a typed key of that
+implementation given to ``rng="threefry"``, which draws through ``jax.random``). Each is compiled with XLA's default options and with the
 engine's (``bayesbinn_jax.train.host_cpu.compiler_options``), and timed in
 alternating rounds (median over ``--rounds`` x ``--calls`` calls). The "memory
 floor" row scales lambda in place: the cost of reading and writing the
@@ -54,20 +55,19 @@ def main(argv: list[str] | None = None) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-  from bayesbinn_jax.optim.noise import logistic  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.optim.posterior import sample_relaxed  # pylint: disable=import-outside-toplevel
 
   tau = 1e-10
   shape = (args.weights,)
 
   def sampler(generator: str):
+    """The library's ``sample_relaxed``; rbg keys go through its jax.random path (rng="threefry")."""
     def sample(lam: jax.Array) -> jax.Array:
       if generator == "memory floor":
         return lam * 0.5
-      if generator in ("counter", "threefry"):
-        noise = logistic(jax.random.PRNGKey(0), shape, jnp.float32, generator)
-      else:
-        noise = jax.random.logistic(jax.random.key(0, impl=generator), shape, jnp.float32)
-      return jnp.tanh((lam + 0.5 * noise) / tau)
+      impl = generator if generator.endswith("rbg") else "threefry2x32"
+      rng = "counter" if generator == "counter" else "threefry"
+      return sample_relaxed(lam, jax.random.key(0, impl=impl), tau, rng=rng)
     return sample
 
   options = {"xla_default": {}, "engine": host_cpu.compiler_options()}

@@ -251,22 +251,25 @@ def run_steps(case: Case, batches: list, count: int, record: bool) -> None:
       case.minor_faults += _minor_faults() - faults
 
 
-def _max_rss_mib() -> float | None:
-  """The process's peak resident memory (every case of the run together), in MiB (Linux units)."""
+def _rusage() -> Any:
+  """This process's resource usage so far (``resource.getrusage``); None without it."""
   try:
     import resource  # pylint: disable=import-outside-toplevel
   except ImportError:
     return None
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  return resource.getrusage(resource.RUSAGE_SELF)
+
+
+def _max_rss_mib() -> float | None:
+  """The process's peak resident memory (every case of the run together), in MiB (Linux units)."""
+  usage = _rusage()
+  return None if usage is None else usage.ru_maxrss / 1024
 
 
 def _minor_faults() -> int:
   """Page faults of this process so far (first touches of freshly mapped memory); 0 without getrusage."""
-  try:
-    import resource  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return 0
-  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  usage = _rusage()
+  return 0 if usage is None else usage.ru_minflt
 
 
 def benchmark_model(model: str, args: argparse.Namespace, mesh: Any = None) -> tuple[dict, list[Case]]:

@@ -22,7 +22,7 @@ import numpy as np
 
 import bayesbinn_jax
 from bayesbinn_jax import data
-from bayesbinn_jax.atomic import write_atomic
+from bayesbinn_jax.atomic import write_atomic, write_json_atomic
 from bayesbinn_jax.experiments import plots
 from bayesbinn_jax.experiments.datasets import input_transform, load_dataset, make_model
 from bayesbinn_jax.optim.bayesbinn import BayesBiNNState
@@ -57,11 +57,6 @@ class RunOptions:
   resume: bool = False
   cl_prior: str = "posterior"
   quiet: bool = False
-
-
-def write_json_atomic(path: str, payload: Any) -> None:
-  """Writes JSON to ``path`` atomically."""
-  write_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def _check_out_dir(options: RunOptions) -> None:

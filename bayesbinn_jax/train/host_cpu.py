@@ -36,7 +36,6 @@ Two settings, each measured on the MNIST MLP (10 million weights, batch 100) wit
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from typing import Any
 
 import jax
@@ -80,13 +79,9 @@ def retain_freed_memory() -> bool:
     True when all three settings were taken; False where the C library is not
     glibc (musl, macOS, Windows), which leaves the process unchanged.
   """
-  name = ctypes.util.find_library("c")
-  if name is None:
-    return False
   try:
-    libc = ctypes.CDLL(name)
-    mallopt = libc.mallopt
-  except (OSError, AttributeError):
+    mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
+  except (OSError, TypeError, AttributeError):  # no C library to load, or no mallopt in it
     return False
   mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
   mallopt.restype = ctypes.c_int
