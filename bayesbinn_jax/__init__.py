@@ -6,7 +6,7 @@ relaxed samples of the weights. Flax binary layers and the paper's networks
 are in :mod:`bayesbinn_jax.nn`, the baselines beside BayesBiNN here.
 """
 
-__version__ = "0.1.0"
+from bayesbinn_jax._version import __version__
 
 from bayesbinn_jax import optim as _optim
 from bayesbinn_jax.export import load_packed, save_packed

@@ -54,6 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesbinn_jax._version import __version__
 from bayesbinn_jax.atomic import write_atomic
 
 PyTree = Any
@@ -85,11 +86,6 @@ METADATA_KEY = "bayesbinn_jax"
 """Key of the metadata entry :func:`save_packed` writes itself (library version, format)."""
 
 _HEADER = "header"
-
-
-def _library_version() -> str:
-  from bayesbinn_jax import __version__  # pylint: disable=import-outside-toplevel
-  return __version__
 
 
 # --------------------------------------------------------------------------- trees
@@ -253,7 +249,7 @@ def save_packed(
   meta = dict(metadata) if metadata is not None else {}
   if not all(isinstance(k, str) for k in meta):
     raise ValueError("metadata keys must be strings.")
-  meta[METADATA_KEY] = {"version": _library_version(), "format": FORMAT,
+  meta[METADATA_KEY] = {"version": __version__, "format": FORMAT,
                         "format_version": FORMAT_VERSION, "bit_order": BIT_ORDER}
 
   arrays: dict[str, np.ndarray] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bayesbinn_jax.data.rng import SeedLike, as_generator
-from bayesbinn_jax.optim._validation import check_integer
+from bayesbinn_jax._checks import check_integer
 
 
 def pad_crop_flip(

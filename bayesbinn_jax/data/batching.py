@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from bayesbinn_jax.data.rng import SeedLike, as_generator
-from bayesbinn_jax.optim._validation import check_integer
+from bayesbinn_jax._checks import check_integer
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from bayesbinn_jax.data.dataset import ArrayDataset
 from bayesbinn_jax.data.rng import SeedLike, as_generator
-from bayesbinn_jax.optim._validation import check_integer
+from bayesbinn_jax._checks import check_integer
 
 
 def task_permutations(num_tasks: int, num_pixels: int, seed: SeedLike = 0) -> np.ndarray:

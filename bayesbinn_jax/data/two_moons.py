@@ -6,7 +6,7 @@ import numpy as np
 
 from bayesbinn_jax.data.dataset import ArrayDataset
 from bayesbinn_jax.data.rng import SeedLike, as_generator
-from bayesbinn_jax.optim._validation import check_integer, check_range
+from bayesbinn_jax._checks import check_integer, check_range
 
 
 def make_moons(

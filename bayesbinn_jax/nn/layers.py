@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bayesbinn_jax.optim._validation import check_positive, check_range
+from bayesbinn_jax._checks import check_positive, check_range
 
 Initializer = Callable[..., jax.Array]
 

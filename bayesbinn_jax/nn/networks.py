@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from bayesbinn_jax.nn.layers import BatchNorm, BinaryConv, BinaryDense, check_quantizer
-from bayesbinn_jax.optim._validation import check_integer, check_range
+from bayesbinn_jax._checks import check_integer, check_range
 
 
 def _flatten(x: jax.Array) -> jax.Array:

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bayesbinn_jax.optim import _validation
+from bayesbinn_jax import _checks
 from bayesbinn_jax.optim.noise import check_generator
 from bayesbinn_jax.optim.posterior import sample_relaxed
 
@@ -178,7 +178,7 @@ def _sample_axis(params: PyTree, lam: PyTree, num_samples: Any) -> int | None:
         f"Monte Carlo axis (sizes seen: {sorted(sizes, key=str)})."
     )
   size = sizes.pop() if sizes else None
-  expected = _validation.concrete(num_samples)
+  expected = _checks.concrete(num_samples)
   if expected is not None and size != int(expected) and not (expected == 1 and size is None):
     raise ValueError(
         f"num_samples={int(expected)} needs params and grads stacked on a leading axis "
@@ -244,14 +244,14 @@ def bayesbinn(
       for a prior whose structure or shapes differ from params; from
       ``update`` when params are missing or not shaped like the state.
   """
-  _validation.check_positive("learning_rate", learning_rate)
-  _validation.check_integer("train_set_size", train_set_size, low=1)
-  _validation.check_positive("temperature", temperature)
-  _validation.check_integer("num_samples", num_samples, low=1)
-  _validation.check_range("momentum", momentum, low=0.0, high=1.0, high_inclusive=False)
-  _validation.check_range("lambda_init", lambda_init, low=0.0)
-  _validation.check_range("lambda_init_std", lambda_init_std, low=0.0)
-  _validation.check_range("kl_weight", kl_weight, low=0.0)
+  _checks.check_positive("learning_rate", learning_rate)
+  _checks.check_integer("train_set_size", train_set_size, low=1)
+  _checks.check_positive("temperature", temperature)
+  _checks.check_integer("num_samples", num_samples, low=1)
+  _checks.check_range("momentum", momentum, low=0.0, high=1.0, high_inclusive=False)
+  _checks.check_range("lambda_init", lambda_init, low=0.0)
+  _checks.check_range("lambda_init_std", lambda_init_std, low=0.0)
+  _checks.check_range("kl_weight", kl_weight, low=0.0)
   check_generator(rng)
   keeps_no_momentum = isinstance(momentum, (int, float)) and momentum == 0
 

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bayesbinn_jax.optim._validation import check_range
+from bayesbinn_jax._checks import check_range
 
 
 class BopState(NamedTuple):

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bayesbinn_jax.optim._validation import check_integer, check_positive, check_range
+from bayesbinn_jax._checks import check_integer, check_positive, check_range
 from bayesbinn_jax.optim.nested import find_state
 
 

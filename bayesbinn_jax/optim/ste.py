@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bayesbinn_jax.optim._validation import check_positive, check_range
+from bayesbinn_jax._checks import check_positive, check_range
 
 
 def clip_weights(bound: float = 1.0) -> optax.GradientTransformation:

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-import bayesbinn_jax
+from bayesbinn_jax._version import __version__
 from bayesbinn_jax.atomic import write_atomic
 from bayesbinn_jax.train.engine import TrainState
 
@@ -75,7 +75,7 @@ class Checkpointer:
     and holds the CRC-32 of their bytes (``"crc32"``), both checked on restore.
     """
     arrays = _arrays(state)
-    meta = {"version": bayesbinn_jax.__version__, **metadata,
+    meta = {"version": __version__, **metadata,
             "arrays": _leaf_specs(arrays), "crc32": _crc32(arrays)}
     self._manager.save(
         index,

@@ -1,4 +1,4 @@
-"""Hyperparameter checks shared by every transform of :mod:`bayesbinn_jax.optim`.
+"""Argument checks shared by every package of bayesbinn_jax (optim, nn, data, train).
 
 Checks run only on concrete Python or NumPy numbers. Traced values (a
 hyperparameter injected by :func:`optax.inject_hyperparams` and read inside
