@@ -10,7 +10,7 @@ from bayesbinn_jax._version import __version__
 
 from bayesbinn_jax import optim as _optim
 from bayesbinn_jax.export import load_packed, save_packed
-from bayesbinn_jax.nn.monte_carlo import mc_vmap
+from bayesbinn_jax.nn.monte_carlo import mc_apply
 from bayesbinn_jax.optim import *  # noqa: F403 - the optimizers and posterior helpers
 
-__all__ = (*_optim.__all__, "load_packed", "mc_vmap", "save_packed")
+__all__ = (*_optim.__all__, "load_packed", "mc_apply", "save_packed")

@@ -1,4 +1,4 @@
-"""Tests of the posterior helpers: sampling law, point estimates, predictive, mc_vmap."""
+"""Tests of the posterior helpers: sampling law, point estimates, predictive, mc_apply."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from bayesbinn_jax.nn.monte_carlo import mc_vmap
+from bayesbinn_jax.nn.monte_carlo import mc_apply
 from bayesbinn_jax.optim.posterior import (
     posterior_as_prior,
     posterior_mean,
@@ -97,13 +97,13 @@ class _Net(nn.Module):
 
 @pytest.mark.parametrize("loop", ["vmap", "unroll"])
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-def test_mc_vmap_matches_a_loop_over_samples(jit, loop):
+def test_mc_apply_matches_a_loop_over_samples(jit, loop):
   model = _Net()
   x = jnp.arange(8.0).reshape(4, 2)
   variables = model.init(jax.random.PRNGKey(0), x, train=False)
   k = 3
   params = {"Dense_0": {"kernel": jax.random.normal(jax.random.PRNGKey(1), (k, 2, 3))}}
-  apply = mc_vmap(model.apply, loop=loop)
+  apply = mc_apply(model.apply, loop=loop)
 
   def loss(p):
     out, updates = apply({"params": p, "batch_stats": variables["batch_stats"]}, x,
@@ -130,11 +130,11 @@ def test_mc_vmap_matches_a_loop_over_samples(jit, loop):
   assert not np.array_equal(masks[0], masks[1])
 
 
-def test_mc_vmap_errors():
-  apply = mc_vmap(lambda v, x, rngs=None: x)
+def test_mc_apply_errors():
+  apply = mc_apply(lambda v, x, rngs=None: x)
   with pytest.raises(ValueError, match="no 'params' collection"):
     apply({"weights": {}}, 1.0)
   with pytest.raises(ValueError, match="same leading Monte Carlo axis"):
     apply({"params": {"a": jnp.zeros((2, 3)), "b": jnp.zeros((3, 3))}}, 1.0)
   with pytest.raises(ValueError, match="loop must be one of"):
-    mc_vmap(lambda v, x: x, loop="scan")
+    mc_apply(lambda v, x: x, loop="scan")

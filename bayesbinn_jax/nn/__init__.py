@@ -6,7 +6,7 @@ from bayesbinn_jax.nn.layers import BinaryDense
 from bayesbinn_jax.nn.layers import QUANTIZERS
 from bayesbinn_jax.nn.layers import default_kernel_init
 from bayesbinn_jax.nn.layers import ste_sign
-from bayesbinn_jax.nn.monte_carlo import mc_vmap
+from bayesbinn_jax.nn.monte_carlo import mc_apply
 from bayesbinn_jax.nn.networks import ContinualMLP
 from bayesbinn_jax.nn.networks import MnistMLP
 from bayesbinn_jax.nn.networks import ToyMLP
@@ -22,6 +22,6 @@ __all__ = (
     "ToyMLP",
     "VGGBinaryConnect",
     "default_kernel_init",
-    "mc_vmap",
+    "mc_apply",
     "ste_sign",
 )

@@ -1,7 +1,7 @@
 """Run a Flax ``apply`` once per Monte Carlo sample of the weights, in one XLA program.
 
 With ``bayesbinn(..., num_samples=K)`` the params carry a leading axis of size
-K, one network per sample. :func:`mc_vmap` maps ``apply`` over that axis with
+K, one network per sample. :func:`mc_apply` runs ``apply`` once per sample, with
 ``jax.vmap`` (``loop="vmap"``: the K forward and backward passes become batched
 matrix products), or traces the K passes one after the other
 (``loop="unroll"``), both inside the jitted step. On XLA's CPU backend a
@@ -21,7 +21,7 @@ PyTree = Any
 LOOPS = ("vmap", "unroll")
 
 
-def mc_vmap(apply_fn: Callable[..., Any], *, params_collection: str = "params",
+def mc_apply(apply_fn: Callable[..., Any], *, params_collection: str = "params",
             loop: str = "vmap") -> Callable[..., Any]:
   """Maps ``apply_fn`` over the leading sample axis of ``variables[params_collection]``.
 
@@ -38,7 +38,7 @@ def mc_vmap(apply_fn: Callable[..., Any], *, params_collection: str = "params",
 
   Example::
 
-    apply = mc_vmap(model.apply)
+    apply = mc_apply(model.apply)
     def loss_fn(params):                      # params: (K, ...) per leaf
       logits = apply({"params": params}, x)   # (K, batch, classes)
       return optax.softmax_cross_entropy_with_integer_labels(
@@ -46,7 +46,7 @@ def mc_vmap(apply_fn: Callable[..., Any], *, params_collection: str = "params",
   """
 
   if loop not in LOOPS:
-    raise ValueError(f"mc_vmap: loop must be one of {LOOPS}; got {loop!r}.")
+    raise ValueError(f"mc_apply: loop must be one of {LOOPS}; got {loop!r}.")
 
   def apply(
       variables: Mapping[str, PyTree],
@@ -56,7 +56,7 @@ def mc_vmap(apply_fn: Callable[..., Any], *, params_collection: str = "params",
   ) -> Any:
     if params_collection not in variables:
       raise ValueError(
-          f"mc_vmap: variables has no {params_collection!r} collection; it has "
+          f"mc_apply: variables has no {params_collection!r} collection; it has "
           f"{sorted(variables)}. Pass params_collection= the collection holding the weights."
       )
     params = variables[params_collection]
@@ -64,7 +64,7 @@ def mc_vmap(apply_fn: Callable[..., Any], *, params_collection: str = "params",
     sizes = {leaf.shape[0] if leaf.ndim else None for leaf in jax.tree.leaves(params)}
     if len(sizes) != 1 or None in sizes:
       raise ValueError(
-          "mc_vmap: every params leaf needs the same leading Monte Carlo axis; got "
+          "mc_apply: every params leaf needs the same leading Monte Carlo axis; got "
           f"leading sizes {sorted(sizes, key=str)}."
       )
     num_samples = sizes.pop()

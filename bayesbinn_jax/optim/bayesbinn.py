@@ -183,7 +183,7 @@ def _sample_axis(params: PyTree, lam: PyTree, num_samples: Any) -> int | None:
     raise ValueError(
         f"num_samples={int(expected)} needs params and grads stacked on a leading axis "
         f"of size {int(expected)} (see sample_relaxed(..., num_samples=K) and "
-        f"mc_vmap); got {'unstacked params' if size is None else f'leading size {size}'}."
+        f"mc_apply); got {'unstacked params' if size is None else f'leading size {size}'}."
     )
   return size
 

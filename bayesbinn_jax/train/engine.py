@@ -3,7 +3,7 @@
 One train step serves every optimizer: gradients of the mean minibatch loss at
 the params the model holds, then ``TrainState.apply_gradients``. With
 ``K = method.num_samples > 1`` the params carry a leading Monte Carlo axis and
-the K forward/backward passes run vectorised through :func:`mc_vmap`.
+the K forward/backward passes run vectorised through :func:`mc_apply`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from bayesbinn_jax.nn.monte_carlo import mc_vmap
+from bayesbinn_jax.nn.monte_carlo import mc_apply
 from bayesbinn_jax.optim.bayesbinn import all_finite
 from bayesbinn_jax.optim.posterior import mc_outputs
 from bayesbinn_jax.train import host_cpu
@@ -80,7 +80,7 @@ def make_train_step(
 
   The loss is the mean over the minibatch (and over the K samples). The batch
   statistics of the K sampled networks are averaged; ``mc_loop`` is how the K
-  passes run (:func:`mc_vmap`'s ``loop``: "unroll" for convolutional networks
+  passes run (:func:`mc_apply`'s ``loop``: "unroll" for convolutional networks
   on CPU). A step whose gradients
   hold a NaN or Inf is skipped by the method's transform (params and optimizer
   state unchanged, see :func:`build_method`); it keeps the batch statistics
@@ -98,7 +98,7 @@ def make_train_step(
 
     def loss_fn(params: PyTree) -> tuple[jax.Array, tuple[jax.Array, PyTree]]:
       variables = {"params": params, "batch_stats": state.batch_stats}
-      apply = mc_vmap(state.apply_fn, loop=mc_loop) if stacked else state.apply_fn
+      apply = mc_apply(state.apply_fn, loop=mc_loop) if stacked else state.apply_fn
       out, mutated = apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
       stats = mutated.get("batch_stats", {})
       if stacked:
