@@ -14,10 +14,16 @@ from hypothesis.extra import numpy as hnp
 
 from bayesbinn_jax.train.metrics import (
     ReliabilityBins,
+    auroc,
+    brier_score,
     classification_metrics,
     ece_from_bins,
+    misclassification_auroc,
+    ood_auroc,
+    predictive_entropy,
     regression_metrics,
     reliability_bins,
+    uncertainty_metrics,
 )
 
 # Four examples, two classes. Confidence = max prob, prediction = argmax.
@@ -180,6 +186,135 @@ def test_metric_ranges_property(case):
   # ECE is at least the single-bin gap |accuracy - mean confidence| (triangle inequality).
   single = abs(m["accuracy"] - probs.max(axis=1).mean())
   assert m["ece"] >= single - 1e-12
+
+
+def _binary_entropy(p: float) -> float:
+  return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+def _auroc_by_pairs(scores, positive) -> float:
+  """Independent O(n^2) transcription: count every (positive, negative) pair, ties half."""
+  pos = [s for s, is_pos in zip(scores, positive) if is_pos]
+  neg = [s for s, is_pos in zip(scores, positive) if not is_pos]
+  wins = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg)
+  return wins / (len(pos) * len(neg))
+
+
+def test_predictive_entropy_by_hand():
+  probs = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.25, 0.25]])
+  # 0 log 0 = 0; H([.5, .5]) = log 2; uniform over 3: log 3; H([.5, .25, .25]) = .5 log 2 + 2 * .25 log 4 = 1.5 log 2
+  expected = [0.0, math.log(2), math.log(3), 1.5 * math.log(2)]
+  np.testing.assert_allclose(predictive_entropy(probs), expected, rtol=1e-12, atol=0)
+  assert predictive_entropy(np.ones((2, 1))).tolist() == [0.0, 0.0]  # one class: no uncertainty
+
+
+def test_brier_by_hand():
+  # n1 y=0: (.9-1)^2 + .1^2 = .02;  n2 y=0: (.3-1)^2 + .7^2 = .98
+  # n3 y=0: (.6-1)^2 + .4^2 = .32;  n4 y=1: .2^2 + (.8-1)^2 = .08  -> mean 1.40 / 4 = .35
+  assert brier_score(FOUR_PROBS, FOUR_LABELS) == pytest.approx(0.35, abs=1e-12)
+  labels = np.array([2, 0, 1])
+  assert brier_score(np.eye(3)[labels], labels) == 0.0  # right and certain
+  assert brier_score(np.eye(3)[(labels + 1) % 3], labels) == 2.0  # wrong and certain
+  assert brier_score(np.full((3, 4), 0.25), [0, 1, 2]) == pytest.approx(0.75)  # uniform: 1 - 1/C
+
+
+@pytest.mark.parametrize(
+    "scores, positive, expected",
+    [
+        # every positive above every negative
+        ([0.1, 0.4, 0.35, 0.8], [False, True, False, True], 1.0),
+        # positives .35 and .8 vs negatives .1 and .4: (1 + 0) + (1 + 1) = 3 of 4 pairs
+        ([0.1, 0.4, 0.35, 0.8], [False, False, True, True], 0.75),
+        # positives 1 and 0 vs negatives 1 and 2: (.5 + 0) + (0 + 0) = .5 of 4 pairs
+        ([1.0, 1.0, 2.0, 0.0], [True, False, False, True], 0.125),
+        # all scores equal: every pair a tie
+        ([3.0, 3.0, 3.0], [1, 0, 1], 0.5),
+        # reversed order
+        ([0.0, 1.0, 2.0], [True, False, False], 0.0),
+    ],
+)
+def test_auroc_by_hand(scores, positive, expected):
+  assert auroc(scores, positive) == expected
+  assert _auroc_by_pairs(scores, positive) == expected
+
+
+def test_auroc_undefined_without_both_classes_is_nan():
+  assert math.isnan(auroc([0.1, 0.2], [True, True]))
+  assert math.isnan(auroc([0.1, 0.2], [0, 0]))
+
+
+def test_misclassification_auroc_by_hand():
+  # FOUR_PROBS: only n2 is wrong. Entropies H(.9) = .325, H(.7) = .611 (n2), H(.6) = .673, H(.8) = .500:
+  # n2 beats n1 and n4, loses to n3 -> AUROC = 2/3
+  entropies = [_binary_entropy(p) for p in (0.9, 0.7, 0.6, 0.8)]
+  assert entropies[2] > entropies[1] > entropies[3] > entropies[0]
+  assert misclassification_auroc(FOUR_PROBS, FOUR_LABELS) == pytest.approx(2 / 3, abs=1e-15)
+  labels = np.array([0, 1])
+  assert math.isnan(misclassification_auroc(np.eye(2)[labels], labels))  # no mistakes
+
+
+def test_ood_auroc_by_hand():
+  # in-distribution entropies 0, H(.9); OOD entropies log 2, H(.9):
+  # log 2 beats both (2), H(.9) beats 0 (1) and ties H(.9) (.5) -> 3.5 / 4
+  probs_in = np.array([[1.0, 0.0], [0.9, 0.1]])
+  probs_out = np.array([[0.5, 0.5], [0.1, 0.9]])
+  assert ood_auroc(probs_in, probs_out) == 0.875
+  assert ood_auroc(probs_out, probs_in) == 0.125  # roles swapped: 1 - AUROC
+  # a confident in-distribution predictor and uniform OOD predictions: perfect separation
+  assert ood_auroc(np.eye(3), np.full((5, 3), 1 / 3)) == 1.0
+
+
+def test_uncertainty_metrics_combines_the_parts():
+  m = uncertainty_metrics(FOUR_PROBS, FOUR_LABELS)
+  assert set(m) == {"brier", "entropy", "misclassification_auroc"}
+  assert all(type(v) is float for v in m.values())
+  assert m["brier"] == pytest.approx(0.35, abs=1e-12)
+  assert m["entropy"] == pytest.approx(np.mean([_binary_entropy(p) for p in (0.9, 0.7, 0.6, 0.8)]), rel=1e-12)
+  assert m["misclassification_auroc"] == pytest.approx(2 / 3, abs=1e-15)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    hnp.arrays(np.int64, st.integers(2, 40), elements=st.integers(0, 4)),  # few values: many ties
+    st.data(),
+)
+def test_auroc_matches_pair_count_property(scores, data):
+  positive = data.draw(hnp.arrays(bool, scores.shape))
+  value = auroc(scores, positive)
+  if positive.all() or not positive.any():
+    assert math.isnan(value)
+    return
+  assert value == pytest.approx(_auroc_by_pairs(scores.tolist(), positive.tolist()), abs=1e-12)
+  assert auroc(-scores, positive) == pytest.approx(1.0 - value, abs=1e-12)
+
+
+def test_auroc_matches_pair_count_on_large_continuous_scores():
+  rng = np.random.default_rng(0)
+  positive = rng.random(600) < 0.3
+  scores = np.round(rng.normal(size=600) + positive, 1)  # rounded: ties across classes
+  assert auroc(scores, positive) == pytest.approx(_auroc_by_pairs(scores, positive), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: auroc(np.zeros((2, 2)), np.zeros((2, 2), bool)), "scores"),
+        (lambda: auroc([0.0, np.nan], [True, False]), "scores"),
+        (lambda: auroc(["a", "b"], [True, False]), "scores"),
+        (lambda: auroc([0.0, 1.0], [True]), "positive"),
+        (lambda: auroc([0.0, 1.0], [1, 2]), "positive"),
+        (lambda: predictive_entropy([0.5, 0.5]), "probs"),
+        (lambda: brier_score(FOUR_PROBS, FOUR_LABELS[:2]), "labels"),
+        (lambda: misclassification_auroc(FOUR_PROBS + 1, FOUR_LABELS), "probs"),
+        (lambda: uncertainty_metrics(FOUR_PROBS, [0, 1, 2, 0]), "labels"),
+        (lambda: ood_auroc(np.eye(2), np.full((2, 3), 1 / 3)), "probs_out"),
+        (lambda: ood_auroc(np.full((1, 2), 0.7), np.eye(2)), "probs_in"),
+        (lambda: ood_auroc(np.eye(2), np.zeros((0, 2))), "probs_out"),
+    ],
+)
+def test_bad_uncertainty_inputs_name_the_argument(call, name):
+  with pytest.raises(ValueError, match=rf"^{name}\b"):
+    call()
 
 
 def test_regression_by_hand():

@@ -12,7 +12,8 @@ import pytest
 from matplotlib import image as mpimg
 
 from bayesbinn_jax.experiments import plots
-from bayesbinn_jax.train.metrics import reliability_bins
+from bayesbinn_jax.train.calibration import apply_temperature, fit_temperature
+from bayesbinn_jax.train.metrics import predictive_entropy, reliability_bins
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -206,3 +207,56 @@ def test_plot_reliability_accepts_mapping_without_edges(tmp_path):
     plots.plot_reliability(tmp_path / "bad.png", {"m": {"confidence": [0.5]}})
   with pytest.raises(ValueError, match=r"^curves\['m'\]"):
     plots.plot_reliability(tmp_path / "bad.png", {"m": [1, 2, 3]})
+
+
+def test_plot_reliability_before_and_after_temperature_scaling(tmp_path):
+  rng = np.random.default_rng(1)
+  z = rng.normal(size=(2000, 10))
+  cumulative = np.cumsum(np.exp(z) / np.exp(z).sum(axis=1, keepdims=True), axis=1)
+  labels = np.minimum((rng.random((2000, 1)) > cumulative).sum(axis=1), 9)
+  under = 0.3 * z  # under-confident logits: T ~ 0.3 recovers the truth
+  t = fit_temperature(under, labels)
+  curves = {
+      "raw": reliability_bins(apply_temperature(under, 1.0), labels),
+      f"temperature-scaled (T = {t:.2f})": reliability_bins(apply_temperature(under, t), labels),
+  }
+  _assert_png(plots.plot_reliability(tmp_path / "before_after.png", curves))
+
+
+def _dirichlet_entropies(rng, concentration, n, c=10):
+  return predictive_entropy(rng.dirichlet(np.full(c, concentration), size=n))
+
+
+def test_plot_entropy_histograms_in_vs_ood(tmp_path):
+  rng = np.random.default_rng(2)
+  confident, diffuse = _dirichlet_entropies(rng, 0.05, 500), _dirichlet_entropies(rng, 2.0, 120)
+  panels = {
+      "mode, OOD AUROC 0.97": {"MNIST test": confident, "OOD: noise": diffuse},
+      "mean, C=10": {"MNIST test": confident * 1.2, "OOD: noise": diffuse, "OOD: rotated": diffuse * 0.5},
+  }
+  path = tmp_path / "h" / "entropy.png"
+  assert plots.plot_entropy_histograms(path, panels, num_classes=10) == path
+  width, height = _assert_png(path)
+  assert width > height  # two panels side by side
+  # without num_classes the range is the data's; a single panel; entropies all 0 still draw
+  _assert_png(plots.plot_entropy_histograms(str(tmp_path / "one.png"), {"m": {"a": diffuse}}, num_bins=5))
+  _assert_png(plots.plot_entropy_histograms(tmp_path / "zero.png", {"m": {"a": np.zeros(3), "b": [0.1]}}))
+
+
+@pytest.mark.parametrize(
+    "panels, kwargs, name",
+    [
+        ({}, {}, "panels"),
+        ({"m": {}}, {}, r"panels\['m'\]"),
+        ({"m": [1.0, 2.0]}, {}, r"panels\['m'\]"),
+        ({"m": {"a": []}}, {}, r"panels\['m'\]\['a'\]"),
+        ({"m": {"a": [0.1, -0.2]}}, {}, r"panels\['m'\]\['a'\]"),
+        ({"m": {"a": [0.1, np.nan]}}, {}, r"panels\['m'\]\['a'\]"),
+        ({"m": {"a": [0.1]}}, {"num_bins": 0}, "num_bins"),
+        ({"m": {"a": [0.1]}}, {"num_classes": 1}, "num_classes"),
+    ],
+)
+def test_plot_entropy_histograms_bad_inputs(tmp_path, panels, kwargs, name):
+  with pytest.raises(ValueError, match=rf"^{name}"):
+    plots.plot_entropy_histograms(tmp_path / "bad.png", panels, **kwargs)
+  assert not (tmp_path / "bad.png").exists()

@@ -12,7 +12,10 @@ offending argument.
 - :func:`plot_continual`: average test accuracy after each task.
 - :func:`plot_training_curves`: per-epoch records from ``metrics.jsonl``.
 - :func:`plot_reliability`: reliability diagrams from
-  :func:`bayesbinn_jax.train.metrics.reliability_bins`.
+  :func:`bayesbinn_jax.train.metrics.reliability_bins` (several curves, e.g.
+  before and after temperature scaling).
+- :func:`plot_entropy_histograms`: distributions of the predictive entropy,
+  e.g. in-distribution vs. out-of-distribution test inputs.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from bayesbinn_jax.train.metrics import ReliabilityBins, as_float_array, ece_from_bins
+from bayesbinn_jax._checks import check_integer
+from bayesbinn_jax.train.metrics import ReliabilityBins, as_float_array, ece_from_bins, predictive_entropy
 
 PathT = TypeVar("PathT", str, os.PathLike)
 
@@ -66,11 +70,9 @@ def _len(value: Any) -> str:
 
 
 def _bernoulli_entropy(p: np.ndarray) -> np.ndarray:
-  """Predictive entropy ``H(p) = -p log p - (1 - p) log(1 - p)`` in nats, ``0 log 0 = 0``."""
-  q = 1.0 - p
-  with np.errstate(divide="ignore", invalid="ignore"):
-    h = -(np.where(p > 0, p * np.log(p), 0.0) + np.where(q > 0, q * np.log(q), 0.0))
-  return np.clip(h, 0.0, math.log(2.0))
+  """Predictive entropy ``H(p) = -p log p - (1 - p) log(1 - p)`` in nats of an array of ``p(y = 1)``."""
+  flat = p.ravel()
+  return predictive_entropy(np.stack([1.0 - flat, flat], axis=1)).reshape(p.shape)
 
 
 def plot_two_moons(
@@ -430,4 +432,74 @@ def plot_reliability(path: PathT, curves: Mapping[str, Any]) -> PathT:
   bottom.set_ylabel("fraction")
   bottom.set_ylim(bottom=0)
   bottom.grid(alpha=0.3)
+  return _save(fig, path)
+
+
+def plot_entropy_histograms(
+    path: PathT,
+    panels: Mapping[str, Mapping[str, Any]],
+    *,
+    num_classes: int | None = None,
+    num_bins: int = 30,
+) -> PathT:
+  """Histograms of predictive entropies, one subplot per predictive, one outline per set.
+
+  Each set's histogram is normalised to fractions of that set (bar heights sum
+  to 1), so sets of different sizes compare directly. All subplots share the
+  bin edges: ``num_bins`` equal-width bins over ``[0, log C]`` when
+  ``num_classes`` is given (the entropy's range), else over ``[0, max H]``.
+  The entropies are :func:`bayesbinn_jax.train.metrics.predictive_entropy`
+  ``H_n = -sum_c p_nc log p_nc`` in nats; out-of-distribution detection
+  scores inputs by it (Hendrycks and Gimpel, 2017).
+
+  Args:
+    path: output PNG file.
+    panels: ordered mapping title -> (ordered mapping set name -> ``(N,)``
+      entropies ``>= 0``), e.g. ``{"BayesBiNN (mode), OOD AUROC 0.93":
+      {"MNIST test": h_in, "OOD: noise": h_out}, "BayesBiNN (mean, C=10)":
+      {...}}``.
+    num_classes: ``C``, fixing the x range to ``[0, log C]``; None to use the
+      data's maximum.
+    num_bins: number of histogram bins, an integer >= 1.
+
+  Returns:
+    ``path``.
+
+  Raises:
+    ValueError: naming ``panels`` (or the offending entry), ``num_classes`` or
+      ``num_bins`` when invalid.
+  """
+  panels = _nonempty_mapping(panels, "panels")
+  check_integer("num_bins", num_bins, low=1)
+  if num_classes is not None:
+    check_integer("num_classes", num_classes, low=2)
+  series = []
+  for title, sets in panels.items():
+    sets = _nonempty_mapping(sets, f"panels[{title!r}]")
+    entries = []
+    for name, values in sets.items():
+      label = f"panels[{title!r}][{name!r}]"
+      h = as_float_array(values, label).ravel()
+      if h.size < 1 or not np.all(np.isfinite(h)) or np.any(h < 0.0):
+        raise ValueError(f"{label} must hold at least one finite entropy >= 0.")
+      entries.append((str(name), h))
+    series.append((str(title), entries))
+  top = math.log(num_classes) if num_classes is not None else max(h.max() for _, e in series for _, h in e)
+  edges = np.linspace(0.0, max(top, 1e-6), int(num_bins) + 1)
+
+  k = len(series)
+  fig = Figure(figsize=(4.2 * k, 3.4), layout="constrained")
+  axes = fig.subplots(1, k, squeeze=False, sharex=True, sharey=True)[0]
+  for ax, (title, entries) in zip(axes, series):
+    for i, (name, h) in enumerate(entries):
+      fraction, _ = np.histogram(np.clip(h, 0.0, edges[-1]), bins=edges)
+      ax.stairs(fraction / h.size, edges, color=f"C{i}", linewidth=1.5, fill=False,
+                label=f"{name} (n={h.size}, mean {h.mean():.3f})")
+      ax.stairs(fraction / h.size, edges, color=f"C{i}", alpha=0.15, fill=True)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("predictive entropy (nats)")
+    ax.set_xlim(edges[0], edges[-1])
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", fontsize=7)
+  axes[0].set_ylabel("fraction of inputs")
   return _save(fig, path)

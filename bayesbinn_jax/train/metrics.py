@@ -1,4 +1,4 @@
-"""Evaluation metrics: accuracy, NLL, calibration (ECE) and Gaussian regression scores.
+"""Evaluation metrics: accuracy, NLL, calibration (ECE), uncertainty scores and Gaussian regression scores.
 
 NumPy only and float64 internally, so the numbers do not depend on the
 precision the model ran in. Inputs may be NumPy or JAX arrays (anything
@@ -12,7 +12,13 @@ Classification (``probs`` ``(N, C)``, integer ``labels`` ``(N,)``):
 - ece (Guo et al., 2017) ``= sum_b (|B_b| / N) |acc(B_b) - conf(B_b)|`` over
   ``num_bins`` equal-width bins ``B_b = ((b-1)/M, b/M]`` of the confidence
   ``max_c p_nc``; ``acc(B_b)`` and ``conf(B_b)`` are the mean correctness and
-  mean confidence of the examples in the bin (see :func:`reliability_bins`).
+  mean confidence of the examples in the bin (see :func:`reliability_bins`);
+- brier ``= (1/N) sum_n sum_c (p_nc - [c == y_n])^2``;
+- predictive entropy ``H_n = -sum_c p_nc log p_nc`` (nats, ``0 log 0 = 0``);
+- auroc ``= (1/(P Q)) sum_{i pos} sum_{j neg} ([s_i > s_j] + 0.5 [s_i == s_j])``
+  (Mann-Whitney U, ties count half): misclassification AUROC scores wrong
+  predictions (positives) by entropy, OOD AUROC scores out-of-distribution
+  inputs (positives) against in-distribution ones (Hendrycks and Gimpel, 2017).
 
 Regression (predictive mean ``mu``, std ``sigma``, targets ``y``):
 
@@ -23,6 +29,7 @@ Regression (predictive mean ``mu``, std ``sigma``, targets ``y``):
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, NamedTuple
 
@@ -73,40 +80,70 @@ def _check_num_bins(num_bins: Any) -> int:
   return int(num_bins)
 
 
-def _check_classification(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-  """Validates ``probs`` ``(N, C)`` and ``labels`` ``(N,)``; returns float64 / int64 copies."""
-  p = as_float_array(probs, "probs")
+def as_probs(probs: Any, name: str = "probs") -> np.ndarray:
+  """``probs`` ``(N, C)`` as float64, checked to be finite probabilities whose rows sum to 1.
+
+  Raises:
+    ValueError: naming ``name`` when ``probs`` is not 2-D with ``N, C >= 1``,
+      not finite, outside ``[0, 1]``, or a row sums to more than 1e-3 away
+      from 1.
+  """
+  p = as_float_array(probs, name)
   if p.ndim != 2:
-    raise ValueError(f"probs must be 2-D (N, C); got shape {p.shape}.")
+    raise ValueError(f"{name} must be 2-D (N, C); got shape {p.shape}.")
   n, c = p.shape
   if n < 1 or c < 1:
-    raise ValueError(f"probs must have N >= 1 rows and C >= 1 columns; got shape {p.shape}.")
+    raise ValueError(f"{name} must have N >= 1 rows and C >= 1 columns; got shape {p.shape}.")
   if not np.all(np.isfinite(p)):
-    raise ValueError("probs must be finite; got NaN or inf.")
+    raise ValueError(f"{name} must be finite; got NaN or inf.")
   if np.any(p < 0.0) or np.any(p > 1.0):
     raise ValueError(
-        f"probs must lie in [0, 1]; got values in [{p.min():g}, {p.max():g}]."
+        f"{name} must lie in [0, 1]; got values in [{p.min():g}, {p.max():g}]."
         " Pass probabilities (e.g. softmax of the logits), not logits."
     )
   row_sums = p.sum(axis=1)
   if np.any(np.abs(row_sums - 1.0) > _ROW_SUM_ATOL):
     worst = row_sums[np.argmax(np.abs(row_sums - 1.0))]
-    raise ValueError(f"probs rows must sum to 1 (within {_ROW_SUM_ATOL:g}); a row sums to {worst:g}.")
+    raise ValueError(f"{name} rows must sum to 1 (within {_ROW_SUM_ATOL:g}); a row sums to {worst:g}.")
+  return p
 
+
+def as_labels(labels: Any, num_examples: int, num_classes: int, *, source: str = "probs") -> np.ndarray:
+  """``labels`` ``(N,)`` as int64, checked to be integral class indices in ``[0, C)``.
+
+  Args:
+    labels: ``(N,)`` integer (or integral float) class indices.
+    num_examples: ``N``, the number of rows of the predictions.
+    num_classes: ``C``, the number of classes of the predictions.
+    source: name of the predictions argument, quoted in the messages.
+
+  Raises:
+    ValueError: naming ``labels`` when not 1-D of length ``N``, not integral,
+      boolean, or out of ``[0, C)``.
+  """
   y = np.asarray(labels)
   if y.ndim != 1:
     raise ValueError(f"labels must be 1-D (N,) class indices; got shape {y.shape}.")
-  if y.shape[0] != n:
-    raise ValueError(f"labels must have length N = {n} (rows of probs); got length {y.shape[0]}.")
+  if y.shape[0] != num_examples:
+    raise ValueError(f"labels must have length N = {num_examples} (rows of {source}); got length {y.shape[0]}.")
   if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
     raise ValueError(f"labels must be integers; got dtype {y.dtype}.")
   if np.issubdtype(y.dtype, np.floating):
     if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
       raise ValueError("labels must be integers; got non-integral values.")
   y = y.astype(np.int64)
-  if np.any(y < 0) or np.any(y >= c):
-    raise ValueError(f"labels must be in [0, {c}) (C = {c} columns of probs); got values in [{y.min()}, {y.max()}].")
-  return p, y
+  if np.any(y < 0) or np.any(y >= num_classes):
+    raise ValueError(
+        f"labels must be in [0, {num_classes}) (C = {num_classes} classes of {source});"
+        f" got values in [{y.min()}, {y.max()}]."
+    )
+  return y
+
+
+def _check_classification(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+  """Validates ``probs`` ``(N, C)`` and ``labels`` ``(N,)``; returns float64 / int64 copies."""
+  p = as_probs(probs)
+  return p, as_labels(labels, *p.shape)
 
 
 def reliability_bins(probs: Any, labels: Any, num_bins: int = 15) -> ReliabilityBins:
@@ -187,6 +224,185 @@ def classification_metrics(probs: Any, labels: Any, *, num_bins: int = 15) -> di
   accuracy = float(np.mean(p.argmax(axis=1) == y))
   nll = float(-np.mean(np.log(np.maximum(p[np.arange(p.shape[0]), y], PROB_FLOOR))))
   return {"accuracy": accuracy, "nll": nll, "ece": ece_from_bins(bins)}
+
+
+def predictive_entropy(probs: Any) -> np.ndarray:
+  """Entropy of each predictive distribution, ``H_n = -sum_c p_nc log p_nc`` in nats.
+
+  ``0 log 0 = 0``, so a one-hot row has entropy 0 and a uniform row over
+  ``C`` classes has entropy ``log C``. The score of out-of-distribution and
+  misclassification detection (Hendrycks and Gimpel, 2017, arXiv 1610.02136).
+
+  Args:
+    probs: ``(N, C)`` predicted probabilities (mode or Monte Carlo mean), rows
+      summing to 1.
+
+  Returns:
+    ``(N,)`` float64 entropies in ``[0, log C]`` (nats).
+
+  Raises:
+    ValueError: naming ``probs`` when invalid.
+  """
+  return _entropy(as_probs(probs))
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+  """:func:`predictive_entropy` of validated float64 ``p``."""
+  terms = p * np.log(np.where(p > 0.0, p, 1.0))  # 0 log 0 = 0
+  return np.clip(-terms.sum(axis=1), 0.0, math.log(p.shape[1]))
+
+
+def auroc(scores: Any, positive: Any) -> float:
+  """Area under the ROC curve of ``scores`` separating positives from negatives.
+
+  Exact Mann-Whitney form with ties counted half:
+  ``AUROC = (1 / (P Q)) sum_{i pos} sum_{j neg} ([s_i > s_j] + 0.5 [s_i == s_j])``
+  for ``P`` positives and ``Q`` negatives, computed in ``O(N log N)`` from
+  mid-ranks: ``AUROC = (R_pos - P (P + 1) / 2) / (P Q)`` where ``R_pos`` is the
+  sum of the positives' ranks (tied scores share their mean rank). 1 means
+  every positive scores above every negative, 0.5 is chance.
+
+  Args:
+    scores: ``(N,)`` finite scores, higher meaning "more likely positive".
+    positive: ``(N,)`` booleans (or 0/1), True for the positive class.
+
+  Returns:
+    The AUROC in ``[0, 1]`` as a float; NaN when there are no positives or no
+    negatives (the area is undefined).
+
+  Raises:
+    ValueError: naming ``scores`` or ``positive`` when not 1-D of one length,
+      not finite, or (``positive``) not boolean.
+  """
+  s = as_float_array(scores, "scores")
+  if s.ndim != 1:
+    raise ValueError(f"scores must be 1-D (N,); got shape {s.shape}.")
+  if not np.all(np.isfinite(s)):
+    raise ValueError("scores must be finite; got NaN or inf.")
+  pos = np.asarray(positive)
+  if pos.shape != s.shape:
+    raise ValueError(f"positive must have the shape of scores {s.shape}; got {pos.shape}.")
+  if pos.dtype != bool:
+    if not np.all(np.isin(pos, (0, 1))):
+      raise ValueError("positive must be booleans (or 0/1 integers); got other values.")
+    pos = pos.astype(bool)
+  return _auroc(s, pos)
+
+
+def _auroc(s: np.ndarray, pos: np.ndarray) -> float:
+  """:func:`auroc` of validated float64 ``s`` and boolean ``pos``."""
+  num_pos = int(pos.sum())
+  num_neg = pos.size - num_pos
+  if num_pos == 0 or num_neg == 0:
+    return math.nan
+  _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+  # the tie group of value j occupies ranks start_j + 1 .. start_j + counts_j; its mid-rank:
+  start = np.cumsum(counts) - counts
+  mid_rank = start + (counts + 1) / 2.0
+  rank_sum = float(mid_rank[inverse.ravel()][pos].sum())
+  return (rank_sum - num_pos * (num_pos + 1) / 2.0) / (num_pos * num_neg)
+
+
+def brier_score(probs: Any, labels: Any) -> float:
+  """Multi-class Brier score ``(1/N) sum_n sum_c (p_nc - [c == y_n])^2``.
+
+  In ``[0, 2]``: 0 for a correct one-hot prediction, 2 for a wrong one,
+  ``1 - 1/C`` for the uniform prediction (Brier, 1950).
+
+  Args:
+    probs: ``(N, C)`` predicted probabilities, rows summing to 1.
+    labels: ``(N,)`` integer labels in ``[0, C)``.
+
+  Raises:
+    ValueError: naming ``probs`` or ``labels`` when invalid.
+  """
+  p, y = _check_classification(probs, labels)
+  return _brier(p, y)
+
+
+def _brier(p: np.ndarray, y: np.ndarray) -> float:
+  onehot = np.zeros_like(p)
+  onehot[np.arange(p.shape[0]), y] = 1.0
+  return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
+
+
+def misclassification_auroc(probs: Any, labels: Any) -> float:
+  """AUROC of the predictive entropy at flagging wrong predictions.
+
+  Positives are the examples with ``argmax_c p_nc != y_n`` (ties to the lowest
+  index, as in :func:`classification_metrics`), the score is
+  :func:`predictive_entropy`, and the area is :func:`auroc` (ties count half).
+
+  Args:
+    probs: ``(N, C)`` predicted probabilities, rows summing to 1.
+    labels: ``(N,)`` integer labels in ``[0, C)``.
+
+  Returns:
+    The AUROC in ``[0, 1]``; NaN when every prediction is right (or every one
+    wrong).
+
+  Raises:
+    ValueError: naming ``probs`` or ``labels`` when invalid.
+  """
+  p, y = _check_classification(probs, labels)
+  return _auroc(_entropy(p), p.argmax(axis=1) != y)
+
+
+def ood_auroc(probs_in: Any, probs_out: Any) -> float:
+  """AUROC of the predictive entropy at telling out-of-distribution inputs apart.
+
+  The out-of-distribution examples are the positive class and the score is
+  :func:`predictive_entropy` (Hendrycks and Gimpel, 2017, arXiv 1610.02136):
+  ``AUROC = (1 / (N_in N_out)) sum_{i out} sum_{j in} ([H_i > H_j] + 0.5 [H_i == H_j])``.
+
+  Args:
+    probs_in: ``(N_in, C)`` probabilities on in-distribution test inputs.
+    probs_out: ``(N_out, C)`` probabilities of the same predictive on
+      out-of-distribution inputs (same ``C``).
+
+  Returns:
+    The AUROC in ``[0, 1]`` (1: every OOD input is more uncertain than every
+    in-distribution input; 0.5: no better than chance).
+
+  Raises:
+    ValueError: naming ``probs_in`` or ``probs_out`` when invalid or when
+      their numbers of classes differ.
+  """
+  p_in = as_probs(probs_in, "probs_in")
+  p_out = as_probs(probs_out, "probs_out")
+  if p_out.shape[1] != p_in.shape[1]:
+    raise ValueError(
+        f"probs_out must have the C = {p_in.shape[1]} columns of probs_in; got {p_out.shape[1]}."
+    )
+  scores = np.concatenate([_entropy(p_in), _entropy(p_out)])
+  positive = np.concatenate([np.zeros(p_in.shape[0], bool), np.ones(p_out.shape[0], bool)])
+  return _auroc(scores, positive)
+
+
+def uncertainty_metrics(probs: Any, labels: Any) -> dict[str, float]:
+  """Brier score, mean predictive entropy and misclassification AUROC in one pass.
+
+  ``brier`` from :func:`brier_score`, ``entropy = (1/N) sum_n H_n`` (nats)
+  from :func:`predictive_entropy`, ``misclassification_auroc`` from
+  :func:`misclassification_auroc` (NaN when every prediction is right).
+
+  Args:
+    probs: ``(N, C)`` predicted probabilities, rows summing to 1.
+    labels: ``(N,)`` integer labels in ``[0, C)``.
+
+  Returns:
+    ``{"brier": float, "entropy": float, "misclassification_auroc": float}``.
+
+  Raises:
+    ValueError: naming ``probs`` or ``labels`` when invalid.
+  """
+  p, y = _check_classification(probs, labels)
+  entropy = _entropy(p)
+  return {
+      "brier": _brier(p, y),
+      "entropy": float(entropy.mean()),
+      "misclassification_auroc": _auroc(entropy, p.argmax(axis=1) != y),
+  }
 
 
 def regression_metrics(mean: Any, std: Any, targets: Any) -> dict[str, float]:
