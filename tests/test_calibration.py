@@ -17,7 +17,12 @@ from hypothesis.extra import numpy as hnp
 from scipy import optimize, special
 
 from bayesbinn_jax.train import calibration
-from bayesbinn_jax.train.calibration import apply_temperature, fit_temperature, temperature_nll
+from bayesbinn_jax.train.calibration import (
+    apply_temperature,
+    fit_temperature,
+    log_probabilities,
+    temperature_nll,
+)
 from bayesbinn_jax.train.metrics import classification_metrics
 
 
@@ -113,6 +118,47 @@ def test_log_probabilities_are_valid_logits():
   assert fit_temperature(log_probs, labels) == pytest.approx(t, rel=1e-6)
   assert fit_temperature(z + 100.0 * rng.normal(size=(200, 1)), labels) == pytest.approx(t, rel=1e-6)
   np.testing.assert_allclose(apply_temperature(log_probs, t), apply_temperature(z, t), rtol=1e-10, atol=1e-15)
+
+
+def test_log_probabilities_by_hand():
+  np.testing.assert_allclose(log_probabilities([[0.25, 0.75]]), [[math.log(0.25), math.log(0.75)]], rtol=1e-15)
+  # an exact 0 is floored at the dtype's smallest normal number
+  assert log_probabilities(np.array([[1.0, 0.0]], np.float32))[0, 1] == pytest.approx(
+      math.log(np.finfo(np.float32).tiny))
+  assert log_probabilities(np.array([[1.0, 0.0]]))[0, 1] == pytest.approx(math.log(np.finfo(np.float64).tiny))
+  assert log_probabilities([[1, 0]])[0, 1] == pytest.approx(math.log(np.finfo(np.float64).tiny))
+  with pytest.raises(ValueError, match=r"^probs\b"):
+    log_probabilities([[2.0, -1.0]])
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0, 10.0, 20.0])
+def test_log_of_float32_probabilities_fits_as_logits(scale):
+  # what an engine returning float32 softmax probabilities allows; at scale 20 some
+  # probabilities underflow to 0 (log floored at -87.3) and T moves by < 0.2%
+  rng = np.random.default_rng(6)
+  z = scale * rng.normal(size=(2000, 10))
+  labels = _sample_labels(rng, z / scale)
+  probs32 = special.softmax(z.astype(np.float32), axis=-1).astype(np.float32)
+  t = fit_temperature(log_probabilities(probs32), labels)
+  assert t == pytest.approx(fit_temperature(z, labels), rel=2e-3)
+  assert t == pytest.approx(scale, rel=0.1)
+
+
+def test_log_of_averaged_probabilities_calibrates_the_monte_carlo_predictive():
+  rng = np.random.default_rng(7)
+  z = rng.normal(size=(2000, 10))
+  labels = _sample_labels(rng, z)
+  samples = 4.0 * (z[None] + 0.3 * rng.normal(size=(4, 2000, 10)))  # over-confident
+  mean_probs = special.softmax(samples, axis=-1).mean(axis=0)
+  t = fit_temperature(log_probabilities(mean_probs), labels)
+  assert t > 2.0
+  calibrated = apply_temperature(log_probabilities(mean_probs), t)
+  raw, scaled = classification_metrics(mean_probs, labels), classification_metrics(calibrated, labels)
+  assert scaled["accuracy"] == raw["accuracy"]
+  assert scaled["nll"] < raw["nll"] - 0.1 and scaled["ece"] < raw["ece"]
+  # per-sample scaling of the same samples calibrates as well
+  per_sample = classification_metrics(apply_temperature(samples, fit_temperature(samples, labels)), labels)
+  assert per_sample["nll"] < raw["nll"] - 0.1
 
 
 def test_accuracy_is_invariant_and_nll_improves():
