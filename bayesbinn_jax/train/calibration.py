@@ -77,10 +77,15 @@ def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
   return np.squeeze(peak, axis) + np.log(np.exp(a - peak).sum(axis=axis))
 
 
+def _log_partition(z: np.ndarray, temperature: float) -> np.ndarray:
+  """``log sum_c exp(z_c / T)`` over the last axis of logits whose row maxima are 0
+  (:func:`_as_logits`): the sum lies in ``[1, C]``, so no shift is needed."""
+  return np.log(np.exp(z * (1.0 / temperature)).sum(axis=-1))
+
+
 def _log_predictive(z: np.ndarray, temperature: float) -> np.ndarray:
   """``(N, C)`` log of ``(1/S) sum_s softmax(z_s / T)`` for ``(S, N, C)`` logits ``z``."""
-  scaled = z / temperature
-  log_softmax = scaled - _logsumexp(scaled, axis=-1)[..., None]
+  log_softmax = z / temperature - _log_partition(z, temperature)[..., None]
   if z.shape[0] == 1:
     return log_softmax[0]
   return _logsumexp(log_softmax, axis=0) - math.log(z.shape[0])
@@ -88,8 +93,7 @@ def _log_predictive(z: np.ndarray, temperature: float) -> np.ndarray:
 
 def _nll(z: np.ndarray, y: np.ndarray, temperature: float) -> float:
   """``-(1/N) sum_n log p_n(T)_{y_n}`` for ``(S, N, C)`` logits ``z`` (exact: no floor)."""
-  scaled = z[:, np.arange(z.shape[1]), y] / temperature  # (S, N): z_{s,n,y_n} / T
-  log_softmax_y = scaled - _logsumexp(z / temperature, axis=-1)
+  log_softmax_y = z[:, np.arange(z.shape[1]), y] / temperature - _log_partition(z, temperature)  # (S, N)
   if z.shape[0] == 1:
     return float(-log_softmax_y.mean())
   return float(-(_logsumexp(log_softmax_y, axis=0) - math.log(z.shape[0])).mean())
