@@ -27,11 +27,11 @@ from bayesbinn_jax.train.metrics import classification_metrics
 
 
 def _reference_nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-  """Independent transcription: probabilities by scipy's softmax, averaged over samples."""
+  """Independent transcription with scipy: log of the samples' softmax averaged in log space."""
   z = np.asarray(logits, np.float64)
   z = z if z.ndim == 3 else z[None]
-  probs = special.softmax(z / temperature, axis=-1).mean(axis=0)
-  return float(-np.mean(np.log(probs[np.arange(len(labels)), labels])))
+  log_probs = special.log_softmax(z / temperature, axis=-1)[:, np.arange(len(labels)), labels]
+  return float(-np.mean(special.logsumexp(log_probs, axis=0) - math.log(z.shape[0])))
 
 
 def _scipy_temperature(logits, labels, bounds=(1e-2, 1e2)) -> float:
@@ -105,6 +105,20 @@ def test_monte_carlo_logits_match_scipy():
   np.testing.assert_allclose(calibrated, reference, rtol=1e-12)
   # one sample as (1, N, C) is the same as (N, C)
   assert fit_temperature(samples[:1], labels) == fit_temperature(samples[0], labels)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_monte_carlo_fit_is_the_global_minimum_of_a_fine_grid(seed):
+  # NLL(T) of a mixture need not be convex in 1/T: compare with 2001 points over the bounds
+  rng = np.random.default_rng(seed)
+  n, k, s = 150, 4, 5
+  scale, spread = rng.uniform(0.2, 5.0), rng.uniform(0.0, 3.0)
+  centre = rng.normal(size=(n, k))
+  samples = scale * (centre[None] + spread * rng.normal(size=(s, n, k)))
+  labels = _sample_labels(rng, centre)
+  t = fit_temperature(samples, labels)
+  grid = np.exp(np.linspace(math.log(1e-2), math.log(1e2), 2001))
+  assert temperature_nll(samples, labels, t) <= min(_reference_nll(samples, labels, g) for g in grid) + 1e-12
 
 
 def test_log_probabilities_are_valid_logits():
