@@ -19,7 +19,7 @@ import numpy as np
 from bayesbinn_jax.data import two_moons
 from bayesbinn_jax.data.snelson import load_snelson
 from bayesbinn_jax.experiments import plots
-from bayesbinn_jax.experiments.datasets import embedded_snelson_path
+from bayesbinn_jax.experiments.specs import embedded_snelson_path
 
 PAPER_MNIST = {"ste": "98.85 +- 0.09", "bop": "98.47 +- 0.02", "pmf": "98.80 +- 0.06",
                "bayesbinn": "98.86 +- 0.05", "adam": "99.01 +- 0.06"}

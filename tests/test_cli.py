@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bayesbinn_jax.experiments.cli import main
-from bayesbinn_jax.experiments.presets import EXPERIMENTS
+from bayesbinn_jax.experiments.specs import EXPERIMENTS
 from bayesbinn_jax.train.methods import OPTIMIZERS
 from cli_helpers import REPO, SMALL, cli_command, comparable, read_records, read_summary, write_images
 
@@ -34,6 +34,9 @@ def test_help_is_complete(capsys):
         (["mnist", "--set", "lr=abc"], "expected a float"),
         (["mnist", "--set", "momentum=1.5"], "momentum must be in [0, 1)"),
         (["mnist", "--set", "lr"], "--set takes key=value"),
+        (["mnist", "--set", "rng=threefry"], "--set rng: renamed; use --set generator=threefry"),
+        (["mnist", "--set", "param_dtype=float64"], "param_dtype must be one of float32, bfloat16, float16"),
+        (["mnist", "--set", "activations=ternary"], "activations must be one of real, binary"),
         (["mnist", "--epochs", "-3"], "--epochs must be >= 1"),
         (["mnist", "--optimizer", "sgd"], "invalid choice"),
         (["mnist", "--data-file", "/no/such/file.npz"], "no such file"),

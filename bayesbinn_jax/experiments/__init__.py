@@ -1,1 +1,1 @@
-"""The paper's experiments: presets, data and networks, the runner, figures, and the CLI."""
+"""The paper's experiments: one spec each, the run pipeline, its console and report, figures, the CLI."""

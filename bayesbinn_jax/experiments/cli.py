@@ -13,7 +13,9 @@ import os
 import sys
 from typing import NoReturn, Sequence
 
-from bayesbinn_jax.experiments.presets import EXPERIMENTS, NOT_FROM_THE_PAPER, apply_overrides, preset
+from bayesbinn_jax.experiments.console import Console
+from bayesbinn_jax.experiments.presets import NOT_FROM_THE_PAPER, apply_overrides, preset
+from bayesbinn_jax.experiments.specs import EXPERIMENTS
 from bayesbinn_jax.train.methods import OPTIMIZERS
 
 DESCRIPTION = """\
@@ -91,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "k-1 (default), or none (zero prior, every task)")
   parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a preset value (repeatable); see the keys below")
-  parser.add_argument("--quiet", action="store_true", help="no progress bar: one line per epoch")
+  parser.add_argument("--quiet", action="store_true",
+                      help="no progress bar (a file or pipe never gets one): evaluation lines and results only")
   parser.add_argument("--malloc", choices=("retain", "default"), default="retain",
                       help="retain (default): keep host memory freed by a step for the next one, "
                            "faster on CPU but the resident memory stays at its peak and can grow "
@@ -99,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(bayesbinn_jax/train/host_cpu.py)")
   parser.add_argument("--distributed", action="store_true",
                       help="call jax.distributed.initialize() (multi-host, under a cluster launcher)")
-  parser.add_argument("--show-config", action="store_true", help="print the config and exit")
+  parser.add_argument("--show-config", action="store_true", help="print the config as one JSON line and exit")
   return parser
 
 
@@ -119,10 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error(str(error))
   config["seed"] = args.seed
   out = args.out or os.path.join("runs", f"{args.experiment}-{args.optimizer}-seed{args.seed}")
-  print(json.dumps({"experiment": args.experiment, "optimizer": args.optimizer, "out": out, **config}))
+  console = Console(quiet=args.quiet)
+  if args.show_config:
+    print(json.dumps({"experiment": args.experiment, "optimizer": args.optimizer, "out": out, **config}))
+  else:
+    console.config(f"{args.experiment} with {args.optimizer}, output in {out}; settings:", config)
   if args.optimizer in NOT_FROM_THE_PAPER.get(args.experiment, ()):
     print(f"note: the paper gives no {args.optimizer} settings for {args.experiment}; "
-          "these presets are ours (bayesbinn_jax/experiments/presets.py).")
+          "these presets are ours (bayesbinn_jax/experiments/specs.py).")
   if args.show_config:
     return 0
   for flag, path in (("--data-file", args.data_file), ("--data-dir", args.data_dir)):
@@ -138,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   import jax  # noqa: PLC0415
 
   from bayesbinn_jax.data import DataError  # noqa: PLC0415
-  from bayesbinn_jax.experiments.runner import RunError, RunOptions, run_experiment  # noqa: PLC0415
+  from bayesbinn_jax.experiments.pipeline import RunError, RunOptions, run_experiment  # noqa: PLC0415
   from bayesbinn_jax.train.checkpoint import CheckpointError  # noqa: PLC0415
   from bayesbinn_jax.train.loop import NonFiniteLossError  # noqa: PLC0415
 
@@ -149,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       data_file=args.data_file, data_dir=args.data_dir, resume=args.resume,
       cl_prior=args.cl_prior, quiet=args.quiet)
   try:
-    summary = run_experiment(options)
+    run_experiment(options, console)
   except (DataError, RunError, CheckpointError, ValueError) as error:
     print(f"bayesbinn-train: error: {_one_line(error)}", file=sys.stderr)
     return 2
@@ -157,7 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"bayesbinn-train: stopped: {_one_line(error)} The last good checkpoint is in "
           f"{out}/checkpoints.", file=sys.stderr)
     return 3
-  print(json.dumps(summary, indent=2))
   return 0
 
 

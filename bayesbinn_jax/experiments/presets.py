@@ -1,9 +1,10 @@
-"""The paper's settings for every experiment and optimizer (algorithm.md, Table 9).
+"""A run's config: the spec's preset, ``--set`` overrides, and their checks.
 
 A config is a flat dict. Its keys are those of the experiment plus those of
-the chosen optimizer; ``--set key=value`` overrides any of them, parsed to the
-type of the default. Settings the paper does not give (e.g. Bop on two moons)
-are marked as ours in :data:`NOT_FROM_THE_PAPER`.
+the chosen optimizer (both in :mod:`bayesbinn_jax.experiments.specs`);
+``--set key=value`` overrides any of them, parsed to the type of the default.
+Settings the paper does not give (e.g. Bop on two moons) are marked as ours in
+:data:`NOT_FROM_THE_PAPER`.
 """
 
 from __future__ import annotations
@@ -12,107 +13,34 @@ import json
 import math
 from typing import Any, Mapping
 
+from bayesbinn_jax.experiments.specs import EXPERIMENTS, SPECS, get_spec
 from bayesbinn_jax.nn.monte_carlo import LOOPS
 from bayesbinn_jax.optim.noise import GENERATORS
 from bayesbinn_jax.train.methods import OPTIMIZERS
 from bayesbinn_jax.train.schedules import SCHEDULES
 
-EXPERIMENTS = ("two-moons", "snelson", "mnist", "cifar10", "cifar100", "permuted-mnist")
-
-_SCHEDULE = dict(lr_schedule="cosine", lr_end=1e-16, lr_milestones=[], lr_decay=0.1)
-_BAYESBINN = dict(_SCHEDULE, temperature=1e-10, momentum=0.0, train_samples=1, test_samples=0,
-                  lambda_init=10.0, lambda_init_std=0.0, kl_weight=1.0, train_set_scale=1,
-                  rng="counter", mc_loop="vmap")
-
 _ENGINE = dict(max_nonfinite_steps=20)
 """Engine settings shared by every experiment: stop after this many consecutive steps
 with NaN or Inf gradients (each one skipped, see ``build_method``); 0 never stops."""
 
-_EXPERIMENT = {
-    "two-moons": dict(epochs=3000, batch_size=200, eval_batch_size=1000, val_fraction=0.0,
-                      augment=False, train_subset=0, eval_every=100, checkpoint_every=500),
-    "snelson": dict(epochs=5000, batch_size=200, eval_batch_size=1000, val_fraction=0.0,
-                    augment=False, train_subset=0, eval_every=100, checkpoint_every=500),
-    "mnist": dict(epochs=500, batch_size=100, eval_batch_size=1000, val_fraction=0.1,
-                  augment=False, train_subset=0, eval_every=1, checkpoint_every=1),
-    "cifar10": dict(epochs=500, batch_size=50, eval_batch_size=500, val_fraction=0.1,
-                    augment=True, train_subset=0, eval_every=1, checkpoint_every=1),
-    "cifar100": dict(epochs=500, batch_size=50, eval_batch_size=500, val_fraction=0.1,
-                     augment=True, train_subset=0, eval_every=1, checkpoint_every=1),
-    "permuted-mnist": dict(epochs=100, batch_size=100, eval_batch_size=1000, val_fraction=0.0,
-                           augment=False, train_subset=0, eval_every=1, checkpoint_every=1,
-                           num_tasks=5),
-}
+RENAMED_KEYS = {"rng": "generator"}
+"""Settings renamed since the previous release: ``--set old=...`` names the new key."""
 
-_OPTIMIZER = {
-    "two-moons": {
-        "bayesbinn": dict(_BAYESBINN, lr=1e-3, lr_schedule="steps", lr_milestones=[1500, 2500],
-                          lr_decay=0.1, temperature=1.0, momentum=0.99, train_samples=5,
-                          test_samples=100, lambda_init=15.0),
-        "ste": dict(_SCHEDULE, lr=1e-1, lr_schedule="steps", lr_milestones=[1500, 2500]),
-        "adam": dict(_SCHEDULE, lr=1e-2, lr_schedule="steps", lr_milestones=[1500, 2500]),
-        "bop": dict(threshold=1e-6, gamma=1e-2, gamma_decay=1.0, gamma_decay_every=1),
-        "pmf": dict(lr=1e-2, lr_decay=0.2, lr_decay_steps=1000, rho=1.01, weight_decay=0.0),
-    },
-    "snelson": {
-        "bayesbinn": dict(_BAYESBINN, lr=1e-4, lr_schedule="geometric", lr_end=1e-5,
-                          temperature=1.0, momentum=0.99, train_samples=1, test_samples=100,
-                          lambda_init=10.0),
-        "ste": dict(_SCHEDULE, lr=1e-1, lr_schedule="geometric", lr_end=1e-2),
-        "adam": dict(_SCHEDULE, lr=1e-2, lr_schedule="geometric", lr_end=1e-3),
-        "bop": dict(threshold=1e-6, gamma=1e-2, gamma_decay=1.0, gamma_decay_every=1),
-        "pmf": dict(lr=1e-2, lr_decay=0.2, lr_decay_steps=2000, rho=1.01, weight_decay=0.0),
-    },
-    "mnist": {
-        "bayesbinn": dict(_BAYESBINN, lr=1e-4, temperature=1e-10),
-        "ste": dict(_SCHEDULE, lr=1e-2),
-        "adam": dict(_SCHEDULE, lr=3e-4),
-        "bop": dict(threshold=1e-8, gamma=1e-5, gamma_decay=10 ** (-3 / 500), gamma_decay_every=1),
-        "pmf": dict(lr=1e-3, lr_decay=0.2, lr_decay_steps=7000, rho=1.2, weight_decay=0.0),
-    },
-    "cifar10": {
-        "bayesbinn": dict(_BAYESBINN, lr=3e-4, temperature=1e-10, train_set_scale=10, mc_loop="unroll"),
-        "ste": dict(_SCHEDULE, lr=1e-2),
-        "adam": dict(_SCHEDULE, lr=1e-2),
-        "bop": dict(threshold=1e-8, gamma=1e-4, gamma_decay=0.1, gamma_decay_every=100),
-        "pmf": dict(lr=1e-2, lr_decay=0.2, lr_decay_steps=30000, rho=1.05, weight_decay=1e-4),
-    },
-    "cifar100": {
-        "bayesbinn": dict(_BAYESBINN, lr=3e-4, temperature=1e-8, train_set_scale=10, mc_loop="unroll"),
-        "ste": dict(_SCHEDULE, lr=1e-2),
-        "adam": dict(_SCHEDULE, lr=3e-3),
-        "bop": dict(threshold=1e-9, gamma=1e-4, gamma_decay=0.1, gamma_decay_every=100),
-        "pmf": dict(lr=1e-2, lr_decay=0.2, lr_decay_steps=30000, rho=1.05, weight_decay=1e-4),
-    },
-    "permuted-mnist": {
-        "bayesbinn": dict(_BAYESBINN, lr=1e-3, temperature=1e-2, test_samples=100),
-        "ste": dict(_SCHEDULE, lr=1e-2),
-        "adam": dict(_SCHEDULE, lr=1e-3),
-        "bop": dict(threshold=1e-8, gamma=1e-5, gamma_decay=1.0, gamma_decay_every=1),
-        "pmf": dict(lr=1e-3, lr_decay=0.2, lr_decay_steps=7000, rho=1.2, weight_decay=0.0),
-    },
-}
+ACTIVATIONS = ("real", "binary")
+PARAM_DTYPES = ("float32", "bfloat16", "float16")
 
-# The paper gives STE's learning rate on the toy problems but no schedule; the presets
-# decay it as BayesBiNN's (x0.1 at epochs 1500 and 2500 on two moons, geometric x0.1
-# over the run on Snelson): at a constant 0.1 the last step can flip a trained network.
-NOT_FROM_THE_PAPER = {
-    "two-moons": ("adam", "bop", "pmf"),
-    "snelson": ("adam", "bop", "pmf"),
-    "permuted-mnist": ("ste", "adam", "bop", "pmf"),
-}
+NOT_FROM_THE_PAPER = {name: spec.presets_ours for name, spec in SPECS.items() if spec.presets_ours}
 """Presets chosen by us where the paper gives no setting."""
 
 
 def preset(experiment: str, optimizer: str) -> dict[str, Any]:
   """The paper's config of ``experiment`` trained with ``optimizer``."""
-  if experiment not in EXPERIMENTS:
-    raise ValueError(f"experiment must be one of {', '.join(EXPERIMENTS)}; got {experiment!r}.")
+  spec = get_spec(experiment)
   if optimizer not in OPTIMIZERS:
     raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}.")
-  config = dict(_EXPERIMENT[experiment], **_ENGINE)
-  config.update(json.loads(json.dumps(_OPTIMIZER[experiment][optimizer])))
-  return config
+  config = dict(spec.settings, **_ENGINE)
+  config.update(spec.presets[optimizer])
+  return json.loads(json.dumps(config))  # a deep copy: lists in presets stay untouched
 
 
 INT_LIMIT = 2**31
@@ -173,6 +101,8 @@ def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str
     key = key.strip()
     if not sep or not key:
       raise ValueError(f"--set takes key=value; got {item!r}.")
+    if key in RENAMED_KEYS and key not in result:
+      raise ValueError(f"--set {key}: renamed; use --set {RENAMED_KEYS[key]}={text}.")
     if key not in result:
       raise ValueError(f"--set {key}: unknown key for this experiment and optimizer; "
                        f"known keys: {', '.join(sorted(result))}.")
@@ -207,8 +137,8 @@ def check_config(config: Mapping[str, Any]) -> None:
     raise ValueError(f"lr_milestones must be epoch numbers (integers >= 0); got {milestones!r}.")
   if "mc_loop" in config and config["mc_loop"] not in LOOPS:
     raise ValueError(f"mc_loop must be one of {', '.join(LOOPS)}; got {config['mc_loop']!r}.")
-  if "rng" in config and config["rng"] not in GENERATORS:
-    raise ValueError(f"rng must be one of {', '.join(GENERATORS)}; got {config['rng']!r}.")
-  if "lr_schedule" in config:
-    if config["lr_schedule"] not in SCHEDULES:
-      raise ValueError(f"lr_schedule must be one of {', '.join(SCHEDULES)}; got {config['lr_schedule']!r}.")
+  for key, choices in (("generator", GENERATORS), ("activations", ACTIVATIONS),
+                       ("param_dtype", PARAM_DTYPES), ("lr_schedule", SCHEDULES)):
+    if key in config and config[key] not in choices:
+      raise ValueError(f"{key} must be one of {', '.join(choices)}; got {config[key]!r}.")
+

@@ -20,6 +20,7 @@ from bayesbinn_jax.nn.monte_carlo import mc_apply
 from bayesbinn_jax.optim.bayesbinn import all_finite
 from bayesbinn_jax.optim.posterior import mc_outputs
 from bayesbinn_jax.train import host_cpu
+from bayesbinn_jax.train.keys import purpose_key
 from bayesbinn_jax.train.methods import Method
 
 PyTree = Any
@@ -35,11 +36,14 @@ class TrainState(train_state.TrainState):
   nonfinite_streak: jax.Array
 
 
-def create_train_state(model: nn.Module, method: Method, sample_input: jax.Array, key: jax.Array) -> TrainState:
+def create_train_state(model: nn.Module, method: Method, sample_input: jax.Array, seed: int) -> TrainState:
   """Initialises the network and the optimizer, and draws the params to train from.
 
-  The initialisation runs as one jitted computation (op by op it takes seconds
-  for the paper's networks).
+  The network's initial params, the first params to train from and the
+  dropout masks each take their own key of ``seed``
+  (:func:`bayesbinn_jax.train.keys.purpose_key`); the optimizer's key is the
+  one ``method`` was built with. The initialisation runs as one jitted
+  computation (op by op it takes seconds for the paper's networks).
   """
 
   @jax.jit
@@ -50,8 +54,8 @@ def create_train_state(model: nn.Module, method: Method, sample_input: jax.Array
     params = method.initial_params(opt_state, variables["params"], params_key)
     return params, opt_state, variables.get("batch_stats", {})
 
-  init_key, params_key, dropout_key = jax.random.split(key, 3)
-  params, opt_state, batch_stats = init(sample_input, init_key, params_key)
+  params, opt_state, batch_stats = init(
+      sample_input, purpose_key(seed, "model_init"), purpose_key(seed, "first_sample"))
   return TrainState(
       step=jnp.zeros([], jnp.int32),
       apply_fn=model.apply,
@@ -59,18 +63,25 @@ def create_train_state(model: nn.Module, method: Method, sample_input: jax.Array
       tx=method.tx,
       opt_state=opt_state,
       batch_stats=batch_stats,
-      dropout_key=dropout_key,
+      dropout_key=jax.random.key_data(purpose_key(seed, "dropout")),  # raw: Orbax stores uint32
       nonfinite_streak=jnp.zeros([], jnp.int32),
   )
 
 
 def loss_fn_for(task: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """Mean minibatch loss: cross-entropy for classification, MSE for regression."""
+  """Mean minibatch loss: cross-entropy for classification, MSE for regression,
+  computed in at least float32 whatever the network's dtype."""
   if task not in TASKS:
     raise ValueError(f"task must be one of {TASKS}; got {task!r}.")
   if task == "classification":
-    return lambda out, y: optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
-  return lambda out, y: jnp.mean((out.reshape(y.shape) - y) ** 2)
+    return lambda out, y: optax.softmax_cross_entropy_with_integer_labels(_wide(out), y).mean()
+  return lambda out, y: jnp.mean((_wide(out).reshape(y.shape) - y) ** 2)
+
+
+def _wide(out: jax.Array) -> jax.Array:
+  """Network outputs in at least float32: the loss of a bfloat16 or float16 network
+  is computed in float32."""
+  return out.astype(jnp.promote_types(out.dtype, jnp.float32))
 
 
 def make_train_step(

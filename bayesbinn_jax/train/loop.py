@@ -10,6 +10,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from bayesbinn_jax.data.batching import Augment, iterate_batches
+from bayesbinn_jax.data.rng import SeedLike
 from bayesbinn_jax.train.engine import TrainState
 from bayesbinn_jax.train.sharding import shard_batch
 
@@ -27,13 +28,13 @@ def train_epoch(
     y: np.ndarray,
     *,
     batch_size: int,
-    seed: int,
+    seed: SeedLike,
     epoch: int,
     inputs: Inputs,
     mesh: Mesh,
     augment: Augment | None = None,
     max_nonfinite_steps: int = 0,
-    progress: str | None = None,
+    progress: tqdm | None = None,
 ) -> tuple[TrainState, dict[str, float]]:
   """Runs one epoch of ``step`` over seeded minibatches; returns the mean metrics.
 
@@ -44,12 +45,13 @@ def train_epoch(
   is left out of the returned means. With ``max_nonfinite_steps > 0``,
   :class:`NonFiniteLossError` is raised once that streak exceeds it. The host
   reads a step's streak only after it has queued the next step, so the check
-  does not leave the device idle between steps. ``progress`` is the label of a
-  tqdm bar with the running loss and accuracy (None: no bar).
+  does not leave the device idle between steps. ``seed`` (an integer or a key)
+  and ``epoch`` fix the batch order and augmentation. ``progress`` is a tqdm
+  bar owned by the caller (one for the whole run): it advances once per step
+  and shows the epoch's running loss and accuracy.
   """
   batches = iterate_batches(x, y, batch_size, seed=seed, epoch=epoch, drop_last=True, augment=augment)
   total = len(x) // batch_size
-  bar = tqdm(batches, total=total, desc=progress, leave=False, disable=progress is None)
   sums: dict[str, Any] = {}
   pending: tuple[int, Any] | None = None  # (batch index, streak) of the step before this one
 
@@ -61,7 +63,7 @@ def train_epoch(
           f"batch {index + 1}); lower the learning rate, or raise max_nonfinite_steps."
       )
 
-  for index, (xb, yb) in enumerate(bar):
+  for index, (xb, yb) in enumerate(batches):
     state, metrics = step(state, *shard_batch(mesh, inputs(xb), yb))
     metrics = dict(metrics)
     streak = metrics.pop("nonfinite_streak")
@@ -70,8 +72,11 @@ def train_epoch(
       if pending is not None:
         check(*pending)
       pending = (index, streak)
-    if progress is not None and (index % 20 == 0 or index == total - 1):
-      bar.set_postfix({k: f"{float(v) / (index + 1):.4f}" for k, v in sums.items()})
+    if progress is not None:
+      progress.update()
+      if index % 20 == 0 or index == total - 1:
+        progress.set_postfix({k: f"{float(v) / (index + 1):.4f}" for k, v in sums.items()},
+                             refresh=False)
   if pending is not None:
     check(*pending)
   return state, {k: float(v) / max(total, 1) for k, v in sums.items()}
