@@ -39,6 +39,20 @@ Typical use::
   params, batch_stats, metadata = load_packed("mnist.bbnn.npz")
   logits = MnistMLP(num_classes=10).apply(
       {"params": params, "batch_stats": batch_stats}, x, train=False)
+
+Fully binary networks (``activations="binary"``) also load as a bit-packed
+xnor/popcount inference function (:mod:`bayesbinn_jax.nn.xnor`):
+:func:`save_xnor` checks that the network packs (one ValueError naming the layer
+otherwise, before anything is written), stores its +-1 kernels with
+:func:`save_packed` and its constructor arguments in the metadata entry
+``"xnor"``; :func:`load_xnor` rebuilds the network and returns the packed
+:class:`~bayesbinn_jax.nn.xnor.XnorNetwork`. With ``ensemble=True`` the params
+carry a leading axis of K posterior samples (K bits per weight)::
+
+  save_xnor("mnist.xnor.npz", MnistMLP(activations="binary"),
+            {"params": bb.posterior_mode(lam), "batch_stats": state.batch_stats})
+  net, metadata = load_xnor("mnist.xnor.npz")
+  probs = net.predict_proba(x)
 """
 
 from __future__ import annotations
@@ -56,6 +70,7 @@ import numpy as np
 
 from bayesbinn_jax._version import __version__
 from bayesbinn_jax.atomic import write_atomic
+from bayesbinn_jax.nn import xnor
 
 PyTree = Any
 
@@ -65,10 +80,13 @@ __all__ = (
     "FORMAT_VERSION",
     "METADATA_KEY",
     "SizeReport",
+    "XNOR_KEY",
     "load_packed",
+    "load_xnor",
     "pack_bits",
     "packed_size_bytes",
     "save_packed",
+    "save_xnor",
     "size_report",
     "unpack_bits",
 )
@@ -84,6 +102,9 @@ BIT_ORDER = "little"
 
 METADATA_KEY = "bayesbinn_jax"
 """Key of the metadata entry :func:`save_packed` writes itself (library version, format)."""
+
+XNOR_KEY = "xnor"
+"""Metadata entry of :func:`save_xnor`: the network's class, constructor arguments, samples."""
 
 _HEADER = "header"
 
@@ -454,3 +475,73 @@ def _header(raw: np.ndarray) -> dict[str, Any]:
   if not isinstance(header.get("metadata"), dict):
     raise _Corrupt("the header's metadata is not a dict")
   return header
+
+
+# --------------------------------------------------------------------------- xnor
+
+
+def save_xnor(
+    path: str | os.PathLike,
+    model: Any,
+    variables: Mapping[str, PyTree],
+    *,
+    ensemble: bool = False,
+    input_shape: tuple[int, ...] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
+  """Saves a fully binary network for xnor/popcount inference, one bit per weight, atomically.
+
+  The network is packed first (:func:`bayesbinn_jax.nn.xnor.pack_network`, or
+  ``pack_ensemble``), so a network that is not fully binary is refused before
+  any byte is written. The file is a :func:`save_packed` file whose metadata
+  entry ``"xnor"`` holds ``{"network", "config", "num_samples", "input_shape"}``.
+
+  Args:
+    path: the file to write; its directory must exist.
+    model: a supported network (``MnistMLP``, ``ContinualMLP``,
+      ``VGGBinaryConnect``) with ``activations="binary"``.
+    variables: ``{"params", "batch_stats"}``; kernels +-1 (or STE latent
+      weights with ``quantizer="ste"``, saved as their sign).
+    ensemble: params leaves carry a leading axis of K weight samples.
+    input_shape: the VGG's input shape (..., H, W, C); 32 x 32 by default.
+    metadata: more JSON-serializable entries (the ``"xnor"`` key is reserved).
+
+  Raises:
+    ValueError: one line naming the layer and the reason (not fully binary,
+      weights not +-1, unsupported network, bad statistics), or bad metadata.
+  """
+  pack = xnor.pack_ensemble if ensemble else xnor.pack_network
+  net = pack(model, variables, input_shape=input_shape)
+  meta = dict(metadata) if metadata is not None else {}
+  meta[XNOR_KEY] = {**xnor.network_config(model), "num_samples": net.num_samples,
+                    "input_shape": list(input_shape) if input_shape is not None else None}
+  save_packed(path, xnor.binary_params(model, variables["params"]), variables["batch_stats"],
+              metadata=meta)
+
+
+def load_xnor(path: str | os.PathLike) -> tuple[xnor.XnorNetwork, dict[str, Any]]:
+  """Loads a file written by :func:`save_xnor` as a packed xnor network.
+
+  Returns:
+    ``(net, metadata)``: the :class:`~bayesbinn_jax.nn.xnor.XnorNetwork`
+    (``net(x)`` logits, ``net.predict_proba(x)``) and the file's metadata.
+
+  Raises:
+    ValueError: naming ``path``, for every :func:`load_packed` error, and for a
+      packed file without xnor metadata or whose network cannot be rebuilt.
+  """
+  path = os.fspath(path)
+  params, batch_stats, metadata = load_packed(path)
+  spec = metadata.get(XNOR_KEY)
+  if not isinstance(spec, dict):
+    raise ValueError(f"{path}: not an xnor network file (no {XNOR_KEY!r} metadata); save it "
+                     "with save_xnor, or read its weights with load_packed.")
+  try:
+    model = xnor.network_from_config(spec)
+    variables = {"params": params, "batch_stats": batch_stats}
+    shape = spec.get("input_shape")
+    pack = xnor.pack_network if spec.get("num_samples") is None else xnor.pack_ensemble
+    net = pack(model, variables, input_shape=tuple(shape) if shape else None)
+  except ValueError as error:
+    raise ValueError(f"{path}: {error}") from None
+  return net, metadata

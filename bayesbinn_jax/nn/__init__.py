@@ -1,27 +1,39 @@
-"""Flax linen binary layers and the paper's binary networks."""
+"""Flax linen binary layers and the paper's binary networks; xnor/popcount inference."""
 
+from bayesbinn_jax.nn.activations import INPUT_QUANTIZERS
+from bayesbinn_jax.nn.activations import approx_sign
+from bayesbinn_jax.nn.activations import ste_sign
 from bayesbinn_jax.nn.layers import BatchNorm
 from bayesbinn_jax.nn.layers import BinaryConv
 from bayesbinn_jax.nn.layers import BinaryDense
 from bayesbinn_jax.nn.layers import QUANTIZERS
 from bayesbinn_jax.nn.layers import default_kernel_init
-from bayesbinn_jax.nn.layers import ste_sign
 from bayesbinn_jax.nn.monte_carlo import mc_apply
+from bayesbinn_jax.nn.networks import ACTIVATIONS
 from bayesbinn_jax.nn.networks import ContinualMLP
 from bayesbinn_jax.nn.networks import MnistMLP
 from bayesbinn_jax.nn.networks import ToyMLP
 from bayesbinn_jax.nn.networks import VGGBinaryConnect
+from bayesbinn_jax.nn.xnor import XnorNetwork
+from bayesbinn_jax.nn.xnor import pack_ensemble
+from bayesbinn_jax.nn.xnor import pack_network
 
 __all__ = (
+    "ACTIVATIONS",
     "BatchNorm",
     "BinaryConv",
     "BinaryDense",
     "ContinualMLP",
+    "INPUT_QUANTIZERS",
     "MnistMLP",
     "QUANTIZERS",
     "ToyMLP",
     "VGGBinaryConnect",
+    "XnorNetwork",
+    "approx_sign",
     "default_kernel_init",
     "mc_apply",
+    "pack_ensemble",
+    "pack_network",
     "ste_sign",
 )

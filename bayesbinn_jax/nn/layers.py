@@ -1,13 +1,22 @@
 """Binary layers for Flax linen: sign with a straight-through gradient, dense and
 convolution layers without bias, and BatchNorm without learned gain or bias.
 
-Every binary layer owns a single parameter, ``kernel``, and takes a ``quantizer``:
+Every binary layer owns a single parameter, ``kernel``, and takes a weight ``quantizer``:
 
 - ``"none"``: the kernel is used as given. The optimizer hands the values to use:
   BayesBiNN the relaxed sample ``tanh((lambda + delta) / tau)``, Bop exactly +-1,
   PMF ``tanh(beta * u)``, Adam (full precision) real weights.
 - ``"ste"``: the forward pass uses :func:`ste_sign` of the kernel (BinaryConnect),
   so the kernel holds the latent real weights of the straight-through estimator.
+
+and an activation ``input_quantizer`` (:mod:`bayesbinn_jax.nn.activations`):
+``"none"`` (real-valued inputs, the paper's networks), ``"ste_sign"`` or
+``"approx_sign"`` (binary inputs ``sign(x)``, 0 -> +1, with a surrogate gradient):
+a layer with binary inputs and binary weights computes ``sign(x) @ sign(W)``, an
+integer in ``[-n, n]`` that xnor/popcount evaluates on bits (``nn.xnor``).
+
+``dtype`` is the computation dtype (flax's convention: None infers it from the
+input and the kernel, as before), ``param_dtype`` the kernel's.
 
 The default kernel init is the paper's (and the released code's BinaryLinear)
 ``U(-b, b)`` with ``b = sqrt(1.5 / (fan_in + fan_out))``, which is
@@ -26,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from bayesbinn_jax._checks import check_positive, check_range
+from bayesbinn_jax.nn.activations import check_input_quantizer, quantize_input, ste_sign
 
 Initializer = Callable[..., jax.Array]
 
@@ -50,41 +60,18 @@ def check_quantizer(quantizer: Any) -> str:
   return quantizer
 
 
-@jax.custom_jvp
-def ste_sign(w: jax.Array) -> jax.Array:
-  """Sign with 0 -> +1 forward and a clipped straight-through gradient.
-
-  Forward::
-
-    ste_sign(w) = +1 if w >= 0 else -1      (so 0 and -0.0 map to +1)
-
-  Backward (BinaryConnect's straight-through estimator)::
-
-    d loss / d w = d loss / d ste_sign(w) * 1[|w| <= 1]
-
-  It is written as a ``jax.custom_jvp`` with tangent ``dw * 1[|w| <= 1]``; JAX
-  transposes that linear rule into the vector-Jacobian product above, so
-  ``jax.grad`` gets the masked straight-through gradient and forward mode
-  (``jax.jvp``, ``jax.jacfwd``) works too. The output has the dtype of ``w``,
-  which must be floating point.
-  """
-  return jnp.where(w >= 0, jnp.ones_like(w), -jnp.ones_like(w))
-
-
-@ste_sign.defjvp
-def _ste_sign_jvp(
-    primals: tuple[jax.Array], tangents: tuple[jax.Array]
-) -> tuple[jax.Array, jax.Array]:
-  (w,), (dw,) = primals, tangents
-  mask = (jnp.abs(w) <= 1).astype(dw.dtype)
-  return ste_sign(w), dw * mask
-
-
 def quantize(kernel: jax.Array, quantizer: str) -> jax.Array:
   """Applies ``quantizer`` to ``kernel``: identity for "none", :func:`ste_sign` for "ste"."""
   if check_quantizer(quantizer) == "ste":
     return ste_sign(kernel)
   return kernel
+
+
+def _cast(dtype: Any, *arrays: jax.Array) -> tuple[jax.Array, ...]:
+  """``arrays`` cast to ``dtype``, or unchanged when ``dtype`` is None."""
+  if dtype is None:
+    return arrays
+  return tuple(jnp.asarray(a, dtype) for a in arrays)
 
 
 class BinaryDense(nn.Module):
@@ -97,31 +84,39 @@ class BinaryDense(nn.Module):
   Attributes:
     features: number of output features.
     quantizer: "none" (kernel used as given) or "ste" (``ste_sign(kernel)``).
+    input_quantizer: "none" (inputs used as given), "ste_sign" or "approx_sign"
+      (binary inputs, see :mod:`bayesbinn_jax.nn.activations`).
     kernel_init: initializer of ``kernel``; the paper's uniform init by default.
+    dtype: computation dtype; None promotes the input's and the kernel's.
     param_dtype: dtype of ``kernel``.
     use_bias: add a binary bias (initialised at zero, +1 under "ste").
   """
 
   features: int
   quantizer: str = "none"
+  input_quantizer: str = "none"
   kernel_init: Initializer = default_kernel_init
+  dtype: Any = None
   param_dtype: Any = jnp.float32
   use_bias: bool = False
 
   def __post_init__(self) -> None:
     check_quantizer(self.quantizer)
+    check_input_quantizer(self.input_quantizer)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Applies the layer to the last axis of ``x``."""
+    """Applies the layer to the last axis of ``x``: (..., in) -> (..., features)."""
     kernel = self.param(
         "kernel", self.kernel_init, (jnp.shape(x)[-1], self.features), self.param_dtype
     )
-    y = jnp.matmul(x, quantize(kernel, self.quantizer))
+    x, kernel = _cast(self.dtype, quantize_input(x, self.input_quantizer),
+                      quantize(kernel, self.quantizer))
+    y = jnp.matmul(x, kernel)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
-      y = y + quantize(bias, self.quantizer)
+      y = y + _cast(self.dtype, quantize(bias, self.quantizer))[0]
     return y
 
 
@@ -137,7 +132,11 @@ class BinaryConv(nn.Module):
     padding: "SAME", "VALID" or explicit ``((top, bottom), (left, right))``; "SAME"
       with a 3x3 kernel and stride 1 equals PyTorch's ``padding=1``.
     quantizer: "none" (kernel used as given) or "ste" (``ste_sign(kernel)``).
+    input_quantizer: "none" (inputs used as given), "ste_sign" or "approx_sign"
+      (binary inputs, see :mod:`bayesbinn_jax.nn.activations`). Zero padding is
+      applied after the input quantizer: padded positions contribute 0, not +-1.
     kernel_init: initializer of ``kernel``; the paper's uniform init by default.
+    dtype: computation dtype; None promotes the input's and the kernel's.
     param_dtype: dtype of ``kernel``.
   """
 
@@ -146,11 +145,14 @@ class BinaryConv(nn.Module):
   strides: Sequence[int] = (1, 1)
   padding: str | Sequence[tuple[int, int]] = "SAME"
   quantizer: str = "none"
+  input_quantizer: str = "none"
   kernel_init: Initializer = default_kernel_init
+  dtype: Any = None
   param_dtype: Any = jnp.float32
 
   def __post_init__(self) -> None:
     check_quantizer(self.quantizer)
+    check_input_quantizer(self.input_quantizer)
     super().__post_init__()
 
   @nn.compact
@@ -170,8 +172,9 @@ class BinaryConv(nn.Module):
     padding = self.padding if isinstance(self.padding, str) else tuple(
         tuple(p) for p in self.padding
     )
+    x4 = quantize_input(x4, self.input_quantizer)
     kernel = quantize(kernel, self.quantizer)
-    dtype = jnp.promote_types(x4.dtype, kernel.dtype)
+    dtype = self.dtype if self.dtype is not None else jnp.promote_types(x4.dtype, kernel.dtype)
     y = jax.lax.conv_general_dilated(
         x4.astype(dtype),
         kernel.astype(dtype),
@@ -187,6 +190,7 @@ def BatchNorm(  # pylint: disable=invalid-name
     epsilon: float = 1e-5,
     *,
     axis: int = -1,
+    dtype: Any = None,
     name: str | None = None,
 ) -> nn.BatchNorm:
   """``flax.linen.BatchNorm`` without learned gain or bias (PyTorch ``affine=False``).
@@ -204,7 +208,9 @@ def BatchNorm(  # pylint: disable=invalid-name
   only changes the running variance by a factor ``n / (n - 1)``.
 
   Call it as ``BatchNorm(...)(x, use_running_average=not train)``; it owns no
-  ``params``, only ``batch_stats`` (``mean`` and ``var``).
+  ``params``, only ``batch_stats`` (``mean`` and ``var``), kept in float32. ``dtype``
+  is the output dtype (None: the input's); the statistics and the normalization
+  are computed in float32 whatever the input's dtype (flax's float32 reductions).
   """
   check_range("momentum", momentum, low=0.0, high=1.0)
   check_positive("epsilon", epsilon)
@@ -214,5 +220,6 @@ def BatchNorm(  # pylint: disable=invalid-name
       use_scale=False,
       use_bias=False,
       axis=axis,
+      dtype=dtype,
       name=name,
   )

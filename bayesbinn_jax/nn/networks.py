@@ -6,22 +6,93 @@ BatchNorm without learned gain or bias (``affine=False``), so the only parameter
 are the binary kernels and ``params`` holds nothing but ``kernel`` leaves.
 
 Every network takes ``quantizer`` ("none" or "ste", passed to all its binary
-layers) and is called as ``model.apply(variables, x, train=...)``: ``train=True``
+layers), ``activations`` ("real": the paper's networks; "binary": fully binary,
+see below), ``dtype`` (computation) and ``param_dtype`` (kernels), and is called as ``model.apply(variables, x, train=...)``: ``train=True``
 normalizes with batch statistics (apply with ``mutable=["batch_stats"]``) and
 enables dropout (pass ``rngs={"dropout": key}``); ``train=False`` uses the running
 statistics and is deterministic. BatchNorm momenta are Flax's, ``1 - `` PyTorch's.
+
+Fully binary networks (``activations="binary"``; BinaryNet, Courbariaux et al.
+2016): every binary layer but the first takes binary inputs, ``sign(x)`` with
+0 -> +1 (``input_quantizer=activation_quantizer``, "ste_sign" by default or
+"approx_sign"); the first layer keeps the real-valued input and the last layer's
+output (after its BatchNorm) stays real. The sign replaces the hidden ReLU (the
+sign of a ReLU is always +1) and tanh (ToyMLP), so a hidden block is
+``Dense -> BN -> [dropout] -> sign`` where the sign is the next layer's input
+quantizer; dropout (train only) acts on the real BatchNorm output, so a dropped
+unit enters the next layer as sign(0) = +1. At inference a hidden binary layer
+computes ``sign(BN(a @ w))`` with ``a, w`` in {-1, +1}: xnor/popcount and an
+integer threshold (``bayesbinn_jax.nn.xnor``).
+
+Precision: ``dtype`` (float32 by default) is the computation dtype of every binary
+layer and ``param_dtype`` (float32) the kernels'; BatchNorm statistics and
+normalization stay float32 whatever ``dtype`` (its output is cast back to
+``dtype``), e.g. ``MnistMLP(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)`` runs
+bfloat16 matrix products with bfloat16 kernels and float32 BatchNorm. The
+defaults compute exactly what the float32 networks always did.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bayesbinn_jax.nn.layers import BatchNorm, BinaryConv, BinaryDense, check_quantizer
 from bayesbinn_jax._checks import check_integer, check_range
+from bayesbinn_jax.nn.activations import check_input_quantizer
+from bayesbinn_jax.nn.layers import BatchNorm, BinaryConv, BinaryDense, check_quantizer
+
+ACTIVATIONS: tuple[str, ...] = ("real", "binary")
+"""Accepted values of every network's ``activations``: the paper's, or fully binary."""
+
+
+def check_activations(activations: Any, activation_quantizer: Any) -> None:
+  """Raises ValueError unless ``activations`` is in :data:`ACTIVATIONS` and the quantizer is binary."""
+  if not isinstance(activations, str) or activations not in ACTIVATIONS:
+    raise ValueError(
+        f"activations must be one of {', '.join(repr(a) for a in ACTIVATIONS)}; got "
+        f"{activations!r}. Pass \"real\" for the paper's networks or \"binary\" for binary "
+        "activations into every binary layer but the first.")
+  if check_input_quantizer(activation_quantizer) == "none":
+    raise ValueError(
+        "activation_quantizer must be a binary input quantizer (\"ste_sign\" or "
+        "\"approx_sign\"); got 'none'. Use activations=\"real\" for real-valued activations.")
+
+
+class _Precision:
+  """The precision and activation attributes every network shares, and the layers built from them.
+
+  Mixed into the network classes (a plain class, so the flax dataclass fields
+  stay on each network).
+  """
+
+  quantizer: str
+  activations: str
+  activation_quantizer: str
+  dtype: Any
+  param_dtype: Any
+
+  def _check(self) -> None:
+    check_quantizer(self.quantizer)
+    check_activations(self.activations, self.activation_quantizer)
+
+  def _input_quantizer(self, first: bool) -> str:
+    """The input quantizer of a binary layer: real for the first or with real activations."""
+    return "none" if first or self.activations == "real" else self.activation_quantizer
+
+  def _hidden(self, x: jax.Array, activation: Any) -> jax.Array:
+    """The real activation, or identity (the next layer's input quantizer signs x)."""
+    return activation(x) if self.activations == "real" else x
+
+  def _dense(self, features: int, first: bool, **kwargs: Any) -> BinaryDense:
+    return BinaryDense(features, quantizer=self.quantizer,
+                       input_quantizer=self._input_quantizer(first), dtype=self.dtype,
+                       param_dtype=self.param_dtype, **kwargs)
+
+  def _bn(self, momentum: float, epsilon: float) -> Any:
+    return BatchNorm(momentum, epsilon, dtype=self.dtype)
 
 
 def _flatten(x: jax.Array) -> jax.Array:
@@ -30,7 +101,7 @@ def _flatten(x: jax.Array) -> jax.Array:
   return jnp.reshape(x, (x.shape[0], -1))
 
 
-class ToyMLP(nn.Module):
+class ToyMLP(_Precision, nn.Module):
   """Two moons / Snelson MLP: Dense-tanh-Dense-tanh-Dense with binary biases (section 4.1).
 
   Source: ``MLP(input_size, [64, 64], output_size, act_func='tanh', use_bn=...,
@@ -52,6 +123,10 @@ class ToyMLP(nn.Module):
     use_bias: binary biases in every layer (True, as the authors).
     bn_momentum: Flax momentum of the output BatchNorm.
     bn_epsilon: epsilon of the output BatchNorm.
+    activations: "real" (tanh) or "binary" (sign of the hidden pre-activations).
+    activation_quantizer: the binary layers' input quantizer when "binary".
+    dtype: computation dtype of the binary layers.
+    param_dtype: dtype of the kernels and biases.
   """
 
   hidden: Sequence[int] = (64, 64)
@@ -61,9 +136,13 @@ class ToyMLP(nn.Module):
   use_bias: bool = True
   bn_momentum: float = 0.85
   bn_epsilon: float = 1e-4
+  activations: str = "real"
+  activation_quantizer: str = "ste_sign"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   def __post_init__(self) -> None:
-    check_quantizer(self.quantizer)
+    self._check()
     check_integer("outputs", self.outputs, low=1)
     for width in self.hidden:
       check_integer("hidden", width, low=1)
@@ -73,15 +152,15 @@ class ToyMLP(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """Maps inputs (N, ...) to outputs (N, outputs); (N,) is read as (N, 1)."""
     x = _flatten(x)
-    for width in self.hidden:
-      x = jnp.tanh(BinaryDense(width, quantizer=self.quantizer, use_bias=self.use_bias)(x))
-    x = BinaryDense(self.outputs, quantizer=self.quantizer, use_bias=self.use_bias)(x)
+    for i, width in enumerate(self.hidden):
+      x = self._hidden(self._dense(width, i == 0, use_bias=self.use_bias)(x), jnp.tanh)
+    x = self._dense(self.outputs, not self.hidden, use_bias=self.use_bias)(x)
     if self.output_batchnorm:
-      x = BatchNorm(self.bn_momentum, self.bn_epsilon)(x, use_running_average=not train)
+      x = self._bn(self.bn_momentum, self.bn_epsilon)(x, use_running_average=not train)
     return x
 
 
-class MnistMLP(nn.Module):
+class MnistMLP(_Precision, nn.Module):
   """MNIST MLP 784-2048-2048-2048-10 with dropout (paper section 4.2, Table 9).
 
   Source: ``MLPBinaryConnect`` in ``models/models.py`` as built by
@@ -101,6 +180,11 @@ class MnistMLP(nn.Module):
     quantizer: "none" or "ste", passed to every binary layer.
     bn_momentum: Flax momentum of every BatchNorm.
     bn_epsilon: epsilon of every BatchNorm.
+    activations: "real" (ReLU) or "binary" (binary inputs into every Dense but
+      the first: ``[Dense -> BN -> dropout] x depth -> sign -> Dense -> BN``).
+    activation_quantizer: the binary layers' input quantizer when "binary".
+    dtype: computation dtype of the binary layers (BatchNorm stays float32).
+    param_dtype: dtype of the kernels.
   """
 
   num_classes: int = 10
@@ -110,9 +194,13 @@ class MnistMLP(nn.Module):
   quantizer: str = "none"
   bn_momentum: float = 0.85
   bn_epsilon: float = 1e-4
+  activations: str = "real"
+  activation_quantizer: str = "ste_sign"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   def __post_init__(self) -> None:
-    check_quantizer(self.quantizer)
+    self._check()
     check_integer("num_classes", self.num_classes, low=1)
     check_integer("hidden", self.hidden, low=1)
     check_integer("depth", self.depth, low=0)
@@ -124,16 +212,24 @@ class MnistMLP(nn.Module):
     """Maps images (N, 28, 28[, 1]) or vectors (N, 784) to logits (N, num_classes)."""
     x = _flatten(x)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
-    for _ in range(self.depth):
-      x = BinaryDense(self.hidden, quantizer=self.quantizer)(x)
-      x = BatchNorm(self.bn_momentum, self.bn_epsilon)(x, use_running_average=not train)
-      x = nn.relu(x)
+    for i in range(self.depth):
+      x = self._dense(self.hidden, i == 0)(x)
+      x = self._bn(self.bn_momentum, self.bn_epsilon)(x, use_running_average=not train)
+      x = self._hidden(x, nn.relu)
       x = nn.Dropout(self.dropout)(x, deterministic=not train)
-    x = BinaryDense(self.num_classes, quantizer=self.quantizer)(x)
-    return BatchNorm(self.bn_momentum, self.bn_epsilon)(x, use_running_average=not train)
+    x = self._dense(self.num_classes, self.depth == 0)(x)
+    return self._bn(self.bn_momentum, self.bn_epsilon)(x, use_running_average=not train)
 
 
-class VGGBinaryConnect(nn.Module):
+VGG_CONVS: tuple[tuple[int, bool], ...] = (
+    (128, False), (128, True), (256, False), (256, True), (512, False), (512, True))
+"""(features, 2x2 max-pool after it) of the VGG's six 3x3 convolutions, in order."""
+
+VGG_DENSES: tuple[int, ...] = (1024, 1024)
+"""Widths of the VGG's hidden dense layers."""
+
+
+class VGGBinaryConnect(_Precision, nn.Module):
   """BinaryConnect VGG for CIFAR-10/100 (paper section 4.2, Table 9), NHWC inputs.
 
   Source: ``VGGBinaryConnect`` in ``models/models.py`` (``eps=1e-5, momentum=0.2,
@@ -161,6 +257,11 @@ class VGGBinaryConnect(nn.Module):
     conv_bn_epsilon: epsilon of the convolution BatchNorms.
     dense_bn_momentum: Flax momentum of the dense BatchNorms.
     dense_bn_epsilon: epsilon of the dense BatchNorms.
+    activations: "real" (ReLU) or "binary" (binary inputs into every layer but
+      the first convolution; the sign replaces each ReLU).
+    activation_quantizer: the binary layers' input quantizer when "binary".
+    dtype: computation dtype of the binary layers (BatchNorm stays float32).
+    param_dtype: dtype of the kernels.
   """
 
   num_classes: int = 10
@@ -169,9 +270,13 @@ class VGGBinaryConnect(nn.Module):
   conv_bn_epsilon: float = 1e-5
   dense_bn_momentum: float = 0.9
   dense_bn_epsilon: float = 1e-5
+  activations: str = "real"
+  activation_quantizer: str = "ste_sign"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   def __post_init__(self) -> None:
-    check_quantizer(self.quantizer)
+    self._check()
     check_integer("num_classes", self.num_classes, low=1)
     super().__post_init__()
 
@@ -179,24 +284,25 @@ class VGGBinaryConnect(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """Maps images (N, 32, 32, 3) to logits (N, num_classes)."""
     use_running_average = not train
-    for features, pool in ((128, False), (128, True), (256, False), (256, True),
-                           (512, False), (512, True)):
-      x = BinaryConv(features, (3, 3), padding="SAME", quantizer=self.quantizer)(x)
+    for i, (features, pool) in enumerate(VGG_CONVS):
+      x = BinaryConv(features, (3, 3), padding="SAME", quantizer=self.quantizer,
+                     input_quantizer=self._input_quantizer(i == 0), dtype=self.dtype,
+                     param_dtype=self.param_dtype)(x)
       if pool:
         x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
-      x = BatchNorm(self.conv_bn_momentum, self.conv_bn_epsilon)(
+      x = self._bn(self.conv_bn_momentum, self.conv_bn_epsilon)(
           x, use_running_average=use_running_average
       )
-      x = nn.relu(x)
+      x = self._hidden(x, nn.relu)
     x = _flatten(x)
-    for features in (1024, 1024):
-      x = BinaryDense(features, quantizer=self.quantizer)(x)
-      x = BatchNorm(self.dense_bn_momentum, self.dense_bn_epsilon)(
+    for features in VGG_DENSES:
+      x = self._dense(features, False)(x)
+      x = self._bn(self.dense_bn_momentum, self.dense_bn_epsilon)(
           x, use_running_average=use_running_average
       )
-      x = nn.relu(x)
-    x = BinaryDense(self.num_classes, quantizer=self.quantizer)(x)
-    return BatchNorm(self.dense_bn_momentum, self.dense_bn_epsilon)(
+      x = self._hidden(x, nn.relu)
+    x = self._dense(self.num_classes, False)(x)
+    return self._bn(self.dense_bn_momentum, self.dense_bn_epsilon)(
         x, use_running_average=use_running_average
     )
 
