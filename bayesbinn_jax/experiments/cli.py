@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
   parser.add_argument("--data-file", default=None, help="an .npz data file (see below)")
   parser.add_argument("--data-dir", default=None, help="MNIST IDX files, or a tfds data_dir")
+  parser.add_argument("--ood-data-file", default=None,
+                      help="an .npz of out-of-distribution images of the training images' shape (x_test, "
+                           "or x): reports ood_auroc (predictive entropy, OOD positive) and ood_entropy.png")
   parser.add_argument("--out", default=None,
                       help="output directory (default runs/EXPERIMENT-OPTIMIZER-seedS)")
   parser.add_argument("--resume", action="store_true",
@@ -132,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           "these presets are ours (bayesbinn_jax/experiments/specs.py).")
   if args.show_config:
     return 0
-  for flag, path in (("--data-file", args.data_file), ("--data-dir", args.data_dir)):
+  for flag, path in (("--data-file", args.data_file), ("--data-dir", args.data_dir),
+                     ("--ood-data-file", args.ood_data_file)):
     if path is not None and not os.path.exists(path):
       parser.error(f"{flag} {path}: no such file or directory.")
   if args.data_dir is not None and not os.path.isdir(args.data_dir):
@@ -154,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   options = RunOptions(
       experiment=args.experiment, optimizer=args.optimizer, config=config, out_dir=out,
       data_file=args.data_file, data_dir=args.data_dir, resume=args.resume,
-      cl_prior=args.cl_prior, quiet=args.quiet)
+      cl_prior=args.cl_prior, quiet=args.quiet, ood_data_file=args.ood_data_file)
   try:
     run_experiment(options, console)
   except (DataError, RunError, CheckpointError, ValueError) as error:

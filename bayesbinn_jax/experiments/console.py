@@ -29,7 +29,8 @@ EVALUATION_KEYS = ("train_loss", "train_accuracy", "val_accuracy", "test_accurac
 RESULT_KEYS = ("test_accuracy", "test_nll", "test_ece", "mc_test_accuracy", "mc_test_nll", "mc_test_ece",
                "best_val_accuracy", "best_val_epoch", "test_accuracy_at_best_val",
                "mc_test_accuracy_at_best_val", "temperature", "test_nll_calibrated",
-               "test_ece_calibrated", "ood_auroc", "mc_ood_auroc", "train_rmse", "mc_train_rmse",
+               "test_ece_calibrated", "mc_temperature", "mc_test_nll_calibrated", "mc_test_ece_calibrated",
+               "ood_auroc", "mc_ood_auroc", "train_rmse", "mc_train_rmse",
                "mc_train_nll", "avg_test_accuracy_after_task", "train_seconds")
 """Summary entries shown in the results table, when the summary has them."""
 

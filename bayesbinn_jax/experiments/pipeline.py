@@ -67,6 +67,7 @@ class RunOptions:
   resume: bool = False
   cl_prior: str = "posterior"
   quiet: bool = False
+  ood_data_file: str | None = None
 
 
 # ----------------------------------------------------------------------------- data
@@ -122,6 +123,15 @@ def load_data(spec: ExperimentSpec, config: Mapping[str, Any], source: DataSourc
         int(config["num_tasks"]), pixels, purpose_key(config["seed"], "permutations"))
   num_outputs = dataset.num_classes if spec.task == "classification" else 1
   return RunData(dataset, preprocessing(spec, dataset), num_outputs, permutations)
+
+
+def _load_ood_images(spec: ExperimentSpec, options: RunOptions, run_data: RunData) -> np.ndarray | None:
+  """The ``--ood-data-file`` images, checked against the training images' shape (before training)."""
+  if options.ood_data_file is None:
+    return None
+  if spec.task != "classification":
+    raise RunError(f"--ood-data-file needs a classification experiment; {spec.name} is a regression.")
+  return data.load_ood_images(options.ood_data_file, run_data.dataset.input_shape)
 
 
 # ----------------------------------------------------------------------------- training
@@ -261,6 +271,7 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
   if options.resume:
     _check_saved_config(options, _metadata(options, spec, 0))
   run_data = load_data(spec, config, DataSource(options.data_file, options.data_dir))
+  ood_images = _load_ood_images(spec, options, run_data)
   training, state = build_training(spec, options, run_data)
   evaluator = Evaluator(spec, training, run_data, int(config["eval_batch_size"]), int(config["seed"]))
 
@@ -315,10 +326,11 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
         console.evaluation(record, total)
       if spec.continual and last_of_task:
         # Earlier tasks are evaluated here; the current one already is, in this record.
-        key = "mc_test_accuracy" if training.predict_mc is not None else "test_accuracy"
-        record["task_test_accuracies"] = [
-            evaluator.evaluate(state, ds.x_test, ds.y_test, "test", t, global_epoch)[key]
-            for t in range(task)] + [record[key]]
+        prefix = "mc_test" if training.predict_mc is not None else "test"
+        tasks = [evaluator.evaluate(state, ds.x_test, ds.y_test, "test", t, global_epoch)
+                 for t in range(task)] + [record]
+        for metric, name in (("accuracy", "accuracies"), ("nll", "nlls"), ("ece", "eces")):
+          record[f"task_test_{name}"] = [result[f"{prefix}_{metric}"] for result in tasks]
       records.append(record)
       _write_records(_path(options, "metrics.jsonl"), records)
       if (global_epoch + 1) % int(config["checkpoint_every"]) == 0 or last_of_task:
@@ -326,7 +338,14 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
   checkpointer.close()
 
   summary = report.summarize(spec, options, records, devices=len(training.mesh.devices.flat))
-  report.figures(spec, options, records, summary, state, evaluator)
+  predictives = []
+  if spec.task == "classification" and records:
+    measured, predictives = report.measure_uncertainty(options, state, evaluator, ood_images)
+    summary.update(measured)
+    if measured["temperature_fit_split"] == "train":
+      console.line("note: no validation split; the temperature was fitted on the training split.")
+  report.figures(spec, records, report.FigureInputs(options.out_dir, options, summary, state, evaluator,
+                                                    predictives))
   write_json_atomic(_path(options, "summary.json"), summary)
   console.results(summary, options.out_dir)
   return summary

@@ -1,22 +1,28 @@
-"""The end of a run: its summary and its figures.
+"""The end of a run: uncertainty, summary and figures.
 
 The summary takes the last epoch's metrics, the best validation epoch and, in
-continual learning, the accuracy matrix. The figures are the training curves
-for every run plus the spec's own (:data:`FIGURES`, by name).
+continual learning, the accuracy, NLL and ECE matrices. A classification run
+then gets its uncertainty measured (:func:`measure_uncertainty`: temperature
+scaling, Brier score, entropy, misclassification and OOD AUROC). The figures
+are the training curves for every run plus the spec's own (:data:`FIGURES`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+import jax
 import numpy as np
 
 from bayesbinn_jax._version import __version__
 from bayesbinn_jax.experiments import plots
 from bayesbinn_jax.experiments.specs import ExperimentSpec
+from bayesbinn_jax.train.calibration import apply_temperature, fit_temperature, log_probabilities
 from bayesbinn_jax.train.keys import purpose_key
-from bayesbinn_jax.train.metrics import reliability_bins
+from bayesbinn_jax.train.metrics import (classification_metrics, ood_auroc, predictive_entropy,
+                                         reliability_bins, uncertainty_metrics)
 
 if TYPE_CHECKING:
   from bayesbinn_jax.experiments.pipeline import Evaluator, RunOptions
@@ -48,63 +54,150 @@ def summarize(spec: ExperimentSpec, options: RunOptions, records: Records, *, de
     rows = [r["task_test_accuracies"] for r in records if "task_test_accuracies" in r]
     summary["test_accuracy_matrix"] = rows
     summary["avg_test_accuracy_after_task"] = [float(np.mean(row)) for row in rows]
+    for metric in ("nll", "ece"):
+      summary[f"test_{metric}_matrix"] = [r[f"task_test_{metric}s"] for r in records
+                                          if f"task_test_{metric}s" in r]
     summary["cl_prior"] = options.cl_prior
   return summary
 
 
+# ----------------------------------------------------------------------------- uncertainty
+FIT_EXAMPLES = 10_000
+"""At most this many examples (the first of the split) fit the temperature."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictive:
+  """Test (and OOD) predictions of one predictive, raw and temperature-scaled."""
+
+  name: str          # "mode" or "mean, C=..."
+  prefix: str        # "" or "mc_"
+  test: np.ndarray
+  calibrated: np.ndarray
+  temperature: float
+  ood: np.ndarray | None
+
+
+def measure_uncertainty(options: RunOptions, state: TrainState, evaluator: Evaluator,
+                        ood_images: np.ndarray | None = None) -> tuple[dict, list[Predictive]]:
+  """Temperature scaling and uncertainty metrics of the mode and the MC predictive.
+
+  T (Guo et al. 2017) is fitted on the validation split, or on the training
+  split when there is none (``temperature_fit_split`` says which), for the mode
+  network and for the Monte Carlo predictive (on the log of its averaged
+  probabilities, algorithm.md). Returns the summary entries (``temperature``,
+  ``test_nll_calibrated``, ``test_ece_calibrated``, ``test_brier``,
+  ``test_entropy``, ``test_misclassification_auroc``, ``ood_auroc`` when
+  ``ood_images`` are given, and their ``mc_`` twins) and the predictions.
+  """
+  ds = evaluator.run_data.dataset
+  task = 0 if evaluator.run_data.permutations is None else len(evaluator.run_data.permutations) - 1
+  split = "val" if ds.has_validation else "train"
+  x_fit, y_fit = (ds.x_val, ds.y_val) if ds.has_validation else (ds.x_train, ds.y_train)
+  x_fit, y_fit = x_fit[:FIT_EXAMPLES], y_fit[:FIT_EXAMPLES]
+  summary: dict[str, Any] = {"temperature_fit_split": split}
+  keys: list[tuple[str, str, jax.Array | None]] = [("mode", "", None)]
+  if evaluator.training.predict_mc is not None:
+    keys.append((f"mean, C={options.config['test_samples']}", "mc_", purpose_key(evaluator.seed, "calibration")))
+  predictives = []
+  for name, prefix, key in keys:
+    fold = (lambda i: None) if key is None else (lambda i, key=key: jax.random.fold_in(key, i))  # noqa: E731
+    fit = evaluator.predictions(state, x_fit, task, key=fold(0))
+    test = evaluator.predictions(state, ds.x_test, task, key=fold(1))
+    temperature = fit_temperature(log_probabilities(fit), y_fit)
+    calibrated = apply_temperature(log_probabilities(test), temperature)
+    metrics = classification_metrics(calibrated, ds.y_test)
+    summary.update({f"{prefix}temperature": temperature, f"{prefix}test_nll_calibrated": metrics["nll"],
+                    f"{prefix}test_ece_calibrated": metrics["ece"]})
+    summary.update({f"{prefix}test_{k}": v for k, v in uncertainty_metrics(test, ds.y_test).items()})
+    ood = None
+    if ood_images is not None:
+      ood = evaluator.predictions(state, ood_images, task, key=fold(2))
+      summary[f"{prefix}ood_auroc"] = ood_auroc(test, ood)
+    predictives.append(Predictive(name, prefix, test, calibrated, temperature, ood))
+  return summary, predictives
+
+
 # ----------------------------------------------------------------------------- figures
-def _label(options: RunOptions, evaluator: Evaluator, what: str) -> str:
-  return options.optimizer if evaluator.training.method.posterior is None else f"{options.optimizer} ({what})"
+@dataclasses.dataclass(frozen=True)
+class FigureInputs:
+  """What a figure may draw from: the run, its final state and its measurements."""
+
+  out_dir: str
+  options: RunOptions
+  summary: Mapping[str, Any]
+  state: TrainState
+  evaluator: Evaluator
+  predictives: Sequence[Predictive]
+
+  def path(self, name: str) -> str:
+    return os.path.join(self.out_dir, name)
+def _label(inputs: FigureInputs, what: str) -> str:
+  optimizer = inputs.options.optimizer
+  return optimizer if inputs.evaluator.training.method.posterior is None else f"{optimizer} ({what})"
 
 
-def _two_moons(path: Callable[[str], str], options: RunOptions, summary: Mapping[str, Any],
-               state: TrainState, evaluator: Evaluator) -> None:
+def _two_moons(inputs: FigureInputs) -> None:
   """Decision map of the mode network (and of the MC predictive) on a grid around the moons."""
+  evaluator, state = inputs.evaluator, inputs.state
   gx, gy = np.meshgrid(np.linspace(-2.0, 3.0, 100), np.linspace(-1.5, 2.0, 100))
   grid = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
   mode = evaluator.predictions(state, grid)[:, 1].reshape(gx.shape)
-  panels = {_label(options, evaluator, "mode"): (gx, gy, mode)}
+  panels = {_label(inputs, "mode"): (gx, gy, mode)}
   arrays = {"grid_x": gx, "grid_y": gy, "mode_prob": mode}
   if evaluator.training.predict_mc is not None:
     key = purpose_key(evaluator.seed, "figures")
     mc = evaluator.predictions(state, grid, key=key)[:, 1].reshape(gx.shape)
-    samples = options.config["test_samples"]
-    panels[f"{options.optimizer} (mean, C={samples})"] = (gx, gy, mc)
+    panels[f"{inputs.options.optimizer} (mean, C={inputs.options.config['test_samples']})"] = (gx, gy, mc)
     arrays["mc_prob"] = mc
-  np.savez_compressed(path("two_moons_grid.npz"), **arrays)
+  np.savez_compressed(inputs.path("two_moons_grid.npz"), **arrays)
   ds = evaluator.run_data.dataset
-  plots.plot_two_moons(path("two_moons.png"), ds.x_train, ds.y_train, panels)
+  plots.plot_two_moons(inputs.path("two_moons.png"), ds.x_train, ds.y_train, panels)
 
 
-def _snelson(path: Callable[[str], str], options: RunOptions, summary: Mapping[str, Any],
-             state: TrainState, evaluator: Evaluator) -> None:
+def _snelson(inputs: FigureInputs) -> None:
   """Predictive mean +- 2 std on Snelson's test grid, in the data's units."""
+  evaluator, state, optimizer = inputs.evaluator, inputs.state, inputs.options.optimizer
   ds = evaluator.run_data.dataset
   mode = evaluator.predictions(state, ds.x_test).reshape(-1)
-  curves = {_label(options, evaluator, "mode"): (mode, np.zeros_like(mode))}
+  curves = {_label(inputs, "mode"): (mode, np.zeros_like(mode))}
   arrays = {"x_test": ds.x_test.reshape(-1), "mode_mean": mode}
   if evaluator.training.predict_mc is not None:
     outs = evaluator.predictions(state, ds.x_test, key=purpose_key(evaluator.seed, "figures"))
-    curves[f"{options.optimizer} (MC, C={options.config['test_samples']})"] = (outs.mean(0), outs.std(0))
+    curves[f"{optimizer} (MC, C={inputs.options.config['test_samples']})"] = (outs.mean(0), outs.std(0))
     arrays.update(mc_mean=outs.mean(0), mc_std=outs.std(0))
-  np.savez_compressed(path("snelson_predictions.npz"), **arrays)
-  plots.plot_snelson(path("snelson.png"), ds.x_train.reshape(-1), ds.y_train, ds.x_test.reshape(-1), curves)
+  np.savez_compressed(inputs.path("snelson_predictions.npz"), **arrays)
+  plots.plot_snelson(inputs.path("snelson.png"), ds.x_train.reshape(-1), ds.y_train,
+                     ds.x_test.reshape(-1), curves)
 
 
-def _continual(path: Callable[[str], str], options: RunOptions, summary: Mapping[str, Any],
-               state: TrainState, evaluator: Evaluator) -> None:
+def _continual(inputs: FigureInputs) -> None:
   """Average test accuracy over the tasks seen, after each task."""
-  plots.plot_continual(path("continual.png"), {
-      f"{options.optimizer} (prior: {options.cl_prior})": summary["avg_test_accuracy_after_task"]})
+  options = inputs.options
+  plots.plot_continual(inputs.path("continual.png"), {
+      f"{options.optimizer} (prior: {options.cl_prior})": inputs.summary["avg_test_accuracy_after_task"]})
 
 
-def _reliability(path: Callable[[str], str], options: RunOptions, summary: Mapping[str, Any],
-                 state: TrainState, evaluator: Evaluator) -> None:
-  """Reliability diagram of the mode network on the test split (the last task's)."""
-  ds = evaluator.run_data.dataset
-  last_task = 0 if evaluator.run_data.permutations is None else len(evaluator.run_data.permutations) - 1
-  probs = evaluator.predictions(state, ds.x_test, last_task)
-  plots.plot_reliability(path("reliability.png"), {options.optimizer: reliability_bins(probs, ds.y_test)})
+def _reliability(inputs: FigureInputs) -> None:
+  """Reliability diagrams on the test split, before and after temperature scaling."""
+  labels = inputs.evaluator.run_data.dataset.y_test
+  curves = {}
+  for predictive in inputs.predictives:
+    curves[f"{inputs.options.optimizer} ({predictive.name})"] = reliability_bins(predictive.test, labels)
+    curves[f"{inputs.options.optimizer} ({predictive.name}, T={predictive.temperature:.2f})"] = (
+        reliability_bins(predictive.calibrated, labels))
+  plots.plot_reliability(inputs.path("reliability.png"), curves)
+
+
+def _ood_entropy(inputs: FigureInputs) -> None:
+  """Predictive entropy of in-distribution test vs OOD inputs, per predictive (with ``--ood-data-file``)."""
+  panels = {
+      f"{inputs.options.optimizer} ({p.name}), OOD AUROC {inputs.summary[p.prefix + 'ood_auroc']:.3f}": {
+          "test": predictive_entropy(p.test), "OOD": predictive_entropy(p.ood)}
+      for p in inputs.predictives if p.ood is not None}
+  if panels:
+    plots.plot_entropy_histograms(inputs.path("ood_entropy.png"), panels,
+                                  num_classes=inputs.evaluator.run_data.num_outputs)
 
 
 FIGURES: dict[str, Callable[..., None]] = {
@@ -113,16 +206,17 @@ FIGURES: dict[str, Callable[..., None]] = {
     "continual": _continual,
     "reliability": _reliability,
 }
-"""A spec's figures by name: ``figure(path, options, summary, state, evaluator)``."""
+"""A spec's own figures by name."""
 
 
-def figures(spec: ExperimentSpec, options: RunOptions, records: Records, summary: Mapping[str, Any],
-            state: TrainState, evaluator: Evaluator) -> None:
-  """Writes the training curves and the spec's figures into ``options.out_dir``."""
+def figures(spec: ExperimentSpec, records: Records, inputs: FigureInputs) -> None:
+  """Writes the training curves, the spec's figures and, for classification runs,
+  the OOD entropy histograms (when OOD data were given) into ``inputs.out_dir``."""
   if not records:
     return
-  path = lambda name: os.path.join(options.out_dir, name)  # noqa: E731
-  plots.plot_training_curves(path("training_curves.png"), records)
+  plots.plot_training_curves(inputs.path("training_curves.png"), records)
   for name in spec.figures:
-    FIGURES[name](path, options, summary, state, evaluator)
+    FIGURES[name](inputs)
+  if spec.task == "classification":
+    _ood_entropy(inputs)
 

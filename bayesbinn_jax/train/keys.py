@@ -22,6 +22,7 @@ PURPOSES = (
     "data_order",     # batch order and augmentation, with the epoch as context
     "permutations",   # the pixel permutations of continual-learning tasks
     "evaluation",     # Monte Carlo predictions at evaluation, folded with the epoch
+    "calibration",    # Monte Carlo predictions that fit and test the temperature (and OOD)
     "figures",        # Monte Carlo predictions drawn for the figures
 )
 """Every purpose a run draws random numbers for; the index is folded into the seed's key."""
