@@ -410,8 +410,10 @@ class XnorNetwork:
     self.num_samples = num_samples
     if num_samples is None:
       self._logits = jax.jit(lambda x: _run(layers, x))
+      self._features = jax.jit(lambda x: _run(layers[:-1], x))
     else:
       self._logits = jax.jit(lambda x: jnp.stack([_run(sample, x) for sample in layers]))
+      self._features = jax.jit(lambda x: jnp.stack([_run(sample[:-1], x) for sample in layers]))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """Logits (N, classes), or (K, N, classes) for an ensemble, float32."""
