@@ -118,7 +118,7 @@ def test_validation_arrays_are_kept():
 
 _INVALID_CASES = {
     "missing key": (dict(drop="y_test"), ["missing", "y_test"]),
-    "images 2-D": (dict(x_train=np.zeros((12, 64), np.uint8)), ["x_train", "ndim 2"]),
+    "inputs 1-D": (dict(x_train=np.zeros((12,), np.uint8)), ["x_train", "ndim 1"]),
     "images 5-D": (dict(x_test=np.zeros((6, 8, 8, 3, 1), np.uint8)), ["x_test", "ndim 5"]),
     "images int64": (dict(x_train=np.zeros((12, 8, 8, 3), np.int64)),
                      ["x_train", "int64", "uint8"]),

@@ -8,6 +8,7 @@ NumPy +-1 values (no network init).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -21,7 +22,8 @@ from flax.core import freeze
 from numpy.testing import assert_array_equal
 
 import bayesbinn_jax as bb
-from bayesbinn_jax import export
+from bayesbinn_jax import atomic, export
+from bayesbinn_jax.atomic import OutputWriteError
 from bayesbinn_jax.export import load_packed, packed_size_bytes, save_packed, size_report
 from bayesbinn_jax.nn import ContinualMLP, MnistMLP
 
@@ -325,22 +327,27 @@ def test_wrong_format_files(tmp_path):
 # --------------------------------------------------------------------------- atomic write
 
 
-def test_failed_write_leaves_the_old_file_intact(tmp_path, monkeypatch):
+@pytest.mark.parametrize("call", ["fsync", "replace"])
+def test_failed_write_leaves_the_old_file_intact(tmp_path, monkeypatch, call):
+  # The failure strikes inside write_atomic, once the new archive is in its temporary file.
   path = tmp_path / "net.npz"
   old = {"k": _signs((100,), seed=1)}
   save_packed(path, old)
   before = path.read_bytes()
+  temporaries = []
 
-  def half_then_fail(file, arrays):
-    file.write(b"PK\x03\x04 half an archive")
-    raise OSError("disk full")
+  def no_space(*args):
+    temporaries.extend(n for n in os.listdir(tmp_path) if n.endswith(".tmp"))
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-  monkeypatch.setattr(export, "_write_archive", half_then_fail)
-  with pytest.raises(OSError, match="disk full"):
+  monkeypatch.setattr(atomic.os, call, no_space)
+  with pytest.raises(OutputWriteError, match=f"cannot write {path}: No space left on device"):
     save_packed(path, {"k": _signs((100,), seed=2)})
-  with pytest.raises(OSError, match="disk full"):
+  with pytest.raises(OutputWriteError, match="new.npz: No space left on device"):
     save_packed(tmp_path / "new.npz", old)
-  assert sorted(os.listdir(tmp_path)) == ["net.npz"]  # no temporary files left behind
+  monkeypatch.undo()
+  assert len(temporaries) == 2  # the temporary files existed when the write failed
+  assert sorted(os.listdir(tmp_path)) == ["net.npz"]  # and are gone
   assert path.read_bytes() == before
   _assert_same_tree(load_packed(path)[0], old)
 

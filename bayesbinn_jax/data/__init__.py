@@ -1,7 +1,8 @@
 """Data sets for BayesBiNN as plain NumPy arrays.
 
-Loaders (``.npz``, MNIST IDX files, tfds without TensorFlow, Snelson), the
-two moons generator, validation of arrays, the 10% validation split,
+Loaders (``.npz``, MNIST IDX files, tfds without TensorFlow, Snelson,
+out-of-distribution images), the two moons generator, validation of arrays,
+fitting their layout to a network's input shape, the 10% validation split,
 permuted MNIST, seeded minibatches and CIFAR augmentation. The training
 engine converts the arrays to ``jax`` arrays.
 """
@@ -12,9 +13,11 @@ from bayesbinn_jax.data.dataset import ArrayDataset, RegressionDataset
 from bayesbinn_jax.data.errors import DataError
 from bayesbinn_jax.data.idx import MNIST_IDX_FILES, load_idx_dir, parse_idx, read_idx
 from bayesbinn_jax.data.npz import load_npz, read_npz
+from bayesbinn_jax.data.ood import load_ood_images
 from bayesbinn_jax.data.permuted import permute_pixels, permuted_tasks, task_permutations
 from bayesbinn_jax.data.preprocess import channel_mean_std, images_to_float
 from bayesbinn_jax.data.rng import SeedLike, as_generator
+from bayesbinn_jax.data.shapes import ExpectedShape, describe_shape, fit_images, fit_input_shape
 from bayesbinn_jax.data.snelson import load_snelson
 from bayesbinn_jax.data.split import num_validation, split_validation, train_val_split
 from bayesbinn_jax.data.tfds_loader import load_tfds
@@ -24,17 +27,22 @@ from bayesbinn_jax.data.validation import validate_arrays, validate_regression_a
 __all__ = [
     "ArrayDataset",
     "DataError",
+    "ExpectedShape",
     "MNIST_IDX_FILES",
     "RegressionDataset",
     "SeedLike",
     "as_generator",
     "augment_cifar",
     "channel_mean_std",
+    "describe_shape",
     "epoch_order",
+    "fit_images",
+    "fit_input_shape",
     "images_to_float",
     "iterate_batches",
     "load_idx_dir",
     "load_npz",
+    "load_ood_images",
     "load_snelson",
     "load_tfds",
     "make_moons",

@@ -83,8 +83,8 @@ def load_npz(path: str | os.PathLike, *, num_classes: int | None = None) -> Arra
   """Loads an image classification set from an ``.npz`` archive.
 
   The archive holds ``x_train, y_train, x_test, y_test`` (optionally
-  ``x_val, y_val``): images ``uint8`` ``(N, H, W)`` or ``(N, H, W, C)``,
-  integer labels. Works for MNIST (``shared/data/mnist.npz``), CIFAR or any
+  ``x_val, y_val``): images ``uint8`` ``(N, H, W)`` or ``(N, H, W, C)``
+  (or ``float32`` features ``(N, D)``), integer labels. Works for MNIST (``shared/data/mnist.npz``), CIFAR or any
   set of that form; see :func:`validate_arrays` for the rules.
 
   Args:

@@ -7,9 +7,11 @@ error deep inside ``jax.jit``.
 Rules for classification arrays (keys ``x_train, y_train, x_test, y_test``
 and optionally ``x_val, y_val``):
 
-- images are ``(N, H, W)`` (a channel axis is appended) or ``(N, H, W, C)``,
+- inputs are images ``(N, H, W)`` (a channel axis is appended) or
+  ``(N, H, W, C)``, or feature vectors ``(N, D)`` (two moons' points);
   non-empty, ``uint8``, or a floating dtype with only finite values (kept as
-  ``float32``); every split has the same per-image shape and dtype;
+  ``float32``); every split has the same per-example shape and dtype. Whether
+  that shape fits the network is checked by :func:`fit_input_shape`;
 - labels are 1-D integers (not bool), one per image, >= 0;
 - ``num_classes`` is given, or inferred as ``max label + 1`` over all
   splits; it must be >= 2 and every label must be below it.
@@ -58,13 +60,22 @@ def _as_array(value: Any, key: str, source: str) -> np.ndarray:
   return array
 
 
-def _check_images(value: Any, key: str, source: str) -> np.ndarray:
+def check_images(value: Any, key: str, source: str) -> np.ndarray:
+  """Checks one input array ``key`` of ``source`` by the rules above.
+
+  Returns images ``(N, H, W, C)`` (a channel axis appended to ``(N, H, W)``)
+  or features ``(N, D)``, ``uint8`` kept and floats as ``float32``.
+
+  Raises:
+    DataError: ``"<source>: <key> ..."`` for a wrong ndim, an empty array, a
+      dtype other than uint8 or floating, or NaN/Inf values.
+  """
   images = _as_array(value, key, source)
-  if images.ndim not in (3, 4):
+  if images.ndim not in (2, 3, 4):
     raise DataError(
         source,
         f"{key} has shape {_shape(images)} (ndim {images.ndim}); "
-        "expected images (N, H, W) or (N, H, W, C)",
+        "expected images (N, H, W) or (N, H, W, C), or features (N, D)",
     )
   if images.size == 0:
     raise DataError(source, f"{key} is empty (shape {_shape(images)})")
@@ -120,8 +131,8 @@ def validate_arrays(
       None infers ``max label + 1``.
 
   Returns:
-    The data set with images ``(N, H, W, C)`` (``uint8`` kept, floats as
-    ``float32``) and labels ``int32``.
+    The data set with images ``(N, H, W, C)`` or features ``(N, D)``
+    (``uint8`` kept, floats as ``float32``) and labels ``int32``.
 
   Raises:
     DataError: ``"<source>: <problem>"`` for the first rule broken.
@@ -136,7 +147,7 @@ def validate_arrays(
   if present:
     splits.append("val")
 
-  images = {s: _check_images(arrays[f"x_{s}"], f"x_{s}", source) for s in splits}
+  images = {s: check_images(arrays[f"x_{s}"], f"x_{s}", source) for s in splits}
   labels = {
       s: _check_labels(arrays[f"y_{s}"], f"y_{s}", images[s].shape[0], source)
       for s in splits

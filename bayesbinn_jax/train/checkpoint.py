@@ -14,13 +14,23 @@ checkpoint, the CRC-32 of each of its files is written beside them
 arrays, saved in the metadata, are compared with the run's. The CRC-32 of the
 arrays' bytes, saved in the metadata too, is checked after reading them: it
 also covers a checkpoint whose save was killed before its file list was written.
+
+A save that fails for want of space or permission (``ENOSPC``, ``EROFS``,
+``EACCES``, ...) raises :class:`bayesbinn_jax.atomic.OutputWriteError` naming
+the checkpoint, removes what it wrote and leaves the earlier checkpoints as
+they were: :meth:`Checkpointer.latest` still names the last complete one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import re
+import shutil
 import zlib
+from collections.abc import Iterator
 from typing import Any, Mapping
 
 import jax
@@ -28,7 +38,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from bayesbinn_jax._version import __version__
-from bayesbinn_jax.atomic import write_atomic
+from bayesbinn_jax.atomic import OutputWriteError, write_atomic
 from bayesbinn_jax.train.engine import TrainState
 
 PyTree = Any
@@ -37,6 +47,10 @@ IGNORED_KEYS = ("max_nonfinite_steps", "eval_batch_size", "checkpoint_every", "m
 run is watched, evaluated, saved or looped over its samples, never the trained state."""
 FILE_CRCS = "file_crcs.json"
 """The file, inside each checkpoint's folder, that maps every other file to its CRC-32."""
+_TMP_SUFFIX = ".orbax-checkpoint-tmp"
+"""Orbax writes checkpoint ``i`` into ``i`` + this suffix and renames it when complete."""
+_OS_ERROR_CODE = re.compile(r"os_error_code='(\d+)'")
+"""How TensorStore (Orbax's array writer) reports the errno of a failed write."""
 
 
 class CheckpointError(ValueError):
@@ -65,7 +79,8 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=False, enable_async_checkpointing=False),
+            max_to_keep=max_to_keep, create=False, enable_async_checkpointing=False,
+            cleanup_tmp_directories=True),
     )
 
   def save(self, index: int, state: TrainState, metadata: Mapping[str, Any]) -> None:
@@ -73,22 +88,39 @@ class Checkpointer:
 
     The JSON metadata also lists every array's shape and dtype (``"arrays"``)
     and holds the CRC-32 of their bytes (``"crc32"``), both checked on restore.
+
+    Raises:
+      OutputWriteError: when a file of the checkpoint cannot be written (a full
+        disk, a read-only or forbidden folder); ``.path`` is the checkpoint's
+        folder (or its :data:`FILE_CRCS`). The unfinished checkpoint is removed
+        where the folder allows it, and never counts: :meth:`latest` still
+        returns the last complete checkpoint, which is left untouched.
     """
     arrays = _arrays(state)
     meta = {"version": __version__, **metadata,
             "arrays": _leaf_specs(arrays), "crc32": _crc32(arrays)}
-    self._manager.save(
-        index,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
-        force=True,
-    )
-    self._manager.wait_until_finished()
+    folder = os.path.join(self.directory, str(index))
+    try:
+      with _quiet_orbax_errors():
+        self._manager.save(
+            index,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+    except Exception as error:  # noqa: BLE001 - Orbax and TensorStore wrap OS errors in their own types
+      cause = _os_error(error)
+      if cause is None:
+        raise
+      shutil.rmtree(folder + _TMP_SUFFIX, ignore_errors=True)
+      self._manager.reload()
+      raise OutputWriteError(folder, cause) from error
     if jax.process_index() == 0:
-      folder = os.path.join(self.directory, str(index))
       write_atomic(os.path.join(folder, FILE_CRCS), json.dumps(_file_crcs(folder), sort_keys=True))
 
   def latest(self) -> int | None:
-    """The number of the latest complete checkpoint, or None."""
+    """The number of the latest complete checkpoint, or None; after a failed
+    :meth:`save` the last one that completed (the one to resume from)."""
     return self._manager.latest_step()
 
   def restore_latest(self, template: TrainState, expected: Mapping[str, Any]) -> tuple[TrainState, dict] | None:
@@ -159,6 +191,34 @@ def check_metadata(saved: Mapping[str, Any], expected: Mapping[str, Any], where:
           f"{where} was written with {key}={saved_config.get(key)!r}, but this run "
           f"has {key}={config.get(key)!r}; resume with the same settings or use another --out."
       )
+
+
+@contextlib.contextmanager
+def _quiet_orbax_errors() -> Iterator[None]:
+  """Holds back the tracebacks Orbax's worker threads log (``absl`` logger, level
+  ERROR) while a save runs: the same error is raised to the caller, in one piece."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
+def _os_error(error: BaseException) -> OSError | None:
+  """The OS error behind a failed save: an ``OSError`` in the chain of causes, or the
+  ``os_error_code`` of a TensorStore error; None when the failure is not the system's."""
+  seen = error
+  while seen is not None:
+    if isinstance(seen, OSError):
+      return seen
+    match = _OS_ERROR_CODE.search(str(seen))
+    if match:
+      code = int(match.group(1))
+      return OSError(code, os.strerror(code))
+    seen = seen.__cause__ or seen.__context__
+  return None
 
 
 def _first_line(error: BaseException) -> str:
