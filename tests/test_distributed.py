@@ -1,0 +1,177 @@
+"""Joining a multi-process job (``train/distributed.py``) and training in one.
+
+The bad-input checks run in this process (they fail before JAX is touched) or,
+where JAX would start, in a subprocess. The end-to-end check starts two
+processes on 127.0.0.1 (CPU backend, gloo collectives), each with one device
+and its own half of every batch, and compares their 10 BayesBiNN steps of two
+moons with one process's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from bayesbinn_jax.train import distributed
+
+STEPS = 10
+BATCH = 20  # 200 two-moons points: one epoch is 10 steps
+
+
+@pytest.mark.parametrize("args, message", [
+    (("127.0.0.1:1234", 2, None), "--process-id missing"),
+    ((None, 2, 0), "--coordinator missing"),
+    (("127.0.0.1:1234", 0, 0), "--num-processes must be an integer >= 1; got 0"),
+    (("127.0.0.1:1234", 2, 2), r"--process-id must be an integer in \[0, 2\) for --num-processes 2; got 2"),
+    (("127.0.0.1:1234", 2, -1), r"--process-id must be an integer in \[0, 2\)"),
+    (("127.0.0.1:1234", 2.0, 0), "--num-processes must be an integer"),
+    (("localhost", 2, 0), "--coordinator 'localhost' must be HOST:PORT"),
+    (("localhost:0", 2, 0), "port in \\[1, 65535\\]"),
+    ((":80", 2, 0), "must be HOST:PORT"),
+])
+def test_bad_arguments_are_one_line_errors_naming_the_flag(args, message):
+  with pytest.raises(distributed.DistributedError, match=message) as raised:
+    distributed.initialize(*args, timeout_s=1)
+  assert "\n" not in str(raised.value)
+  assert isinstance(raised.value, ValueError)
+
+
+def test_addresses():
+  assert distributed.parse_address("10.0.0.1:1234") == ("10.0.0.1", 1234)
+  assert distributed.parse_address("[::1]:80") == ("::1", 80)
+  assert distributed.parse_address("node-3.cluster:65535") == ("node-3.cluster", 65535)
+
+
+def test_timeout_must_be_positive():
+  with pytest.raises(distributed.DistributedError, match="timeout_s must be > 0"):
+    distributed.initialize("127.0.0.1:1234", 2, 1, timeout_s=0)
+
+
+def test_one_process_is_the_main_one():
+  assert distributed.process_count() == 1 and distributed.is_main_process()
+
+
+def _free_port() -> int:
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    return probe.getsockname()[1]
+
+
+def _env() -> dict:
+  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                   if "xla_force_host_platform_device_count" not in f)
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
+
+
+def test_unreachable_coordinator_and_busy_port_end_in_one_line_quickly():
+  with socket.socket() as busy:
+    busy.bind(("", 0))
+    busy.listen()
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, __file__, "errors", str(_free_port()), str(busy.getsockname()[1])],
+                          env=_env(), capture_output=True, text=True, timeout=120, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  result = json.loads(done.stdout.strip().splitlines()[-1])
+  assert result["unreachable"].startswith("no coordinator answered at --coordinator 127.0.0.1:")
+  assert "within 2 s" in result["unreachable"] and "\n" not in result["unreachable"]
+  assert 1.9 <= result["unreachable_s"] < 10
+  assert "is not free on process 0" in result["busy"] and "\n" not in result["busy"]
+  assert time.monotonic() - began < 60
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one(tmp_path):
+  port = _free_port()
+  runs = {"one": [("-", 1, 0)], "two": [(f"127.0.0.1:{port}", 2, 0), (f"127.0.0.1:{port}", 2, 1)]}
+  procs = []
+  for name, members in runs.items():
+    for coordinator, count, rank in members:
+      out = tmp_path / f"{name}-{rank}.npz"
+      procs.append((out, subprocess.Popen(
+          [sys.executable, __file__, "train", coordinator, str(count), str(rank), str(out)],
+          env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+  for _, proc in procs:
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+  one, two0, two1 = (dict(np.load(out)) for out, _ in procs)
+  assert two0.keys() == one.keys() and two1.keys() == one.keys()
+  for key in one:
+    if key != "batch_error":
+      np.testing.assert_array_equal(two1[key], two0[key])  # every process ends with the same numbers
+      np.testing.assert_allclose(two0[key], one[key], rtol=1e-3, atol=1e-3, err_msg=key)
+  assert str(two0["batch_error"]) == ("batch_size=3 must be a multiple of the 2 devices in use (2 processes); "
+                                      "pick a multiple of 2 (--set batch_size=...).")
+
+
+# ------------------------------------------------------------------ the subprocesses' side
+
+
+def _errors(free_port: str, busy_port: str) -> dict:
+  result = {}
+  began = time.monotonic()
+  try:
+    distributed.initialize(f"127.0.0.1:{free_port}", 2, 1, timeout_s=2)
+  except distributed.DistributedError as error:
+    result["unreachable"], result["unreachable_s"] = str(error), time.monotonic() - began
+  try:
+    distributed.initialize(f"127.0.0.1:{busy_port}", 2, 0, timeout_s=2)
+  except distributed.DistributedError as error:
+    result["busy"] = str(error)
+  return result
+
+
+def _train(coordinator: str, count: int, rank: int, out: str) -> None:
+  """10 BayesBiNN steps of two moons through the engine, as process ``rank`` of ``count``."""
+  if count > 1:
+    distributed.initialize(coordinator, count, rank, timeout_s=60)
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.data import two_moons  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.experiments.presets import preset  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.nn import ToyMLP  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.optim import BayesBiNNState, find_state  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.train import sharding  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.train.engine import (  # pylint: disable=import-outside-toplevel
+      create_train_state, make_predict, make_train_step)
+  from bayesbinn_jax.train.keys import purpose_key  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.train.methods import build_method  # pylint: disable=import-outside-toplevel
+
+  assert jax.process_count() == count and len(jax.local_devices()) == 1
+  moons = two_moons(100, 0.1, 0)
+  x, y = moons.x_train.astype(np.float32), moons.y_train
+  method = build_method("bayesbinn", dict(preset("two-moons", "bayesbinn"), seed=0),
+                        steps_per_epoch=STEPS, train_set_size=len(x), key=purpose_key(0, "optimizer"))
+  model = ToyMLP(outputs=2, quantizer=method.quantizer)
+  mesh = sharding.data_mesh()
+  state = sharding.replicate(mesh, create_train_state(model, method, jnp.zeros((1, 2)), 0))
+  step = make_train_step(method, "classification")
+  losses = []
+  for xb, yb in sharding.process_batches(x, y, BATCH, mesh=mesh, seed=0, epoch=0):
+    assert len(xb) == BATCH // count  # this process's rows only
+    state, metrics = step(state, *sharding.shard_process_batch(mesh, BATCH, xb, yb))
+    losses.append(float(metrics["loss"]))
+  assert len(losses) == STEPS
+  predict = make_predict(method, "classification")
+  probs = sharding.to_host(predict(state, *sharding.shard_batch(mesh, moons.x_test[:40].astype(np.float32))))
+  lam = sharding.to_host(find_state(state.opt_state, BayesBiNNState).lam)
+  try:
+    sharding.process_rows(mesh, 3)
+    batch_error = ""
+  except sharding.ShardingError as error:
+    batch_error = str(error)
+  np.savez(out, losses=np.asarray(losses), probs=probs, batch_error=np.asarray(batch_error),
+           **{f"lam{i}": leaf for i, leaf in enumerate(jax.tree.leaves(lam))})
+
+
+if __name__ == "__main__":
+  if sys.argv[1] == "errors":
+    print(json.dumps(_errors(*sys.argv[2:4])))
+  else:
+    _train(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
