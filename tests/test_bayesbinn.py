@@ -50,7 +50,7 @@ def test_update_matches_numpy_transcription(config, jit):
   prior = {"w": rng.normal(0, 2, shape).astype(np.float32)} if config["prior"] else None
   tx = bayesbinn(
       lr, n, temperature=tau, num_samples=k, momentum=beta, lambda_init=1.5,
-      lambda_init_std=0.5, prior_lambda=prior, kl_weight=kl, seed=3,
+      lambda_init_std=0.5, prior_lambda=prior, kl_weight=kl, key=3,
   )
   one = {"w": jnp.zeros(shape, jnp.float32)}
   state0 = tx.init(one)
@@ -119,14 +119,22 @@ def test_a_nonfinite_gradient_skips_the_step(momentum, jit):
   good = {"w": jnp.array([1.0, -1.0, 0.5, 0.0]), "b": jnp.array(0.3)}
   updates, state = update(good, state, params)
   params = optax.apply_updates(params, updates)
-  for bad in (jnp.nan, jnp.inf, -jnp.inf):
+  assert int(state.notfinite_count) == 0
+  before = state
+  for streak, bad in enumerate((jnp.nan, jnp.inf, -jnp.inf), start=1):
     grads = {"w": good["w"], "b": jnp.array(bad)}  # one bad leaf skips every leaf
-    updates, new_state = update(grads, state, params)
+    updates, state = update(grads, state, params)
     for leaf in jax.tree.leaves(updates):
       np.testing.assert_array_equal(leaf, 0.0)
-    for before, after in zip(jax.tree.leaves(state), jax.tree.leaves(new_state), strict=True):
-      np.testing.assert_array_equal(after, before)
-    assert int(new_state.count) == 1
+    for old, new in zip(jax.tree.leaves(before._replace(notfinite_count=0)),
+                        jax.tree.leaves(state._replace(notfinite_count=0)), strict=True):
+      np.testing.assert_array_equal(new, old)
+    assert int(state.count) == 1
+    assert int(state.notfinite_count) == streak  # consecutive skipped steps
+  # A finite step is taken and resets the count, as optax.apply_if_finite's.
+  _, state = update(good, state, params)
+  assert int(state.count) == 2 and int(state.notfinite_count) == 0
+  state = before
   # Without the skip, the NaN reaches lambda.
   raw = bayesbinn(1e-3, 10, momentum=momentum, skip_nonfinite=False)
   _, raw_state = raw.update({"w": good["w"], "b": jnp.array(jnp.nan)}, state, params)
@@ -183,24 +191,39 @@ def test_saturated_lambda_at_tiny_temperature_stays_finite(jit):
   np.testing.assert_allclose(new_state.lam["w"], expected, rtol=1e-5)
 
 
-def test_bfloat16_state_and_updates_keep_dtype():
-  params = {"w": jnp.zeros((8, 4), jnp.bfloat16)}
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_params_keep_lambda_in_float32_and_updates_in_their_dtype(dtype):
+  params = {"w": jnp.zeros((8, 4), dtype)}
   tx = bayesbinn(1e-3, 100, temperature=1e-10, momentum=0.9)
   state = tx.init(params)
-  assert state.lam["w"].dtype == jnp.bfloat16 and state.momentum["w"].dtype == jnp.bfloat16
-  params = sample_relaxed(state.lam, jax.random.PRNGKey(0), 1e-10)
-  assert params["w"].dtype == jnp.bfloat16
-  grads = {"w": jnp.full((8, 4), 1e-2, jnp.bfloat16)}
+  assert state.lam["w"].dtype == jnp.float32 and state.momentum["w"].dtype == jnp.float32
+  params = jax.tree.map(lambda w: w.astype(dtype), sample_relaxed(state.lam, jax.random.PRNGKey(0), 1e-10))
+  grads = {"w": jnp.full((8, 4), 1e-2, dtype)}
   for update in (tx.update, jax.jit(tx.update)):
     updates, new_state = update(grads, state, params)
-    assert updates["w"].dtype == jnp.bfloat16 and new_state.lam["w"].dtype == jnp.bfloat16
-    assert np.all(np.isfinite(np.asarray(new_state.lam["w"], np.float32)))
+    assert updates["w"].dtype == dtype and new_state.lam["w"].dtype == jnp.float32
+    # The float32 transcription: lambda is float32, only w and g were rounded to dtype.
     lam, _ = reference_step(
-        np.asarray(state.lam["w"], np.float32), 0.0, 0.0,
+        np.asarray(state.lam["w"]), 0.0, 0.0,
         np.asarray(params["w"], np.float32)[None], np.asarray(grads["w"], np.float32)[None], 0,
-        lr=1e-3, n=100, tau=1e-10, beta=0.0, kl_weight=1.0,
+        lr=1e-3, n=100, tau=1e-10, beta=0.9, kl_weight=1.0,
     )
-    np.testing.assert_allclose(np.asarray(new_state.lam["w"], np.float32), lam, rtol=1e-2)
+    np.testing.assert_allclose(new_state.lam["w"], lam, rtol=1e-5)
+
+
+@pytest.mark.parametrize("lam_dtype", [jnp.bfloat16, jnp.float64])
+def test_lam_dtype_sets_the_state_dtype(lam_dtype):
+  tx = bayesbinn(1e-3, 100, momentum=0.9, lam_dtype=lam_dtype, prior_lambda={"w": np.ones(3)})
+  state = tx.init({"w": jnp.zeros(3, jnp.float32)})
+  expected = jnp.zeros((), lam_dtype).dtype  # float64 is float32 unless jax_enable_x64
+  for tree in (state.lam, state.momentum, state.prior_lam):
+    assert tree["w"].dtype == expected
+  params = sample_relaxed(state.lam, jax.random.PRNGKey(0), 1.0)
+  updates, new_state = jax.jit(tx.update)({"w": jnp.ones(3)}, state, jax.tree.map(
+      lambda w: w.astype(jnp.float32), params))
+  assert updates["w"].dtype == jnp.float32 and new_state.lam["w"].dtype == expected
+  with pytest.raises(ValueError, match="lam_dtype must be a floating dtype"):
+    bayesbinn(1e-3, 10, lam_dtype=jnp.int32)
 
 
 def test_init_lambda_signs_and_noise():
@@ -214,13 +237,13 @@ def test_init_lambda_signs_and_noise():
   assert abs(deviation.std() - 2.0) < 0.2
 
 
-def test_same_seed_gives_bitwise_identical_runs_and_other_seeds_differ():
+def test_same_key_gives_bitwise_identical_runs_and_other_keys_differ():
   params = {"w": jnp.zeros((16, 8))}
 
-  def run(seed):
-    tx = bayesbinn(1e-2, 100, momentum=0.9, seed=seed)
+  def run(key):
+    tx = bayesbinn(1e-2, 100, momentum=0.9, key=key)
     state = tx.init(params)
-    w = sample_relaxed(state.lam, jax.random.PRNGKey(seed), 1.0)
+    w = sample_relaxed(state.lam, jax.random.PRNGKey(0), 1.0)
     for _ in range(5):
       updates, state = jax.jit(tx.update)({"w": jnp.sin(w["w"])}, state, w)
       w = optax.apply_updates(w, updates)
@@ -228,6 +251,24 @@ def test_same_seed_gives_bitwise_identical_runs_and_other_seeds_differ():
 
   np.testing.assert_array_equal(run(1), run(1))
   assert not np.array_equal(run(1), run(2))
+  # An int seed s is the raw key PRNGKey(s); a typed key with the same data draws the same.
+  np.testing.assert_array_equal(run(1), run(jax.random.PRNGKey(1)))
+  np.testing.assert_array_equal(run(1), run(jax.random.wrap_key_data(jax.random.PRNGKey(1))))
+  np.testing.assert_array_equal(run(np.int64(1)), run(1))
+
+
+def test_the_state_keeps_the_kind_of_key_given():
+  params = {"w": jnp.zeros(3)}
+  typed = bayesbinn(1e-3, 10, key=jax.random.key(0)).init(params).key
+  assert jnp.issubdtype(typed.dtype, jax.dtypes.prng_key)
+  raw = bayesbinn(1e-3, 10, key=0).init(params).key
+  assert raw.dtype == jnp.uint32 and raw.shape == (2,)
+
+
+@pytest.mark.parametrize("key", [1.5, True, jnp.zeros(2, jnp.float32), jnp.zeros(3, jnp.uint32), "0"])
+def test_bad_key_is_refused(key):
+  with pytest.raises(ValueError, match="key must be an int seed"):
+    bayesbinn(1e-3, 10, key=key)
 
 
 def test_num_samples_stacked_params_give_stacked_updates():
@@ -241,6 +282,28 @@ def test_num_samples_stacked_params_give_stacked_updates():
   new_params = optax.apply_updates(params, updates)
   # The K new samples are distinct draws.
   assert not np.allclose(new_params["w"][0], new_params["w"][1])
+
+
+def test_init_takes_one_network_or_k_stacked_networks():
+  tx = bayesbinn(1e-3, 100, num_samples=3, key=0)
+  one = {"a": jnp.zeros((5, 2)), "b": jnp.zeros(())}
+  stacked = jax.tree.map(lambda x: jnp.zeros((3, *x.shape), jnp.bfloat16), one)
+  from_one, from_stacked = tx.init(one), tx.init(stacked)
+  for a, b in zip(jax.tree.leaves(from_one), jax.tree.leaves(from_stacked), strict=True):
+    np.testing.assert_array_equal(a, b)  # same lambda (float32), count, key
+  assert from_stacked.lam["a"].shape == (5, 2) and from_stacked.lam["b"].shape == ()
+  # K = 1: a leading axis is part of the network.
+  assert bayesbinn(1e-3, 100).init(stacked).lam["a"].shape == (3, 5, 2)
+
+
+def test_update_accepts_extra_arguments():
+  tx = bayesbinn(1e-3, 10)
+  state = tx.init({"w": jnp.zeros(3)})
+  params = sample_relaxed(state.lam, jax.random.PRNGKey(0), 1.0)
+  plain = tx.update({"w": jnp.ones(3)}, state, params)
+  extra = tx.update({"w": jnp.ones(3)}, state, params, value=jnp.asarray(1.0), loss=2.0)
+  for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(extra), strict=True):
+    np.testing.assert_array_equal(a, b)
 
 
 class TestCompositions:
@@ -330,6 +393,17 @@ class TestBadInput:
     with pytest.raises(ValueError, match="num_samples=2 needs params and grads stacked"):
       stacked.update({"w": jnp.zeros(3)}, stacked.init({"w": jnp.zeros(3)}), {"w": jnp.zeros(3)})
 
+  def test_non_floating_leaf_is_named_at_init_and_update(self):
+    tx = bayesbinn(1e-3, 10)
+    params = {"w": jnp.zeros(3), "step": jnp.zeros((), jnp.int32)}
+    with pytest.raises(ValueError, match=r"params at \['step'\] has dtype int32.*multi_transform"):
+      tx.init(params)
+    state = tx.init({"w": jnp.zeros(3)})
+    with pytest.raises(ValueError, match=r"grads at \['w'\] has dtype int32"):
+      tx.update({"w": jnp.zeros(3, jnp.int32)}, state, {"w": jnp.zeros(3)})
+    with pytest.raises(ValueError, match=r"params at \['w'\] has dtype int32"):
+      tx.update({"w": jnp.zeros(3)}, state, {"w": jnp.zeros(3, jnp.int32)})
+
   def test_grads_not_shaped_like_params(self):
     tx = bayesbinn(1e-3, 10)
     state = tx.init({"w": jnp.zeros(3)})
@@ -338,4 +412,4 @@ class TestBadInput:
 
 
 def test_state_fields_are_the_public_api():
-  assert BayesBiNNState._fields == ("count", "lam", "momentum", "prior_lam", "key")
+  assert BayesBiNNState._fields == ("count", "lam", "momentum", "prior_lam", "key", "notfinite_count")

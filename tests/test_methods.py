@@ -20,8 +20,8 @@ Y = jnp.asarray(np.arange(16) % 2, jnp.int32)
 
 def make(name, **overrides):
   config = preset("two-moons", name) | {"seed": 0} | overrides
-  method = build_method(name, config, steps_per_epoch=1, train_set_size=16)
-  state = create_train_state(ToyMLP(quantizer=method.quantizer), method, X[:1], jax.random.PRNGKey(0))
+  method = build_method(name, config, steps_per_epoch=1, train_set_size=16, key=jax.random.key(0))
+  state = create_train_state(ToyMLP(quantizer=method.quantizer), method, X[:1], 0)
   return method, state
 
 
@@ -85,7 +85,7 @@ def test_one_jitted_step_serves_every_optimizer(name):
 
 def test_unknown_optimizer():
   with pytest.raises(ValueError, match="optimizer must be one of"):
-    build_method("sgd", {}, steps_per_epoch=1, train_set_size=1)
+    build_method("sgd", {}, steps_per_epoch=1, train_set_size=1, key=jax.random.key(0))
 
 
 def test_a_nonfinite_step_is_skipped_and_leaves_the_state_unchanged():
@@ -106,10 +106,10 @@ def test_bayesbinn_step_keeps_no_copy_of_the_state(train_samples):
   # weight-sized temporaries are the K gradients. A copy of lambda or params (what
   # an unlucky fusion of the update forces, docs/architecture.md) adds one more.
   config = preset("mnist", "bayesbinn") | {"seed": 0, "train_samples": train_samples}
-  method = build_method("bayesbinn", config, steps_per_epoch=1, train_set_size=100)
+  method = build_method("bayesbinn", config, steps_per_epoch=1, train_set_size=100, key=jax.random.key(0))
   model = MnistMLP(hidden=256, depth=2, quantizer=method.quantizer)
   x = jnp.zeros((4, 28, 28))
-  state = create_train_state(model, method, x[:1], jax.random.PRNGKey(0))
+  state = create_train_state(model, method, x[:1], 0)
   compiled = make_train_step(method, "classification").lower(state, x, jnp.zeros(4, jnp.int32)).compile()
   weight_bytes = 4 * sum(np.size(l) for l in jax.tree.leaves(find_state(state.opt_state, BayesBiNNState).lam))
   temp = compiled.memory_analysis().temp_size_in_bytes

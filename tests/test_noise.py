@@ -50,7 +50,7 @@ def test_logistic_noise_moments():
 
 
 def test_bad_generator_is_refused():
-  with pytest.raises(ValueError, match="rng must be one of"):
-    bayesbinn(1e-3, 10, rng="mersenne")
-  with pytest.raises(ValueError, match="rng must be one of"):
+  with pytest.raises(ValueError, match="generator must be one of"):
+    bayesbinn(1e-3, 10, generator="mersenne")
+  with pytest.raises(ValueError, match="generator must be one of"):
     logistic(jax.random.PRNGKey(0), (3,), jnp.float32, "mersenne")

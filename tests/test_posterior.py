@@ -1,4 +1,5 @@
-"""Tests of the posterior helpers: sampling law, point estimates, predictive, mc_apply."""
+"""Tests of the posterior helpers: sampling law, point estimates, predictive, mc_apply,
+and the helpers that read the posterior from a composed optimizer state."""
 
 from __future__ import annotations
 
@@ -6,33 +7,40 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from scipy.special import expit
 
 from bayesbinn_jax.nn.monte_carlo import mc_apply
+from bayesbinn_jax.optim.bayesbinn import bayesbinn
 from bayesbinn_jax.optim.posterior import (
+    mc_outputs,
+    mean_params,
+    mode_params,
     posterior_as_prior,
+    posterior_lambda,
     posterior_mean,
     posterior_mode,
     predictive_probs,
     sample_binary,
+    sample_params,
     sample_relaxed,
 )
 
 LAMBDAS = np.array([-2.0, -0.7, -0.1, 0.0, 0.25, 1.0, 3.0], np.float32)
 
 
-@pytest.mark.parametrize("rng", ["counter", "threefry"])
+@pytest.mark.parametrize("generator", ["counter", "threefry"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("sampler", ["binary", "relaxed_tau_1e-10"])
-def test_sampling_law_p_plus_one_is_sigmoid_two_lambda(sampler, dtype, rng):
+def test_sampling_law_p_plus_one_is_sigmoid_two_lambda(sampler, dtype, generator):
   n = 40000
   lam = {"w": jnp.asarray(LAMBDAS, dtype)}
   if sampler == "binary":
-    draws = sample_binary(lam, jax.random.PRNGKey(0), n, rng=rng)["w"]
+    draws = sample_binary(lam, jax.random.PRNGKey(0), n, generator=generator)["w"]
   else:
-    draws = jax.jit(sample_relaxed, static_argnums=3, static_argnames="rng")(
-        lam, jax.random.PRNGKey(0), 1e-10, n, rng=rng)["w"]
+    draws = jax.jit(sample_relaxed, static_argnums=3, static_argnames="generator")(
+        lam, jax.random.PRNGKey(0), 1e-10, n, generator=generator)["w"]
   draws = np.asarray(draws, np.float32)
   assert set(np.unique(draws)) <= {-1.0, 1.0}
   frequency = np.mean(draws == 1.0, axis=0)
@@ -45,7 +53,7 @@ def test_sampling_law_p_plus_one_is_sigmoid_two_lambda(sampler, dtype, rng):
 def test_relaxed_sample_formula():
   lam = {"w": jnp.asarray(LAMBDAS)}
   key = jax.random.PRNGKey(3)
-  got = sample_relaxed(lam, key, 0.5, rng="threefry")["w"]
+  got = sample_relaxed(lam, key, 0.5, generator="threefry")["w"]
   (leaf_key,) = jax.random.split(key, 1)
   u_logit = np.asarray(jax.random.logistic(leaf_key, LAMBDAS.shape), np.float64)  # log(u / (1 - u))
   np.testing.assert_allclose(got, np.tanh((LAMBDAS + 0.5 * u_logit) / 0.5), rtol=1e-5, atol=1e-6)
@@ -138,3 +146,121 @@ def test_mc_apply_errors():
     apply({"params": {"a": jnp.zeros((2, 3)), "b": jnp.zeros((3, 3))}}, 1.0)
   with pytest.raises(ValueError, match="loop must be one of"):
     mc_apply(lambda v, x: x, loop="scan")
+
+
+# ------------------------------------------------ helpers on composed optimizer states
+
+
+class _Mixed(nn.Module):
+  """Binary kernels and real biases: every leaf is used by the forward pass."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = jnp.tanh(nn.Dense(5)(x))
+    return nn.Dense(3)(x)
+
+
+def _labels(params):
+  return jax.tree_util.tree_map_with_path(lambda path, _: "binary" if path[-1].key == "kernel" else "real", params)
+
+
+def _mixed(dtype=jnp.float32):
+  model = _Mixed()
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 2)), dtype)
+  params = jax.tree.map(lambda p: (p + 0.25).astype(dtype), model.init(jax.random.PRNGKey(0), x)["params"])
+  tx = optax.multi_transform({"binary": bayesbinn(1e-2, 10, lambda_init=1.0, key=4), "real": optax.adam(1e-2)},
+                             _labels(params))
+  return model, x, params, tx
+
+
+def _kernels_and_biases(tree):
+  return ([tree[layer]["kernel"] for layer in ("Dense_0", "Dense_1")],
+          [tree[layer]["bias"] for layer in ("Dense_0", "Dense_1")])
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_helpers_on_multi_transform_fill_the_real_leaves_from_params(dtype):
+  model, x, params, tx = _mixed(dtype)
+  state = tx.init(params)
+  lam = posterior_lambda(state)
+  assert isinstance(lam["Dense_0"]["bias"], optax.MaskedNode)
+  lam_kernels, _ = _kernels_and_biases(lam)
+  for helper, expected in ((mode_params, lambda l: np.where(l > 0, 1.0, -1.0)), (mean_params, np.tanh)):
+    for fn in (helper, jax.jit(helper)):
+      out = fn(state, params)
+      kernels, biases = _kernels_and_biases(out)
+      for k, l in zip(kernels, lam_kernels):
+        assert k.dtype == dtype
+        np.testing.assert_allclose(np.asarray(k, np.float32), expected(np.asarray(l)), rtol=1e-2)
+      for b, p in zip(biases, _kernels_and_biases(params)[1]):
+        assert b is p or np.array_equal(b, p)
+      model.apply({"params": out}, x)  # the full tree runs the model
+  # Train a step from a relaxed sample, then the predictive runs on the whole model.
+  params = sample_params(state, params, jax.random.PRNGKey(1), temperature=1.0)
+  grads = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, x).astype(jnp.float32) ** 2))(params)
+  updates, state = jax.jit(tx.update)(grads, state, params)
+  params = optax.apply_updates(params, updates)
+  logits_fn = lambda w: model.apply({"params": w}, x)  # noqa: E731
+  probs = predictive_probs(logits_fn, state, jax.random.PRNGKey(2), 8, params=params)
+  assert probs.shape == (6, 3) and probs.dtype == jnp.float32
+  np.testing.assert_allclose(np.sum(probs, axis=-1), 1.0, rtol=1e-5)
+  # The C networks are sample_params(state, params, k) for the split keys.
+  keys = jax.random.split(jax.random.PRNGKey(2), 8)
+  by_hand = np.mean([jax.nn.softmax(logits_fn(sample_params(state, params, k)).astype(jnp.float32), axis=-1)
+                     for k in keys], axis=0)
+  # bfloat16: the vectorised and the one-by-one forward passes round differently.
+  np.testing.assert_allclose(probs, by_hand, atol=1e-6 if dtype == jnp.float32 else 2e-3)
+  with pytest.raises(ValueError, match="pass params="):
+    predictive_probs(logits_fn, state, jax.random.PRNGKey(2), 8)
+
+
+def test_sample_params_equals_the_lambda_tree_samplers_and_stacks():
+  params = {"w": jnp.zeros((4, 3)), "b": jnp.zeros(3)}
+  state = bayesbinn(1e-3, 10, lambda_init=0.5).init(params)
+  key = jax.random.PRNGKey(3)
+  relaxed = sample_params(state, params, key, temperature=0.5, generator="threefry")
+  np.testing.assert_array_equal(relaxed["w"], sample_relaxed(state.lam, key, 0.5, generator="threefry")["w"])
+  binary = sample_params(state, params, key, 4)
+  np.testing.assert_array_equal(binary["w"], sample_binary(state.lam, key, 4)["w"])
+  assert binary["w"].shape == (4, 4, 3)
+  # On a multi_transform state the unowned leaves are broadcast to the sample axis.
+  tx = optax.multi_transform({"binary": bayesbinn(1e-3, 10), "real": optax.sgd(0.1)}, {"w": "binary", "b": "real"})
+  mixed = sample_params(tx.init(params), {"w": params["w"], "b": jnp.arange(3.0)}, key, 2)
+  assert mixed["w"].shape == (2, 4, 3)
+  np.testing.assert_array_equal(mixed["b"], [[0.0, 1.0, 2.0]] * 2)
+
+
+@pytest.mark.parametrize("wrap", ["bare", "chain", "inject", "multisteps", "apply_if_finite"])
+def test_helpers_find_the_state_in_every_wrapper(wrap):
+  params = {"w": jnp.zeros((4, 3))}
+  inner = bayesbinn(1e-3, 10, lambda_init=1.0, key=5)
+  tx = {
+      "bare": lambda: inner,
+      "chain": lambda: optax.chain(optax.clip(1.0), inner),
+      "inject": lambda: optax.inject_hyperparams(bayesbinn)(learning_rate=1e-3, train_set_size=10,
+                                                            lambda_init=1.0, key=5),
+      "multisteps": lambda: optax.MultiSteps(inner, every_k_schedule=2),
+      "apply_if_finite": lambda: optax.apply_if_finite(inner, 3),
+  }[wrap]()
+  state = tx.init(params)
+  lam = inner.init(params).lam
+  np.testing.assert_array_equal(posterior_lambda(state)["w"], lam["w"])
+  np.testing.assert_array_equal(mode_params(state, params)["w"], posterior_mode(lam)["w"])
+  key = jax.random.PRNGKey(0)
+  np.testing.assert_array_equal(mc_outputs(lambda w: w["w"], state, key, 3),
+                                mc_outputs(lambda w: w["w"], lam, key, 3))
+
+
+def test_helpers_name_what_is_wrong():
+  params = {"w": jnp.zeros((4, 3))}
+  with pytest.raises(ValueError, match="holds no BayesBiNNState"):
+    mode_params(optax.adam(1e-3).init(params), params)
+  state = bayesbinn(1e-3, 10).init(params)
+  with pytest.raises(ValueError, match=r"params at \['w'\] has shape \(5,\)"):
+    mode_params(state, {"w": jnp.zeros(5)})
+  with pytest.raises(ValueError, match="tree structure"):
+    mode_params(state, {"v": jnp.zeros((4, 3))})
+  # K stacked training params are accepted: the mode is one network in their dtype.
+  stacked = {"w": jnp.zeros((2, 4, 3), jnp.bfloat16)}
+  mode = mode_params(state, stacked)["w"]
+  assert mode.shape == (4, 3) and mode.dtype == jnp.bfloat16

@@ -28,49 +28,37 @@ weight, half of Adam's. A step with a NaN or Inf gradient is skipped by a
 select inside the update (``skip_nonfinite``), which XLA fuses into the loops
 that write lambda and the sample; ``optax.apply_if_finite`` does the same
 through a ``lax.cond`` whose branches XLA cannot fuse with the rest of the
-step (measured in ``benchmarks/step_time.py``).
+step (measured in ``benchmarks/step_time.py``). ``state.notfinite_count``
+counts the consecutive skipped steps, as ``optax.apply_if_finite`` does.
+
+Precision. lambda and m are stored in ``lam_dtype`` (float32 by default,
+whatever the params' dtype), and s and the whole update are computed in
+``promote_types(lam_dtype, float32)``; only the sample handed to the model
+takes the params' dtype. In bfloat16 tanh(lambda) rounds to 1 from
+|lambda| ~ 3 and a step below half an ulp of lambda vanishes; in float16 the
+1e-10 guard rounds to 0 (s = 0 / 0).
 """
 
 from __future__ import annotations
 
 import functools
 import operator
-from typing import Any, NamedTuple
+from typing import Any
 
-import chex
 import jax
 import jax.numpy as jnp
 import optax
 
 from bayesbinn_jax import _checks
-from bayesbinn_jax.optim.noise import check_generator
+from bayesbinn_jax.optim import _trees
+from bayesbinn_jax.optim.noise import canonical_key, check_generator
 from bayesbinn_jax.optim.posterior import sample_relaxed
+from bayesbinn_jax.optim.state import BayesBiNNState
 
 PyTree = Any
 
 GUARD = 1e-10
 """The guard of the released code in both the numerator and denominator of s."""
-
-
-class BayesBiNNState(NamedTuple):
-  """State of :func:`bayesbinn`.
-
-  Attributes:
-    count: number of updates applied so far (int32 scalar).
-    lam: natural parameters lambda, a tree shaped like one network's params.
-    momentum: the running average m of the natural gradient, shaped like lam;
-      None when the transform was built with ``momentum=0`` (m is then the
-      natural gradient itself and needs no buffer).
-    prior_lam: the prior's natural parameters lambda_0, or None for the zero
-      prior of a single task (the term is then skipped).
-    key: the PRNG key of the next sample.
-  """
-
-  count: chex.Array
-  lam: PyTree
-  momentum: PyTree | None
-  prior_lam: PyTree | None
-  key: chex.PRNGKey
 
 
 def _one_minus_square(x: jax.Array) -> jax.Array:
@@ -85,19 +73,26 @@ def _one_minus_square(x: jax.Array) -> jax.Array:
   return (one - x) * (one + x)
 
 
+def compute_dtype(lam_dtype: Any) -> jnp.dtype:
+  """The dtype of s and of the update: ``promote_types(lam_dtype, float32)``."""
+  return jnp.promote_types(lam_dtype, jnp.float32)
+
+
 def natural_gradient_scale(
     sample: jax.Array, lam: jax.Array, temperature: float | jax.Array
 ) -> jax.Array:
-  """s = (1 - w^2 + 1e-10) / tau / (1 - tanh(lambda)^2 + 1e-10), in w's dtype.
+  """s = (1 - w^2 + 1e-10) / tau / (1 - tanh(lambda)^2 + 1e-10), in float32 or wider.
 
   The derivative of the relaxed sample w.r.t. lambda over the derivative of
-  the mean mu w.r.t. lambda, with the guards of the released code.
+  the mean mu w.r.t. lambda, with the guards of the released code, computed
+  in :func:`compute_dtype` of lambda's dtype whatever the sample's dtype (in
+  float16 the guard 1e-10 would round to 0).
   """
-  dtype = sample.dtype
+  dtype = compute_dtype(lam.dtype)
   guard = jnp.asarray(GUARD, dtype)
   tau = jnp.asarray(temperature, dtype)
   mu = jnp.tanh(lam.astype(dtype))
-  return (_one_minus_square(sample) + guard) / tau / (_one_minus_square(mu) + guard)
+  return (_one_minus_square(sample.astype(dtype)) + guard) / tau / (_one_minus_square(mu) + guard)
 
 
 def saturate(x: jax.Array) -> jax.Array:
@@ -131,37 +126,10 @@ def mean_over_samples(x: jax.Array) -> jax.Array:
   return functools.reduce(operator.add, [x[i] for i in range(x.shape[0])]) / x.shape[0]
 
 
-def _check_tree_like(name: str, tree: PyTree, reference: PyTree, reference_name: str) -> None:
-  """Raises ValueError unless ``tree`` has the structure and shapes of ``reference``."""
-  tree_def, ref_def = jax.tree.structure(tree), jax.tree.structure(reference)
-  if tree_def != ref_def:
-    raise ValueError(
-        f"{name} must have the tree structure of {reference_name}; got {tree_def}, "
-        f"expected {ref_def}."
-    )
-  for path, leaf, ref in zip(
-      jax.tree_util.tree_flatten_with_path(tree)[0],
-      jax.tree.leaves(tree),
-      jax.tree.leaves(reference),
-      strict=True,
-  ):
-    if jnp.shape(leaf) != jnp.shape(ref):
-      raise ValueError(
-          f"{name} at {jax.tree_util.keystr(path[0])} has shape {jnp.shape(leaf)}, "
-          f"but {reference_name} has {jnp.shape(ref)} there."
-      )
-
-
 def _sample_axis(params: PyTree, lam: PyTree, num_samples: Any) -> int | None:
   """K when params carry a leading Monte Carlo axis of size K, None otherwise."""
   sizes = set()
-  for path, leaf, ref in zip(
-      jax.tree_util.tree_flatten_with_path(params)[0],
-      jax.tree.leaves(params),
-      jax.tree.leaves(lam),
-      strict=True,
-  ):
-    where = jax.tree_util.keystr(path[0])
+  for (where, leaf), ref in zip(_trees.leaves_with_paths(params), jax.tree.leaves(lam), strict=True):
     if leaf.shape == ref.shape:
       sizes.add(None)
     elif leaf.ndim == ref.ndim + 1 and leaf.shape[1:] == ref.shape:
@@ -188,6 +156,48 @@ def _sample_axis(params: PyTree, lam: PyTree, num_samples: Any) -> int | None:
   return size
 
 
+
+
+def _check_not_one_network_grads(grads: PyTree, params: PyTree) -> None:
+  """Raises the ValueError of ``optax.MultiSteps`` initialised on one network with K > 1.
+
+  MultiSteps shapes its gradient accumulator like the params given to its
+  ``init``; initialised on one network, it hands one network's grads (or a
+  broadcast of them) with the K stacked params.
+  """
+  grad_leaves, param_leaves = jax.tree.leaves(grads), jax.tree.leaves(params)
+  if (jax.tree.structure(grads) == jax.tree.structure(params) and grad_leaves
+      and all(jnp.ndim(p) == jnp.ndim(g) + 1 and jnp.shape(p)[1:] == jnp.shape(g)
+              for g, p in zip(grad_leaves, param_leaves))):
+    raise ValueError(
+        f"bayesbinn got grads shaped like one network but params stacked on a leading axis of "
+        f"size {jnp.shape(param_leaves[0])[0]}. Under optax.MultiSteps with num_samples=K > 1, "
+        "call init on the K stacked params (MultiSteps(tx, k).init(stacked_params)), so that "
+        "its gradient accumulator has their shape; otherwise pass the K stacked grads."
+    )
+
+
+def one_network(params: PyTree, num_samples: Any) -> PyTree:
+  """The shapes and dtypes (``jax.ShapeDtypeStruct``s) of one network of ``params``.
+
+  With ``num_samples=K > 1`` (a concrete integer) and every leaf carrying a
+  leading axis of size K, ``params`` are taken as K networks stacked on that
+  axis (what ``optax.MultiSteps`` hands to ``init``: its gradient accumulator
+  is shaped like the params it was initialised on) and the leading axis is
+  dropped; otherwise ``params`` are one network. A one-network tree whose
+  every leaf happens to start with K is therefore read as stacked; the first
+  ``update`` or the model then reports the mismatch of shapes.
+  """
+  leaves = jax.tree.leaves(params)
+  k = _checks.concrete(num_samples)
+  stacked = (k is not None and k > 1 and bool(leaves)
+             and all(jnp.ndim(leaf) >= 1 and jnp.shape(leaf)[0] == k for leaf in leaves))
+  return jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(jnp.shape(leaf)[1:] if stacked else jnp.shape(leaf),
+                                        jnp.result_type(leaf)),
+      params)
+
+
 def bayesbinn(
     learning_rate: optax.ScalarOrSchedule,
     train_set_size: int,
@@ -199,15 +209,27 @@ def bayesbinn(
     lambda_init_std: float = 0.0,
     prior_lambda: PyTree | None = None,
     kl_weight: float = 1.0,
-    seed: int = 0,
-    rng: str = "counter",
+    key: int | jax.Array = 0,
+    generator: str = "counter",
+    lam_dtype: Any = None,
     skip_nonfinite: bool = True,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
   """BayesBiNN (Meng et al. 2020): natural-gradient descent on Bernoulli posteriors.
 
-  Implements the update of the module docstring. ``update(grads, state, params)``
-  needs ``params``: the relaxed sample at which ``grads`` were taken (the
-  params the model holds). It returns ``next_sample - params``.
+  Implements the update of the module docstring. ``update(grads, state,
+  params, **extra_args)`` needs ``params``: the relaxed sample at which
+  ``grads`` were taken (the params the model holds). It returns
+  ``next_sample - params`` in the params' dtype; extra keyword arguments are
+  ignored (``optax.GradientTransformationExtraArgs``).
+
+  Example::
+
+    tx = bayesbinn(1e-3, train_set_size=len(x), key=0)
+    opt_state = tx.init(params)
+    params = bayesbinn_jax.sample_params(opt_state, params, key, temperature=1.0)
+    grads = jax.grad(loss)(params, batch)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)    # the next sample
 
   Args:
     learning_rate: step size alpha, a float or an optax schedule called with
@@ -217,7 +239,9 @@ def bayesbinn(
     temperature: tau of the relaxed sample (1e-10 on MNIST and CIFAR-10).
     num_samples: K Monte Carlo samples per step. With K > 1, the params and
       grads given to ``update`` carry a leading axis of size K and the updates
-      have it too; ``init`` still takes one network's params.
+      have it too. ``init`` takes one network's params, or the K stacked
+      networks (see :func:`one_network`); under ``optax.MultiSteps`` it must
+      be the stacked ones, the shape of the grads it accumulates.
     momentum: beta in [0, 1), with Adam-style bias correction 1 - beta^t.
       A Python 0 keeps no momentum buffer (``state.momentum`` is None); an
       array (e.g. injected by ``optax.inject_hyperparams``) always keeps one.
@@ -225,24 +249,38 @@ def bayesbinn(
     lambda_init_std: standard deviation of Gaussian noise added to the
       initial lambda.
     prior_lambda: the prior's natural parameters lambda_0 (a tree shaped like
-      params), e.g. the posterior of the previous task; None for zero.
+      one network's params), e.g. the posterior of the previous task; None
+      for zero.
     kl_weight: weight of the KL term lambda - lambda_0.
-    seed: seed of the state's PRNG key (initial lambda and every sample).
-    rng: generator of the samples' uniform noise: "counter" (a fast
+    key: the PRNG key of the initial lambda and of every sample: an int seed,
+      a typed key (``jax.random.key``) or a raw ``jax.random.PRNGKey``
+      (optax's convention, as in ``optax.add_noise``). The state keeps the
+      key's kind; an int s gives ``jax.random.PRNGKey(s)``.
+    generator: generator of the samples' uniform noise: "counter" (a fast
       counter-based hash, the default) or "threefry" (``jax.random``); see
       :mod:`bayesbinn_jax.optim.noise`.
+    lam_dtype: dtype of lambda, the momentum and the prior in the state;
+      None (the default) is float32, whatever the params' dtype (optax's
+      ``adam(mu_dtype=...)`` is the precedent). The update is computed in
+      ``promote_types(lam_dtype, float32)``. Under
+      ``optax.inject_hyperparams`` pass a dtype through ``static_args``.
     skip_nonfinite: skip a step whose gradients hold a NaN or Inf: count,
-      lambda, momentum and key stay as they were and the updates are zero
-      (``optax.apply_if_finite``'s contract, without its ``lax.cond``).
-      False lets a non-finite gradient reach lambda.
+      lambda, momentum and key stay as they were, the updates are zero and
+      ``notfinite_count`` grows by one (``optax.apply_if_finite``'s contract,
+      without its ``lax.cond``). False lets a non-finite gradient reach
+      lambda; ``notfinite_count`` then stays 0.
 
   Returns:
-    An ``optax.GradientTransformation`` whose state is :class:`BayesBiNNState`.
+    An ``optax.GradientTransformationExtraArgs`` whose state is
+    :class:`BayesBiNNState`.
 
   Raises:
-    ValueError: for a hyperparameter out of range, naming it; from ``init``
-      for a prior whose structure or shapes differ from params; from
-      ``update`` when params are missing or not shaped like the state.
+    ValueError: for a hyperparameter, key, generator or dtype out of range,
+      naming it; from ``init`` for a params leaf that is not floating point
+      (naming the leaf) or a prior whose structure or shapes differ from one
+      network's params; from ``update`` when params are missing, not
+      floating point or not shaped like the state, or when grads are not
+      shaped like params.
   """
   _checks.check_positive("learning_rate", learning_rate)
   _checks.check_integer("train_set_size", train_set_size, low=1)
@@ -252,69 +290,78 @@ def bayesbinn(
   _checks.check_range("lambda_init", lambda_init, low=0.0)
   _checks.check_range("lambda_init_std", lambda_init_std, low=0.0)
   _checks.check_range("kl_weight", kl_weight, low=0.0)
-  check_generator(rng)
+  check_generator(generator)
+  _trees.check_dtype("lam_dtype", lam_dtype, allow_none=True)
+  lam_dtype = jnp.dtype(jnp.float32 if lam_dtype is None else lam_dtype)
+  initial_key = canonical_key(key)
   keeps_no_momentum = isinstance(momentum, (int, float)) and momentum == 0
 
   def init_fn(params: optax.Params) -> BayesBiNNState:
+    _trees.check_floating("bayesbinn", "params", params)
+    network = one_network(params, num_samples)
     if prior_lambda is not None:
-      _check_tree_like("prior_lambda", prior_lambda, params, "params")
-    key, init_key = jax.random.split(jax.random.PRNGKey(seed))
-    leaves, treedef = jax.tree.flatten(params)
+      _trees.check_tree_like("prior_lambda", prior_lambda, network, "params")
+    state_key, init_key = jax.random.split(initial_key)
+    leaves, treedef = jax.tree.flatten(network)
     lam_leaves = []
     for leaf, leaf_key in zip(leaves, jax.random.split(init_key, max(len(leaves), 1))):
       sign_key, noise_key = jax.random.split(leaf_key)
-      dtype = jnp.asarray(leaf).dtype
-      sign = jnp.where(jax.random.bernoulli(sign_key, 0.5, jnp.shape(leaf)), 1.0, -1.0)
-      noise = jax.random.normal(noise_key, jnp.shape(leaf))
-      lam_leaves.append((sign * lambda_init + lambda_init_std * noise).astype(dtype))
+      sign = jnp.where(jax.random.bernoulli(sign_key, 0.5, leaf.shape), 1.0, -1.0)
+      noise = jax.random.normal(noise_key, leaf.shape)
+      lam_leaves.append((sign * lambda_init + lambda_init_std * noise).astype(lam_dtype))
     lam = jax.tree.unflatten(treedef, lam_leaves)
-    prior = None
-    if prior_lambda is not None:
-      prior = jax.tree.map(lambda p, l: jnp.asarray(p, l.dtype), prior_lambda, lam)
+    prior = None if prior_lambda is None else jax.tree.map(lambda p: jnp.asarray(p, lam_dtype), prior_lambda)
     return BayesBiNNState(
         count=jnp.zeros([], jnp.int32),
         lam=lam,
         momentum=None if keeps_no_momentum else jax.tree.map(jnp.zeros_like, lam),
         prior_lam=prior,
-        key=key,
+        key=state_key,
+        notfinite_count=jnp.zeros([], jnp.int32),
     )
 
   def update_fn(
-      grads: optax.Updates, state: BayesBiNNState, params: optax.Params | None = None
+      grads: optax.Updates, state: BayesBiNNState, params: optax.Params | None = None,
+      **extra_args: Any,
   ) -> tuple[optax.Updates, BayesBiNNState]:
+    del extra_args
     if params is None:
       raise ValueError(
           "bayesbinn needs params: call update(grads, state, params) with the "
           "relaxed sample the model holds (the weights the grads were taken at)."
       )
-    _check_tree_like("grads", grads, params, "params")
+    _check_not_one_network_grads(grads, params)
+    _trees.check_tree_like("grads", grads, params, "params")
+    _trees.check_floating("bayesbinn", "params", params)
+    _trees.check_floating("bayesbinn", "grads", grads)
     size = _sample_axis(params, state.lam, num_samples)
 
     def natural_gradient(g: jax.Array, w: jax.Array, lam: jax.Array) -> jax.Array:
-      scaled = saturate(natural_gradient_scale(w, lam, temperature) * g.astype(w.dtype))
+      dtype = compute_dtype(lam.dtype)
+      scaled = saturate(natural_gradient_scale(w, lam, temperature) * g.astype(dtype))
       if size is not None:
         scaled = mean_over_samples(scaled)
-      return saturate((jnp.asarray(train_set_size, lam.dtype) * scaled).astype(lam.dtype))
+      return saturate(jnp.asarray(train_set_size, dtype) * scaled)
 
     finite = all_finite(grads) if skip_nonfinite else None
 
-    def keep(new: jax.Array, old: jax.Array) -> jax.Array:
-      """``new``, or ``old`` on a skipped step."""
+    def unless_skipped(new: jax.Array, old: jax.Array) -> jax.Array:
+      """``new``, or ``old`` on a step skipped for non-finite gradients."""
       return new if finite is None else jnp.where(finite, new, old)
 
     g_hat = jax.tree.map(natural_gradient, grads, params, state.lam)
     if state.prior_lam is None:
-      direction = jax.tree.map(lambda g, l: saturate(g + kl_weight * l), g_hat, state.lam)
+      direction = jax.tree.map(lambda g, l: saturate(g + kl_weight * l.astype(g.dtype)), g_hat, state.lam)
     else:
       direction = jax.tree.map(
-          lambda g, l, p: saturate(g + kl_weight * (l - p)), g_hat, state.lam, state.prior_lam
-      )
+          lambda g, l, p: saturate(g + kl_weight * (l.astype(g.dtype) - p.astype(g.dtype))),
+          g_hat, state.lam, state.prior_lam)
     beta = momentum
     if state.momentum is None:
       new_momentum, step_direction = None, direction
     else:
       new_momentum = jax.tree.map(
-          lambda m, d: keep(saturate((beta * m + (1 - beta) * d).astype(m.dtype)), m),
+          lambda m, d: unless_skipped(saturate((beta * m.astype(d.dtype) + (1 - beta) * d).astype(m.dtype)), m),
           state.momentum, direction)
       step_direction = new_momentum
     t = optax.safe_increment(state.count)
@@ -323,17 +370,26 @@ def bayesbinn(
       # Floored: a momentum that rounds to 1 (0.999 injected in bfloat16) must not divide by 0.
       step_size = step_size / jnp.maximum(
           1 - jnp.asarray(beta, jnp.float32) ** t.astype(jnp.float32), jnp.finfo(jnp.float32).tiny)
-    new_lam = jax.tree.map(
-        lambda l, d: keep(saturate((l - step_size * d).astype(l.dtype)), l),
-        state.lam,
-        step_direction,
-    )
+
+    def lambda_step(l: jax.Array, d: jax.Array) -> jax.Array:
+      dtype = compute_dtype(l.dtype)
+      new = saturate((l.astype(dtype) - step_size * d.astype(dtype)).astype(l.dtype))
+      return unless_skipped(new, l)
+
+    new_lam = jax.tree.map(lambda_step, state.lam, step_direction)
     next_key, sample_key = jax.random.split(state.key)
-    next_sample = sample_relaxed(new_lam, sample_key, temperature, size, rng=rng)
-    updates = jax.tree.map(lambda new, old: keep(new - old, jnp.zeros_like(old)), next_sample, params)
+    next_sample = sample_relaxed(new_lam, sample_key, temperature, size, generator=generator)
+    updates = jax.tree.map(
+        lambda new, old: unless_skipped(new.astype(old.dtype) - old, jnp.zeros_like(old)), next_sample, params)
+    if finite is None:
+      notfinite_count = state.notfinite_count
+    else:
+      notfinite_count = jnp.where(finite, jnp.zeros_like(state.notfinite_count),
+                                  optax.safe_increment(state.notfinite_count))
     return updates, BayesBiNNState(
-        count=keep(t, state.count), lam=new_lam, momentum=new_momentum, prior_lam=state.prior_lam,
-        key=keep(next_key, state.key)
+        count=unless_skipped(t, state.count), lam=new_lam, momentum=new_momentum,
+        prior_lam=state.prior_lam, key=unless_skipped(next_key, state.key),
+        notfinite_count=notfinite_count,
     )
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -34,13 +34,14 @@ The fraction of binary weights flipped by the last step is
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from bayesbinn_jax._checks import check_range
+from bayesbinn_jax.optim import _trees
 
 
 class BopState(NamedTuple):
@@ -48,7 +49,8 @@ class BopState(NamedTuple):
 
   Attributes:
     count: number of updates done so far (int32); schedules are called with it.
-    momentum: the moving average ``m`` of the gradients, shaped like params.
+    momentum: the moving average ``m`` of the gradients, shaped like params,
+      in float32 or wider (``state_dtype``).
     flip_fraction: fraction of all weights flipped by the last update (float32
       scalar; 0 before the first update).
   """
@@ -69,7 +71,9 @@ def binarize_params(params: optax.Params) -> optax.Params:
 def bop(
     threshold: optax.ScalarOrSchedule,
     gamma: optax.ScalarOrSchedule,
-) -> optax.GradientTransformation:
+    *,
+    state_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
   """The Bop optimizer for binary weights.
 
   With ``t`` the update count from 0 (schedules are called with it)::
@@ -82,18 +86,30 @@ def bop(
     threshold: flipping threshold ``tau``, a float >= 0 or an optax schedule.
     gamma: adaptivity rate of the moving average, a float in (0, 1] or an
       optax schedule.
+    state_dtype: dtype of the momentum; None (the default) keeps each leaf's
+      in ``promote_types(params dtype, float32)``: with gamma = 1e-5 a
+      bfloat16 average could never move.
 
   Returns:
-    An ``optax.GradientTransformation`` with state :class:`BopState`;
-    ``update`` needs ``params`` (the current +-1 weights).
+    An ``optax.GradientTransformationExtraArgs`` with state
+    :class:`BopState`; ``update`` needs ``params`` (the current +-1 weights)
+    and returns updates in the params' dtype.
+
+  Raises:
+    ValueError: for a hyperparameter out of range; from ``init`` and
+      ``update`` for a params or grads leaf that is not floating point, naming
+      the leaf, or grads not shaped like params.
   """
   check_range("threshold", threshold, low=0.0)
   check_range("gamma", gamma, low=0.0, low_inclusive=False, high=1.0)
+  _trees.check_dtype("state_dtype", state_dtype, allow_none=True)
 
   def init_fn(params: optax.Params) -> BopState:
+    _trees.check_floating("bop", "params", params)
     return BopState(
         count=jnp.zeros([], jnp.int32),
-        momentum=jax.tree.map(jnp.zeros_like, params),
+        momentum=jax.tree.map(
+            lambda p: jnp.zeros(jnp.shape(p), _trees.state_dtype(state_dtype, jnp.result_type(p))), params),
         flip_fraction=jnp.zeros([], jnp.float32),
     )
 
@@ -101,21 +117,26 @@ def bop(
       updates: optax.Updates,
       state: BopState,
       params: optax.Params | None = None,
+      **extra_args: Any,
   ) -> tuple[optax.Updates, BopState]:
+    del extra_args
     if params is None:
       raise ValueError(
           "bop needs the current binary weights: call "
           "tx.update(grads, opt_state, params), not tx.update(grads, opt_state)."
       )
+    _trees.check_tree_like("grads", updates, params, "params")
+    _trees.check_floating("bop", "params", params)
+    _trees.check_floating("bop", "grads", updates)
     tau = threshold(state.count) if callable(threshold) else threshold
     rate = gamma(state.count) if callable(gamma) else gamma
 
     momentum = jax.tree.map(
-        lambda m, g: ((1 - rate) * m + rate * g).astype(m.dtype),
+        lambda m, g: ((1 - rate) * m + rate * g.astype(m.dtype)).astype(m.dtype),
         state.momentum,
         updates,
     )
-    flips = jax.tree.map(lambda w, m: w * m > tau, params, momentum)
+    flips = jax.tree.map(lambda w, m: w.astype(m.dtype) * m > tau, params, momentum)
     new_updates = jax.tree.map(
         lambda w, flip: jnp.where(flip, -2 * w, jnp.zeros_like(w)),
         params,
@@ -137,4 +158,4 @@ def bop(
     )
     return new_updates, new_state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -5,21 +5,59 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import jax
+import jax.numpy as jnp
+import optax
+
+from bayesbinn_jax.optim.state import BayesBiNNState
 
 State = TypeVar("State")
 
 
+def find_states(opt_state: Any, state_type: type | tuple[type, ...]) -> list[Any]:
+  """Every outermost ``state_type`` node inside ``opt_state``, in tree order.
+
+  ``opt_state`` may be the state itself or nest it in ``optax.chain``,
+  ``multi_transform``, ``apply_if_finite``, ``inject_hyperparams`` or
+  ``MultiSteps`` (any pytree of NamedTuples, tuples and dicts). A node of
+  ``state_type`` nested inside another is not listed.
+  """
+  is_state = lambda node: isinstance(node, state_type)  # noqa: E731
+  return [node for node in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(node)]
+
+
 def find_state(opt_state: Any, state_type: type[State]) -> State:
-  """The single ``state_type`` inside ``opt_state``: itself, or nested in
-  ``optax.chain``, ``multi_transform``, ``apply_if_finite``, ``inject_hyperparams``.
+  """The single ``state_type`` inside ``opt_state`` (see :func:`find_states`).
 
   Raises:
     ValueError: when ``opt_state`` holds none, or more than one.
   """
-  is_state = lambda node: isinstance(node, state_type)  # noqa: E731
-  found = [node for node in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(node)]
+  found = find_states(opt_state, state_type)
   if len(found) != 1:
     raise ValueError(
         f"expected exactly one {state_type.__name__} in the optimizer state; found {len(found)}."
     )
   return found[0]
+
+
+def nonfinite_count(opt_state: Any) -> jax.Array:
+  """Consecutive steps skipped for NaN or Inf gradients, read from any optimizer state.
+
+  The ``notfinite_count`` (int32 scalar) of the :class:`BayesBiNNState` or
+  ``optax.ApplyIfFiniteState`` inside ``opt_state`` (bare, or nested in
+  chain, multi_transform, inject_hyperparams, MultiSteps); with several
+  (e.g. BayesBiNN and an ``apply_if_finite`` Adam under multi_transform), the
+  largest, so that the step just taken was skipped by one of them exactly
+  when the count is > 0. An ``apply_if_finite`` around a BayesBiNN
+  transform answers for both (its inner state never sees a non-finite step).
+  Under ``MultiSteps`` the count changes only on the steps that update.
+
+  Raises:
+    ValueError: when ``opt_state`` holds neither state.
+  """
+  counts = [node.notfinite_count for node in find_states(opt_state, (BayesBiNNState, optax.ApplyIfFiniteState))]
+  if not counts:
+    raise ValueError(
+        "the optimizer state holds no non-finite counter: build the transform with "
+        "bayesbinn(..., skip_nonfinite=True) or wrap it in optax.apply_if_finite."
+    )
+  return counts[0] if len(counts) == 1 else jnp.max(jnp.stack(counts))

@@ -27,8 +27,40 @@ GENERATORS = ("counter", "threefry")
 def check_generator(generator: str) -> str:
   """Returns ``generator`` or raises ValueError naming the accepted ones."""
   if generator not in GENERATORS:
-    raise ValueError(f"rng must be one of {GENERATORS}; got {generator!r}.")
+    raise ValueError(f"generator must be one of {GENERATORS}; got {generator!r}.")
   return generator
+
+
+def canonical_key(key: int | jax.Array, name: str = "key") -> jax.Array:
+  """A PRNG key from an int seed, a typed key (``jax.random.key``) or a raw ``PRNGKey``.
+
+  An int seed ``s`` (a Python or NumPy int, or an integer scalar array, as
+  ``optax.inject_hyperparams`` hands on an int default) gives the raw key
+  ``jax.random.PRNGKey(s)`` (uint32 words, which NumPy-based checkpoints store
+  as they are); a key, typed or raw, is returned unchanged, so a typed key
+  keeps its implementation.
+
+  Raises:
+    ValueError: naming ``name`` when ``key`` is none of these (a float, a bool, a
+      string, a uint32 array of the wrong shape).
+  """
+  if isinstance(key, (bool, np.bool_)):
+    raise ValueError(f"{name} must be an int seed or a PRNG key; got {key!r}.")
+  if isinstance(key, (int, np.integer)):
+    return jax.random.PRNGKey(int(key))
+  dtype = getattr(key, "dtype", None)
+  shape = getattr(key, "shape", None)
+  if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
+    return key
+  raw_shape = jax.random.key_data(jax.random.key(0)).shape
+  if dtype == jnp.uint32 and shape == raw_shape:
+    return jnp.asarray(key)
+  if dtype is not None and jnp.issubdtype(dtype, jnp.integer) and shape == ():
+    return jax.random.PRNGKey(key)
+  raise ValueError(
+      f"{name} must be an int seed, a typed key (jax.random.key) or a raw key "
+      f"(jax.random.PRNGKey, uint32 of shape {raw_shape}); got {key!r}."
+  )
 
 
 def _mix(x: jax.Array) -> jax.Array:

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from bayesbinn_jax._checks import check_integer, check_positive, check_range
+from bayesbinn_jax.optim import _trees
 from bayesbinn_jax.optim.nested import find_state
 
 
@@ -38,9 +39,11 @@ class PMFState(NamedTuple):
   Attributes:
     count: number of updates done so far (int32); the learning-rate schedule
       is called with it.
-    latent: the latent real weights ``u``, shaped like params.
+    latent: the latent real weights ``u``, shaped like params, in float32 or
+      wider (``state_dtype``).
     beta: the current projection sharpness (float32 scalar), 1 at init.
-    adam_state: the ``optax.ScaleByAdamState`` of the Adam step on ``u``.
+    adam_state: the ``optax.ScaleByAdamState`` of the Adam step on ``u``
+      (moments in the latent's dtype).
   """
 
   count: jax.Array
@@ -76,7 +79,8 @@ def pmf(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
-) -> optax.GradientTransformation:
+    state_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
   """Proximal mean-field: Adam on latent weights, network weights tanh(beta u).
 
   With ``t`` the update count from 0, ``g`` the gradient with respect to the
@@ -104,10 +108,19 @@ def pmf(
     b1: Adam first-moment decay, in [0, 1).
     b2: Adam second-moment decay, in [0, 1).
     eps: Adam epsilon, >= 0.
+    state_dtype: dtype of ``u`` and of Adam's moments; None (the default)
+      keeps each leaf's in ``promote_types(params dtype, float32)``. The
+      update is computed in that dtype and cast to the params' dtype.
 
   Returns:
-    An ``optax.GradientTransformation`` with state :class:`PMFState`;
-    ``update`` needs ``params`` (the weights the network used).
+    An ``optax.GradientTransformationExtraArgs`` with state
+    :class:`PMFState`; ``update`` needs ``params`` (the weights the network
+    used).
+
+  Raises:
+    ValueError: for a hyperparameter out of range; from ``init`` and
+      ``update`` for a params or grads leaf that is not floating point, naming
+      the leaf, or grads not shaped like params.
   """
   check_positive("learning_rate", learning_rate)
   check_range("rho", rho, low=1.0)
@@ -117,10 +130,13 @@ def pmf(
   check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
   check_range("b2", b2, low=0.0, high=1.0, high_inclusive=False)
   check_range("eps", eps, low=0.0)
+  _trees.check_dtype("state_dtype", state_dtype, allow_none=True)
   adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
 
   def init_fn(params: optax.Params) -> PMFState:
-    latent = jax.tree.map(lambda p: jnp.array(p, copy=True), params)
+    _trees.check_floating("pmf", "params", params)
+    latent = jax.tree.map(
+        lambda p: jnp.array(p, _trees.state_dtype(state_dtype, jnp.result_type(p)), copy=True), params)
     return PMFState(
         count=jnp.zeros([], jnp.int32),
         latent=latent,
@@ -132,17 +148,22 @@ def pmf(
       updates: optax.Updates,
       state: PMFState,
       params: optax.Params | None = None,
+      **extra_args: Any,
   ) -> tuple[optax.Updates, PMFState]:
+    del extra_args
     if params is None:
       raise ValueError(
           "pmf needs the current network weights: call "
           "tx.update(grads, opt_state, params), not tx.update(grads, opt_state)."
       )
+    _trees.check_tree_like("grads", updates, params, "params")
+    _trees.check_floating("pmf", "params", params)
+    _trees.check_floating("pmf", "grads", updates)
     beta = state.beta
 
     def latent_grad(g: jax.Array, u: jax.Array) -> jax.Array:
       w = jnp.tanh(beta * u)
-      d = g * beta * (1 - w * w) + weight_decay * u
+      d = g.astype(u.dtype) * beta * (1 - w * w) + weight_decay * u
       return d.astype(u.dtype)
 
     grads_u = jax.tree.map(latent_grad, updates, state.latent)
@@ -158,7 +179,7 @@ def pmf(
         grow, jnp.minimum(beta * rho, beta_max), beta
     ).astype(jnp.float32)
     new_updates = jax.tree.map(
-        lambda u, w: (jnp.tanh(new_beta * u) - w).astype(jnp.asarray(w).dtype),
+        lambda u, w: jnp.tanh(new_beta * u).astype(jnp.asarray(w).dtype) - w,
         latent,
         params,
     )
@@ -166,7 +187,7 @@ def pmf(
         count=count, latent=latent, beta=new_beta, adam_state=adam_state
     )
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def _map_latent(
@@ -183,7 +204,7 @@ def _map_latent(
       )
     return jax.tree.map(fn, latent)
   return jax.tree.map(
-      lambda u, p: p if masked(u) else fn(u), latent, params, is_leaf=masked
+      lambda u, p: p if masked(u) else fn(u).astype(jnp.asarray(p).dtype), latent, params, is_leaf=masked
   )
 
 
@@ -194,7 +215,8 @@ def pmf_weights(state: Any, params: optax.Params | None = None) -> optax.Params:
   ``state`` is a :class:`PMFState` or any optimizer state holding exactly one
   (e.g. inside ``optax.chain`` or ``optax.multi_transform``). Leaves that pmf
   does not own (``optax.MaskedNode`` under ``multi_transform``) are taken
-  from ``params``, which is then required.
+  from ``params``, which is then required. With ``params`` the result takes
+  their dtype; without, the latent's (float32 or wider by default).
   """
   beta = find_state(state, PMFState).beta
   return _map_latent(lambda u: jnp.tanh(beta * u).astype(u.dtype), state, params)

@@ -5,8 +5,31 @@ parameter lambda:
 
     P(w = +1) = sigmoid(2 lambda),      E[w] = mu = tanh(lambda).
 
-Every function here takes the tree of lambdas (``state.lam`` of
-:func:`bayesbinn_jax.bayesbinn`) and, where it draws, an explicit key.
+Two layers of functions. The lambda-tree functions (:func:`sample_relaxed`,
+:func:`sample_binary`, :func:`posterior_mode`, :func:`posterior_mean`,
+:func:`posterior_as_prior`) take the tree of lambdas (``state.lam`` of
+:func:`bayesbinn_jax.bayesbinn`) and return trees in lambda's dtype.
+
+The state helpers (:func:`mode_params`, :func:`mean_params`,
+:func:`sample_params`) take the optimizer state, bare or composed
+(``optax.chain``, ``multi_transform``, ``inject_hyperparams``, ``MultiSteps``,
+``apply_if_finite``), and the current params, as optax's
+``schedule_free_eval_params(state, params)`` does, and return a tree shaped
+like one network's params: the leaves BayesBiNN trains come from lambda, in
+the params' dtype; every other leaf (``optax.MaskedNode`` in BayesBiNN's state
+under ``multi_transform``: BatchNorm scales trained by Adam, say) comes from
+``params``. The predictives (:func:`mc_outputs`, :func:`predictive_probs`)
+take either. Every draw takes an explicit key.
+
+Example (``labels`` gives "binary" to kernels, "real" to the rest)::
+
+  tx = optax.multi_transform({"binary": bayesbinn(1e-3, n), "real": optax.adam(1e-3)}, labels)
+  opt_state = tx.init(params)
+  params = sample_params(opt_state, params, key, temperature=1.0)   # train from here
+  ...
+  mode = mode_params(opt_state, params)     # +-1 kernels, trained BatchNorm scales
+  probs = predictive_probs(lambda w: model.apply({"params": w}, x), opt_state, key, 32,
+                           params=params)
 """
 
 from __future__ import annotations
@@ -15,8 +38,11 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import optax
 
+from bayesbinn_jax.optim.nested import find_states
 from bayesbinn_jax.optim.noise import logistic
+from bayesbinn_jax.optim.state import BayesBiNNState
 
 PyTree = Any
 
@@ -26,14 +52,14 @@ def _noise_dtype(dtype: jnp.dtype) -> jnp.dtype:
   return jnp.promote_types(dtype, jnp.float32)
 
 
-def _logistic_noise(lam: PyTree, key: jax.Array, num_samples: int | None, rng: str) -> PyTree:
+def _logistic_noise(lam: PyTree, key: jax.Array, num_samples: int | None, generator: str) -> PyTree:
   """delta = 0.5 * log(u / (1 - u)), u ~ U(0, 1), one per weight (and per sample)."""
   leaves, treedef = jax.tree.flatten(lam)
   keys = jax.random.split(key, max(len(leaves), 1))
   noise = []
   for leaf, leaf_key in zip(leaves, keys):
     shape = leaf.shape if num_samples is None else (num_samples, *leaf.shape)
-    noise.append(0.5 * logistic(leaf_key, shape, _noise_dtype(leaf.dtype), rng))
+    noise.append(0.5 * logistic(leaf_key, shape, _noise_dtype(leaf.dtype), generator))
   return jax.tree.unflatten(treedef, noise)
 
 
@@ -43,7 +69,7 @@ def sample_relaxed(
     temperature: float | jax.Array = 1.0,
     num_samples: int | None = None,
     *,
-    rng: str = "counter",
+    generator: str = "counter",
 ) -> PyTree:
   """Relaxed (Gumbel-softmax) binary sample, the weights BayesBiNN trains at.
 
@@ -53,9 +79,10 @@ def sample_relaxed(
   sigmoid(2 lambda). With ``num_samples=K`` every leaf gets a leading axis of
   size K (one network per Monte Carlo sample, the layout ``bayesbinn`` expects
   with ``num_samples=K``). Use it for the first params to train from.
-  ``rng`` picks the generator of u (:mod:`bayesbinn_jax.optim.noise`).
+  ``generator`` picks the generator of u (:mod:`bayesbinn_jax.optim.noise`).
+  The sample is computed in at least float32 and returned in lambda's dtype.
   """
-  noise = _logistic_noise(lam, key, num_samples, rng)
+  noise = _logistic_noise(lam, key, num_samples, generator)
 
   def sample(leaf: jax.Array, delta: jax.Array) -> jax.Array:
     tau = jnp.asarray(temperature, delta.dtype)
@@ -65,14 +92,14 @@ def sample_relaxed(
 
 
 def sample_binary(
-    lam: PyTree, key: jax.Array, num_samples: int | None = None, *, rng: str = "counter"
+    lam: PyTree, key: jax.Array, num_samples: int | None = None, *, generator: str = "counter"
 ) -> PyTree:
   """Exact binary sample w in {-1, +1} with P(w = +1) = sigmoid(2 lambda).
 
   Drawn as sign(lambda + delta) with the noise of :func:`sample_relaxed`, so it is
-  the tau -> 0 limit of the relaxed sample for the same key and ``rng``.
+  the tau -> 0 limit of the relaxed sample for the same key and ``generator``.
   """
-  noise = _logistic_noise(lam, key, num_samples, rng)
+  noise = _logistic_noise(lam, key, num_samples, generator)
 
   def sample(leaf: jax.Array, delta: jax.Array) -> jax.Array:
     one = jnp.ones((), leaf.dtype)
@@ -102,45 +129,217 @@ def posterior_as_prior(lam: PyTree) -> PyTree:
   return jax.tree.map(jnp.array, lam)
 
 
+def _masked(node: Any) -> bool:
+  return isinstance(node, optax.MaskedNode)
+
+
+def posterior_lambda(opt_state: Any) -> PyTree:
+  """The tree of lambdas of every BayesBiNN state in ``opt_state``, merged.
+
+  One :class:`BayesBiNNState` gives its ``lam``; several (one per
+  ``multi_transform`` group, say) give one tree holding, at each leaf, the
+  lambda of the state that trains it. Leaves no BayesBiNN state trains are
+  ``optax.MaskedNode``.
+
+  Raises:
+    ValueError: when ``opt_state`` holds no BayesBiNN state, when their lambda
+      trees differ in structure, or when two train the same leaf.
+  """
+  lams = [state.lam for state in find_states(opt_state, BayesBiNNState)]
+  if not lams:
+    raise ValueError(
+        "the optimizer state holds no BayesBiNNState: pass the state of a transform "
+        "built with bayesbinn (bare or inside chain, multi_transform, MultiSteps...)."
+    )
+  if len(lams) == 1:
+    return lams[0]
+
+  def merge(*leaves: Any) -> Any:
+    owned = [leaf for leaf in leaves if not _masked(leaf)]
+    if len(owned) > 1:
+      raise ValueError("two BayesBiNN states in the optimizer state train the same leaf.")
+    return owned[0] if owned else optax.MaskedNode()
+
+  try:
+    return jax.tree.map(merge, *lams, is_leaf=_masked)
+  except (TypeError, ValueError) as error:
+    if "train the same leaf" in str(error):
+      raise
+    raise ValueError(
+        "the BayesBiNN states in the optimizer state have lambda trees of different "
+        f"structures ({error}); use one transform per params tree."
+    ) from error
+
+
+def _fill(draw: PyTree, lam: PyTree, params: PyTree, num_samples: int | None) -> PyTree:
+  """``draw`` (a tree like ``lam``) at BayesBiNN's leaves, ``params`` elsewhere.
+
+  BayesBiNN's leaves take the dtype of ``params`` there; with ``num_samples``
+  the other leaves are broadcast to a leading axis of that size.
+  """
+
+  def leaf(where: jax.tree_util.KeyPath, drawn: Any, lam_leaf: Any, param: Any) -> Any:
+    param = jnp.asarray(param)
+    if _masked(lam_leaf):
+      return param if num_samples is None else jnp.broadcast_to(param, (num_samples, *param.shape))
+    if param.shape != lam_leaf.shape and param.shape[1:] != lam_leaf.shape:
+      raise ValueError(
+          f"params at {jax.tree_util.keystr(where)} has shape {param.shape}, but the "
+          f"BayesBiNN state holds lambda of shape {lam_leaf.shape} there: pass the params "
+          "the optimizer was initialised on (one network, or K stacked)."
+      )
+    return drawn.astype(param.dtype)
+
+  try:
+    return jax.tree_util.tree_map_with_path(leaf, draw, lam, params, is_leaf=_masked)
+  except (TypeError, ValueError) as error:
+    if "params at" in str(error):
+      raise
+    raise ValueError(
+        "params must have the tree structure of the params the optimizer was initialised "
+        f"on ({error})."
+    ) from error
+
+
+def mode_params(opt_state: Any, params: PyTree) -> PyTree:
+  """The most probable network: sign(lambda) (lambda <= 0 gives -1) at BayesBiNN's
+  leaves, in the params' dtype, and ``params`` elsewhere.
+
+  Args:
+    opt_state: an optimizer state holding one or more :class:`BayesBiNNState`.
+    params: the current params (one network, or the K stacked samples).
+
+  Returns:
+    A tree shaped like one network's params.
+
+  Raises:
+    ValueError: naming the problem when ``opt_state`` holds no BayesBiNN state
+      or ``params`` does not fit it.
+  """
+  lam = posterior_lambda(opt_state)
+  return _fill(posterior_mode(lam), lam, params, None)
+
+
+def mean_params(opt_state: Any, params: PyTree) -> PyTree:
+  """The posterior mean tanh(lambda) at BayesBiNN's leaves, ``params`` elsewhere.
+
+  Arguments, result and errors as in :func:`mode_params`.
+  """
+  lam = posterior_lambda(opt_state)
+  return _fill(posterior_mean(lam), lam, params, None)
+
+
+def sample_params(
+    opt_state: Any,
+    params: PyTree,
+    key: jax.Array,
+    num_samples: int | None = None,
+    *,
+    temperature: float | jax.Array | None = None,
+    generator: str = "counter",
+) -> PyTree:
+  """A network drawn from the posterior: BayesBiNN's leaves sampled, ``params`` elsewhere.
+
+  ``temperature=None`` draws the exact binary sample w in {-1, +1}, P(w = +1)
+  = sigmoid(2 lambda) (:func:`sample_binary`: evaluation); a temperature tau
+  draws the relaxed sample tanh((lambda + delta) / tau)
+  (:func:`sample_relaxed`: the params to train from). For the same ``key``
+  the binary sample is the tau -> 0 limit of the relaxed one, and the draws
+  equal those of the lambda-tree functions on :func:`posterior_lambda`.
+
+  Args:
+    opt_state: an optimizer state holding one or more :class:`BayesBiNNState`.
+    params: the current params (one network, or the K stacked samples).
+    key: the PRNG key of the draw.
+    num_samples: None for one network; K for K networks stacked on a new
+      leading axis (the other leaves are broadcast to it), the layout of
+      ``bayesbinn(..., num_samples=K)`` and ``mc_apply``.
+    temperature: None, or tau > 0 of the relaxed sample.
+    generator: "counter" or "threefry" (:mod:`bayesbinn_jax.optim.noise`).
+
+  Returns:
+    A params tree in the params' dtypes.
+  """
+  lam = posterior_lambda(opt_state)
+  if temperature is None:
+    draw = sample_binary(lam, key, num_samples, generator=generator)
+  else:
+    draw = sample_relaxed(lam, key, temperature, num_samples, generator=generator)
+  return _fill(draw, lam, params, num_samples)
+
+
+def _network_sampler(posterior: Any, params: PyTree | None) -> Callable[[jax.Array], PyTree]:
+  """key -> one exact binary network, from a lambda tree or an optimizer state."""
+  holds_state = bool(find_states(posterior, BayesBiNNState))
+  lam = posterior_lambda(posterior) if holds_state else posterior
+  if params is not None:
+    return lambda key: _fill(sample_binary(lam, key), lam, params, None)
+  if any(_masked(leaf) for leaf in jax.tree.leaves(lam, is_leaf=_masked)):
+    raise ValueError(
+        "BayesBiNN trains only part of the params (optax.multi_transform): pass params= "
+        "to fill in the others."
+    )
+  return lambda key: sample_binary(lam, key)
+
+
 def mc_outputs(
     fn: Callable[[PyTree], jax.Array],
-    lam: PyTree,
+    posterior: Any,
     key: jax.Array,
     num_samples: int,
     *,
+    params: PyTree | None = None,
     batch_size: int | None = None,
 ) -> jax.Array:
   """``fn(w_c)`` for C networks w_c ~ Bernoulli(sigmoid(2 lambda)), stacked on axis 0.
 
-  ``fn(params)`` evaluates one network (close over the inputs and any batch
-  statistics). The C networks are evaluated with ``jax.lax.map``,
-  ``batch_size`` of them vectorised at a time (all of them when None), which
-  bounds memory for large networks.
+  Args:
+    fn: ``fn(params)`` evaluates one network (close over the inputs and any
+      batch statistics).
+    posterior: the tree of lambdas, or an optimizer state holding BayesBiNN
+      state(s) (bare or composed, see :func:`posterior_lambda`).
+    key: the PRNG key of the C draws.
+    num_samples: C >= 1.
+    params: the current params; their leaves not trained by BayesBiNN are
+      handed to ``fn`` as they are (required when there are such leaves), and
+      the sampled leaves take their dtype.
+    batch_size: the C networks run through ``jax.lax.map``, this many
+      vectorised at a time (all of them when None), which bounds memory.
+
+  Returns:
+    The C outputs of ``fn`` stacked on a new leading axis.
+
+  Raises:
+    ValueError: for ``num_samples`` < 1 or not an integer, or a partial
+      posterior without ``params``.
   """
   if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
     raise ValueError(f"num_samples must be an integer >= 1; got {num_samples!r}.")
+  network = _network_sampler(posterior, params)
   keys = jax.random.split(key, num_samples)
-  return jax.lax.map(lambda k: fn(sample_binary(lam, k)), keys, batch_size=batch_size or num_samples)
+  return jax.lax.map(lambda k: fn(network(k)), keys, batch_size=batch_size or num_samples)
 
 
 def predictive_probs(
     logits_fn: Callable[[PyTree], jax.Array],
-    lam: PyTree,
+    posterior: Any,
     key: jax.Array,
     num_samples: int,
     *,
+    params: PyTree | None = None,
     batch_size: int | None = None,
 ) -> jax.Array:
   """Monte Carlo predictive: the mean over C networks of their class probabilities.
 
       p(y | x) = 1/C sum_c softmax(f(x; w_c)),   w_c ~ Bernoulli(sigmoid(2 lambda))
 
-  Probabilities are averaged, not logits. ``logits_fn(params)`` returns the
-  logits of one network; see :func:`mc_outputs` for ``batch_size``.
+  Probabilities are averaged, not logits, in at least float32.
+  ``logits_fn(params)`` returns the logits of one network; the other
+  arguments as in :func:`mc_outputs`.
   """
 
-  def probs(params: PyTree) -> jax.Array:
-    logits = logits_fn(params)
+  def probs(network: PyTree) -> jax.Array:
+    logits = logits_fn(network)
     return jax.nn.softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)
 
-  return jnp.mean(mc_outputs(probs, lam, key, num_samples, batch_size=batch_size), axis=0)
+  return jnp.mean(mc_outputs(probs, posterior, key, num_samples, params=params, batch_size=batch_size), axis=0)

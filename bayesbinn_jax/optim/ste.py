@@ -27,14 +27,17 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from bayesbinn_jax._checks import check_positive, check_range
+from bayesbinn_jax.optim import _trees
 
 
-def clip_weights(bound: float = 1.0) -> optax.GradientTransformation:
+def clip_weights(bound: float = 1.0) -> optax.GradientTransformationExtraArgs:
   """Turns updates ``u`` into ``clip(w + u, -bound, bound) - w``.
 
   After ``optax.apply_updates`` the parameters are exactly ``w + u`` where
@@ -47,12 +50,18 @@ def clip_weights(bound: float = 1.0) -> optax.GradientTransformation:
     bound: half-width of the interval, > 0.
 
   Returns:
-    An ``optax.GradientTransformation`` with ``optax.EmptyState``.
+    An ``optax.GradientTransformationExtraArgs`` with ``optax.EmptyState``;
+    the updates come out in the params' dtype.
+
+  Raises:
+    ValueError: for a bound <= 0; from ``init`` and ``update`` for a params
+      leaf that is not floating point, naming it, or updates not shaped like
+      params.
   """
   check_positive("bound", bound)
 
   def init_fn(params: optax.Params) -> optax.EmptyState:
-    del params
+    _trees.check_floating("clip_weights", "params", params)
     return optax.EmptyState()
 
   def clip_leaf(update: jax.Array, param: jax.Array) -> jax.Array:
@@ -77,15 +86,50 @@ def clip_weights(bound: float = 1.0) -> optax.GradientTransformation:
       updates: optax.Updates,
       state: optax.EmptyState,
       params: optax.Params | None = None,
+      **extra_args: Any,
   ) -> tuple[optax.Updates, optax.EmptyState]:
+    del extra_args
     if params is None:
       raise ValueError(
           "clip_weights needs the current parameters: call "
           "tx.update(grads, opt_state, params), not tx.update(grads, opt_state)."
       )
+    _trees.check_tree_like("updates", updates, params, "params")
+    _trees.check_floating("clip_weights", "params", params)
     return jax.tree.map(clip_leaf, updates, params), state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _scale_by_adam_in(
+    b1: float, b2: float, eps: float, state_dtype: Any = None
+) -> optax.GradientTransformationExtraArgs:
+  """``optax.scale_by_adam`` with both moments kept in ``state_dtype``.
+
+  optax keeps the second moment in the params' dtype (``mu_dtype`` only
+  sets the first): in bfloat16 an EMA with b2 = 0.999 cannot move. Here both
+  moments, and the Adam direction, are computed and kept in ``state_dtype``
+  (None: ``promote_types(leaf dtype, float32)``); the direction is handed on
+  in that dtype and cast to the params' dtype by the transform that ends the
+  chain.
+  """
+  adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+
+  def widen(tree: optax.Params) -> optax.Params:
+    return jax.tree.map(lambda x: jnp.asarray(x).astype(_trees.state_dtype(state_dtype, jnp.result_type(x))), tree)
+
+  def init_fn(params: optax.Params) -> optax.OptState:
+    _trees.check_floating("ste_adam", "params", params)
+    return adam.init(widen(params))
+
+  def update_fn(
+      updates: optax.Updates, state: optax.OptState, params: optax.Params | None = None, **extra_args: Any
+  ) -> tuple[optax.Updates, optax.OptState]:
+    del extra_args
+    _trees.check_floating("ste_adam", "grads", updates)
+    return adam.update(widen(updates), state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def ste_adam(
@@ -93,7 +137,9 @@ def ste_adam(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
-) -> optax.GradientTransformation:
+    *,
+    state_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
   """Adam on the latent weights of an STE network, then clipping to [-1, 1].
 
   With ``t`` the step number from 1 and ``lr_t`` the learning rate (a
@@ -104,23 +150,33 @@ def ste_adam(
     w_r <- clip(w_r - lr_t * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps), -1, 1)
 
   i.e. ``optax.chain(optax.scale_by_adam(b1, b2, eps),
-  optax.scale_by_learning_rate(learning_rate), clip_weights(1.0))``.
+  optax.scale_by_learning_rate(learning_rate), clip_weights(1.0))`` with the
+  moments m and v, and the step, computed and kept in float32 or wider (the
+  updates come out in the params' dtype).
 
   Args:
     learning_rate: a float > 0 or an optax schedule.
     b1: decay of the first moment, in [0, 1).
     b2: decay of the second moment, in [0, 1).
     eps: added to the root of the second moment, >= 0.
+    state_dtype: dtype of the moments; None (the default) keeps each leaf's
+      in ``promote_types(params dtype, float32)``.
 
   Returns:
-    An ``optax.GradientTransformation``; ``update`` needs ``params``.
+    An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
+
+  Raises:
+    ValueError: for a hyperparameter out of range; from ``init`` and
+      ``update`` for a params or grads leaf that is not floating point, naming
+      the leaf.
   """
   check_positive("learning_rate", learning_rate)
   check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
   check_range("b2", b2, low=0.0, high=1.0, high_inclusive=False)
   check_range("eps", eps, low=0.0)
+  _trees.check_dtype("state_dtype", state_dtype, allow_none=True)
   return optax.chain(
-      optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+      _scale_by_adam_in(b1, b2, eps, state_dtype),
       optax.scale_by_learning_rate(learning_rate),
       clip_weights(1.0),
   )

@@ -15,11 +15,11 @@ from typing import Any, Callable, Mapping
 import jax
 import optax
 
-from bayesbinn_jax.optim.bayesbinn import BayesBiNNState, bayesbinn
-from bayesbinn_jax.optim.nested import find_state
+from bayesbinn_jax.optim.bayesbinn import bayesbinn
 from bayesbinn_jax.optim.bop import BopState, binarize_params, bop
+from bayesbinn_jax.optim.posterior import mode_params, posterior_lambda, sample_params
+from bayesbinn_jax.optim.nested import find_state
 from bayesbinn_jax.optim.pmf import PMFState, pmf, pmf_mode, pmf_weights
-from bayesbinn_jax.optim.posterior import posterior_mode, sample_relaxed
 from bayesbinn_jax.optim.ste import ste_adam
 from bayesbinn_jax.train.schedules import epoch_schedule
 
@@ -39,12 +39,16 @@ class Method:
     initial_params: (opt_state, init_params, key) -> the params to train from.
     mode_params: (opt_state, params) -> the deterministic network to evaluate.
     posterior: opt_state -> the Bernoulli natural parameters lambda of the
-      posterior over the weights, or None for optimizers without one.
+      posterior over the weights (:func:`posterior_lambda`), or None for
+      optimizers without one. Sample it with ``mc_outputs(fn, opt_state, key,
+      C, params=params)``.
     metrics: opt_state -> scalars to log with every step (Bop's fraction of
       weights flipped, PMF's beta).
     skips_nonfinite: ``tx`` itself skips a step with NaN or Inf gradients
       (BayesBiNN's fused ``skip_nonfinite``); otherwise :func:`build_method`
-      wraps it in ``optax.apply_if_finite``.
+      wraps it in ``optax.apply_if_finite``. Either way
+      ``nonfinite_count(opt_state)`` is the number of consecutive skipped
+      steps (> 0 after a skipped step).
   """
 
   name: str
@@ -56,10 +60,6 @@ class Method:
   posterior: Callable[[Any], PyTree] | None = None
   metrics: Callable[[Any], dict[str, jax.Array]] = lambda opt_state: {}  # noqa: E731
   skips_nonfinite: bool = False
-
-
-def _lam(opt_state: Any) -> PyTree:
-  return find_state(opt_state, BayesBiNNState).lam
 
 
 def learning_rate_schedule(config: Mapping[str, Any], steps_per_epoch: int) -> optax.Schedule:
@@ -81,9 +81,16 @@ def build_method(
     *,
     steps_per_epoch: int,
     train_set_size: int,
+    key: jax.Array,
     prior_lambda: PyTree | None = None,
 ) -> Method:
   """Builds the :class:`Method` of optimizer ``name`` from an experiment config.
+
+  ``key`` is the optimizer's own PRNG key (BayesBiNN's initial lambda and
+  samples; derive it for this purpose alone, e.g. with
+  ``jax.random.fold_in``). BayesBiNN keeps lambda in ``config["lam_dtype"]``
+  (a dtype name, "float32" when absent), the baselines their state in float32
+  or wider, whatever the params' dtype.
 
   A step whose gradients hold a NaN or Inf leaves params and optimizer state
   (lambda, momentum, key) unchanged, and the training loop stops after
@@ -92,7 +99,7 @@ def build_method(
   ``optax.apply_if_finite``.
   """
   method = _build(name, config, steps_per_epoch=steps_per_epoch, train_set_size=train_set_size,
-                  prior_lambda=prior_lambda)
+                  key=key, prior_lambda=prior_lambda)
   if method.skips_nonfinite:
     return method
   return dataclasses.replace(method, tx=optax.apply_if_finite(method.tx, NEVER_APPLY_NONFINITE))
@@ -109,11 +116,12 @@ def _build(
     *,
     steps_per_epoch: int,
     train_set_size: int,
+    key: jax.Array,
     prior_lambda: PyTree | None,
 ) -> Method:
   if name not in OPTIMIZERS:
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {name!r}.")
-  keep = lambda opt_state, params, key: params  # noqa: E731
+  keep = lambda opt_state, params, sample_key: params  # noqa: E731
   same = lambda opt_state, params: params  # noqa: E731
   if name == "bayesbinn":
     k, tau = config["train_samples"], config["temperature"]
@@ -127,16 +135,18 @@ def _build(
         lambda_init_std=config["lambda_init_std"],
         kl_weight=config["kl_weight"],
         prior_lambda=prior_lambda,
-        seed=config["seed"],
-        rng=config["rng"],
+        # Raw key data in the state: Orbax checkpoints store uint32 arrays, not typed keys.
+        key=jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key,
+        generator=config["generator"],
+        lam_dtype=config.get("lam_dtype", "float32"),
         skip_nonfinite=True,
     )
     return Method(
         name, "none", tx, k,
-        initial_params=lambda s, p, key: sample_relaxed(_lam(s), key, tau, k if k > 1 else None,
-                                                        rng=config["rng"]),
-        mode_params=lambda s, p: posterior_mode(_lam(s)),
-        posterior=_lam,
+        initial_params=lambda s, p, sample_key: sample_params(
+            s, p, sample_key, k if k > 1 else None, temperature=tau, generator=config["generator"]),
+        mode_params=mode_params,
+        posterior=posterior_lambda,
         skips_nonfinite=True,
     )
   if name == "ste":
@@ -150,7 +160,7 @@ def _build(
         config["gamma"], steps_per_epoch * config["gamma_decay_every"], config["gamma_decay"],
         staircase=True)
     return Method(name, "none", bop(config["threshold"], gamma), 1,
-                  initial_params=lambda s, p, key: binarize_params(p), mode_params=same,
+                  initial_params=lambda s, p, sample_key: binarize_params(p), mode_params=same,
                   metrics=lambda s: {"flip_fraction": find_state(s, BopState).flip_fraction})
   tx = pmf(
       optax.exponential_decay(config["lr"], config["lr_decay_steps"], config["lr_decay"],
@@ -159,6 +169,6 @@ def _build(
       weight_decay=config["weight_decay"],
   )
   return Method(name, "none", tx, 1,
-                initial_params=lambda s, p, key: pmf_weights(s),
-                mode_params=lambda s, p: pmf_mode(s),
+                initial_params=lambda s, p, sample_key: pmf_weights(s, p),
+                mode_params=pmf_mode,
                 metrics=lambda s: {"beta": find_state(s, PMFState).beta})
