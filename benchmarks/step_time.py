@@ -3,6 +3,8 @@
 Usage:
   python benchmarks/step_time.py [--quick] [--out benchmarks/results/step_time.json]
   python benchmarks/step_time.py --devices 1,2,4 [--quick]   # data-parallel scaling table
+  python benchmarks/step_time.py --devices 1,2,4,8 --shard-state [--quick]   # state split over devices
+  python benchmarks/step_time.py --processes 1,2 [--quick]   # N processes, one CPU device each
 
 Every optimizer runs the library's own train step (``build_method`` with the
 paper's preset, ``create_train_state``, ``make_train_step``) on random inputs:
@@ -40,6 +42,19 @@ of the final train state from the first count's (the runs take the same
 steps from the same seed, so it shows the data-parallel step computes the same
 thing). Simulated devices share the host's cores, so the table measures the
 sharding overhead, not a real speed-up.
+
+``--shard-state`` splits the train state over the devices instead of
+replicating it (``bayesbinn_jax.train.sharding.shard_state``: params and
+optimizer state cut along a weight axis, ZeRO/FSDP style). Each device count
+then also reports the bytes of train state one device holds
+(``state_bytes_per_device``) and XLA's memory analysis of the compiled step,
+which for a step over several devices is per device.
+
+``--processes N[,N...]`` runs the same scaling table over N processes of one
+simulated CPU device each, joined by ``jax.distributed`` on 127.0.0.1 (gloo
+collectives), every process handing over its own rows of each batch; process
+0's timings are reported. Compare it with ``--devices`` (N devices in one
+process): the difference is the cost of cross-process collectives over TCP.
 """
 
 from __future__ import annotations
@@ -49,6 +64,7 @@ import dataclasses
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -109,8 +125,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                            "retain_freed_memory, as bayesbinn-train does); default: glibc's own thresholds")
   parser.add_argument("--devices", default=None,
                       help="comma list of simulated CPU device counts, e.g. 1,2,4: scaling table")
+  parser.add_argument("--processes", default=None,
+                      help="comma list of process counts, e.g. 1,2: scaling table over processes on 127.0.0.1, "
+                           "one simulated CPU device each")
+  parser.add_argument("--shard-state", action="store_true",
+                      help="with --devices or --processes: split params and optimizer state over the devices "
+                           "(ZeRO/FSDP style) instead of replicating them")
   parser.add_argument("--scaling-worker", type=int, default=None, help=argparse.SUPPRESS)
+  parser.add_argument("--coordinator", default=None, help=argparse.SUPPRESS)
+  parser.add_argument("--num-processes", type=int, default=None, help=argparse.SUPPRESS)
+  parser.add_argument("--process-id", type=int, default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args.devices is not None and args.processes is not None:
+    parser.error("pass --devices or --processes, not both")
   args.optimizers = _split(args.optimizers, CASES, "--optimizers")
   scaling = args.devices is not None or args.scaling_worker is not None
   default_models = "mnist" if args.quick or scaling else ",".join(MODELS)
@@ -118,15 +145,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   args.rounds = args.rounds or (3 if args.quick else 5)
   args.steps = args.steps or (1 if args.quick else 4)
   args.warmup = args.warmup if args.warmup is not None else (0 if args.quick else 10)
-  if args.devices is not None:
+  args.scale_over = "processes" if args.processes is not None else "devices"
+  for flag in ("devices", "processes"):
+    text = getattr(args, flag)
+    if text is None:
+      continue
     try:
-      args.devices = [int(n) for n in args.devices.split(",") if n.strip()]
+      counts = [int(n) for n in text.split(",") if n.strip()]
     except ValueError:
-      parser.error(f"--devices takes a comma list of integers; got {args.devices!r}")
-    if not args.devices or min(args.devices) < 1:
-      parser.error("--devices needs device counts >= 1")
+      parser.error(f"--{flag} takes a comma list of integers; got {text!r}")
+    if not counts or min(counts) < 1:
+      parser.error(f"--{flag} needs counts >= 1")
+    setattr(args, flag, counts)
+  if args.processes is not None:
+    args.devices = args.processes  # the table's counts: one device per process
+  if args.shard_state and args.devices is None and args.scaling_worker is None:
+    parser.error("--shard-state needs --devices or --processes")
   if args.out is None:
-    args.out = DEFAULT_SCALING_OUT if scaling else DEFAULT_OUT
+    args.out = DEFAULT_SCALING_OUT if scaling or args.processes is not None else DEFAULT_OUT
   return args
 
 
@@ -158,6 +194,8 @@ class Case:
   num_weights: int
   times_ms: list[float] = dataclasses.field(default_factory=list)
   minor_faults: int = 0
+  state_bytes_per_device: int = 0
+  left_whole: list[str] = dataclasses.field(default_factory=list)
 
 
 def _model_spec(model: str, args: argparse.Namespace, platform_name: str) -> dict[str, Any]:
@@ -195,15 +233,19 @@ def _memory(compiled: Any) -> dict[str, float]:
   return out
 
 
-def build_case(key: str, spec: dict[str, Any], mesh: Any, batches: list, num_weights: int) -> Case:
-  """Builds the state and compiles the library's train step for ``key`` on ``spec``'s model."""
+def build_case(key: str, spec: dict[str, Any], mesh: Any, batches: list, num_weights: int,
+               shard: bool = False) -> Case:
+  """Builds the state and compiles the library's train step for ``key`` on ``spec``'s model
+  (with ``shard``: the state split over ``mesh``'s devices, else replicated on them)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.experiments.presets import preset  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train.engine import create_train_state, make_train_step  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.train.keys import purpose_key  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train.methods import build_method, learning_rate_schedule  # pylint: disable=import-outside-toplevel
-  from bayesbinn_jax.train.sharding import replicate  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.train.sharding import (  # pylint: disable=import-outside-toplevel
+      pin_layout, replicate, shard_state, state_bytes_per_device)
 
   start = time.perf_counter()
   name, k, label, options = CASES[key]
@@ -211,22 +253,30 @@ def build_case(key: str, spec: dict[str, Any], mesh: Any, batches: list, num_wei
   if name == "bayesbinn":
     config["train_samples"] = k
   steps_per_epoch = max(spec["train_set_size"] // spec["batch"], 1)
-  method = build_method(name, config, steps_per_epoch=steps_per_epoch, train_set_size=spec["train_set_size"])
+  method = build_method(name, config, steps_per_epoch=steps_per_epoch, train_set_size=spec["train_set_size"],
+                        key=purpose_key(0, "optimizer"))
   if key.startswith(REFERENCE):
     method = dataclasses.replace(method, tx=optax.adam(learning_rate_schedule(config, steps_per_epoch)))
   model = spec["make"](method.quantizer)
   sample = jnp.zeros((1,) + spec["input_shape"], jnp.float32)
   # create_train_state is eager (dozens of small dispatches); jit it once per optimizer.
-  state = jax.jit(create_train_state, static_argnums=(0, 1))(model, method, sample, jax.random.PRNGKey(0))
+  state = jax.jit(create_train_state, static_argnums=(0, 1, 3))(model, method, sample, 0)
   if options == "passes":
     state = state.replace(tx=optax.set_to_zero(), opt_state=optax.set_to_zero().init(state.params))
-  if mesh is not None:
+  left_whole: list[str] = []
+  layout = None
+  if mesh is not None and shard:
+    state, layout, left_whole = shard_state(mesh, state, num_samples=method.num_samples)
+  elif mesh is not None:
     state = replicate(mesh, state)
   jax.block_until_ready(state)
   init_s = time.perf_counter() - start
 
+  compiler_options = {} if options == "xla_default" else None
   step = make_train_step(method, "classification", mc_loop=config.get("mc_loop", "vmap"),
-                         compiler_options={} if options == "xla_default" else None)
+                         compiler_options=compiler_options)
+  if layout is not None:
+    step = pin_layout(step, mesh, layout, compiler_options=compiler_options)
   start = time.perf_counter()
   compiled = step.lower(state, *batches[0]).compile()
   compile_s = time.perf_counter() - start
@@ -235,7 +285,8 @@ def build_case(key: str, spec: dict[str, Any], mesh: Any, batches: list, num_wei
   jax.block_until_ready((state, metrics))
   first_call_ms = 1e3 * (time.perf_counter() - start)
   return Case(key, label, compiled, state, init_s, compile_s, first_call_ms, _memory(compiled),
-              _size(state.opt_state) / num_weights, _size(state.params) / num_weights, num_weights)
+              _size(state.opt_state) / num_weights, _size(state.params) / num_weights, num_weights,
+              state_bytes_per_device=state_bytes_per_device(state), left_whole=left_whole)
 
 
 def run_steps(case: Case, batches: list, count: int, record: bool) -> None:
@@ -294,7 +345,7 @@ def benchmark_model(model: str, args: argparse.Namespace, mesh: Any = None) -> t
   print(f"\n{spec['title']}, batch {spec['batch']}: compiling ...", flush=True)
   cases = []
   for key in args.optimizers:
-    case = build_case(key, spec, mesh, batches, num_weights)
+    case = build_case(key, spec, mesh, batches, num_weights, shard=args.shard_state)
     print(f"  {case.label:<15} state {case.init_s:5.1f} s, step compiled in {case.compile_s:5.1f} s, "
           f"first call {case.first_call_ms:8.1f} ms", flush=True)
     cases.append(case)
@@ -314,7 +365,8 @@ def _checksum(state: Any) -> float:
   BayesBiNN at tau = 1e-10, what that rounding does once N * s * g amplifies it)."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  leaves = [np.asarray(leaf) for leaf in jax.tree.leaves((state.params, state.opt_state, state.batch_stats))]
+  from bayesbinn_jax.train.sharding import to_host  # pylint: disable=import-outside-toplevel
+  leaves = jax.tree.leaves(to_host((state.params, state.opt_state, state.batch_stats)))
   return float(sum(np.abs(leaf.astype(np.float64)).sum() for leaf in leaves
                    if np.issubdtype(leaf.dtype, np.floating)))
 
@@ -333,6 +385,7 @@ def summarize(spec: dict, cases: list[Case]) -> dict[str, Any]:
         params_floats_per_weight=case.params_floats_per_weight,
         memory=case.memory, state_checksum=_checksum(case.state),
         minor_faults_per_step=case.minor_faults / max(len(t), 1),
+        state_bytes_per_device=case.state_bytes_per_device, state_left_whole=case.left_whole,
         compiler_options="XLA defaults" if CASES[case.key][3] == "xla_default" else "engine")
   reference = by_key.get(REFERENCE)
   for result in by_key.values():
@@ -408,6 +461,9 @@ def run_single(args: argparse.Namespace) -> None:
 
 def run_scaling_worker(args: argparse.Namespace) -> dict[str, Any]:
   """In a process started with N simulated CPU devices: throughput of the data-parallel step."""
+  if args.num_processes is not None:
+    from bayesbinn_jax.train import distributed  # pylint: disable=import-outside-toplevel
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id, timeout_s=120)
   import jax  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train.sharding import data_mesh  # pylint: disable=import-outside-toplevel
   if len(jax.devices()) != args.scaling_worker:
@@ -422,25 +478,50 @@ def run_scaling_worker(args: argparse.Namespace) -> dict[str, Any]:
   return dict(machine=machine_info(), results=results)
 
 
+def _worker_env(devices: int) -> dict[str, str]:
+  """The environment of a worker process with ``devices`` simulated CPU devices."""
+  env = dict(os.environ)
+  flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+  env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def _run_workers(args: argparse.Namespace, n: int, out: str) -> None:
+  """Runs the scaling worker over ``n`` devices: one process of n devices, or n processes of one."""
+  command = [sys.executable, os.path.abspath(__file__), "--scaling-worker", str(n), "--out", out,
+             "--models", ",".join(args.models), "--optimizers", ",".join(args.optimizers),
+             "--rounds", str(args.rounds), "--steps", str(args.steps), "--warmup", str(args.warmup),
+             "--mnist-batch", str(args.mnist_batch), "--malloc", args.malloc]
+  if args.vgg_batch:
+    command += ["--vgg-batch", str(args.vgg_batch)]
+  if args.shard_state:
+    command += ["--shard-state"]
+  if args.scale_over == "devices" or n == 1:
+    print(f"\n=== {n} simulated CPU device(s), one process ===", flush=True)
+    subprocess.run(command, env=_worker_env(n), check=True)
+    return
+  print(f"\n=== {n} processes on 127.0.0.1, one simulated CPU device each ===", flush=True)
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+  workers = [subprocess.Popen(command + ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n),
+                                         "--process-id", str(rank)],
+                              env=_worker_env(1), stdout=None if rank == 0 else subprocess.DEVNULL)
+             for rank in range(n)]
+  codes = [worker.wait() for worker in workers]
+  if any(codes):
+    raise SystemExit(f"a worker process failed (exit codes {codes})")
+
+
 def run_scaling(args: argparse.Namespace) -> None:
-  """Runs this script once per device count and prints examples/s per optimizer and count."""
+  """Runs the worker once per device (or process) count; prints examples/s per optimizer and count."""
   start = time.perf_counter()
   runs = {}
   for n in args.devices:
-    env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n}"])
-    env["JAX_PLATFORMS"] = "cpu"
     with tempfile.TemporaryDirectory() as tmp:
       out = os.path.join(tmp, "result.json")
-      command = [sys.executable, os.path.abspath(__file__), "--scaling-worker", str(n), "--out", out,
-                 "--models", ",".join(args.models), "--optimizers", ",".join(args.optimizers),
-                 "--rounds", str(args.rounds), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                 "--mnist-batch", str(args.mnist_batch), "--malloc", args.malloc]
-      if args.vgg_batch:
-        command += ["--vgg-batch", str(args.vgg_batch)]
-      print(f"\n=== {n} simulated CPU device(s) ===", flush=True)
-      subprocess.run(command, env=env, check=True)
+      _run_workers(args, n, out)
       with open(out, encoding="utf-8") as f:
         runs[n] = json.load(f)
 
@@ -456,10 +537,15 @@ def run_scaling(args: argparse.Namespace) -> None:
         rows[key][str(n)] = dict(
             examples_per_s=result["examples_per_s"], median_ms=result["median_ms"],
             speedup=result["examples_per_s"] / base,
-            state_checksum_rel_diff=abs(result["state_checksum"] - first_sum) / max(abs(first_sum), 1e-30))
+            state_checksum_rel_diff=abs(result["state_checksum"] - first_sum) / max(abs(first_sum), 1e-30),
+            state_bytes_per_device=result["state_bytes_per_device"],
+            xla_peak_mib_per_device=result["memory"].get("peak_mib"))
     table[model] = rows
     first = runs[args.devices[0]]["results"][model]
-    print(f"\nscaling: {first['title']}, global batch {first['batch']} split over N simulated CPU devices "
+    where = ("N processes of one simulated CPU device" if args.scale_over == "processes"
+             else "N simulated CPU devices")
+    layout = "split over the devices" if args.shard_state else "replicated"
+    print(f"\nscaling: {first['title']}, global batch {first['batch']} split over {where}, state {layout} "
           f"(examples/s, speed-up vs N={args.devices[0]})")
     header = f"{'optimizer':<14}" + "".join(f"{'N=' + str(n):>18}" for n in args.devices)
     print(header)
@@ -469,7 +555,11 @@ def run_scaling(args: argparse.Namespace) -> None:
                       for n in args.devices)
       worst = max(row[str(n)]["state_checksum_rel_diff"] for n in args.devices)
       print(f"{CASES[key][2]:<15}{cells}   state vs N={args.devices[0]}: {worst:.1e}")
-  payload = dict(machine=runs[args.devices[0]]["machine"], settings=dict(_settings(args), devices=args.devices),
+      memory = "".join(f"{row[str(n)]['state_bytes_per_device'] / MiB:8.2f} /{row[str(n)]['xla_peak_mib_per_device'] or 0:7.1f}"
+                       for n in args.devices)
+      print(f"{'  MiB state/peak':<15}{memory}")
+  settings = dict(_settings(args), devices=args.devices, shard_state=args.shard_state, scale_over=args.scale_over)
+  payload = dict(machine=runs[args.devices[0]]["machine"], settings=settings,
                  scaling=table, runs={str(n): runs[n] for n in args.devices},
                  note="simulated host devices share the same CPU cores: this measures sharding "
                       "overhead, not a real multi-device speed-up",
@@ -485,8 +575,9 @@ def main(argv: Sequence[str] | None = None) -> None:
       print("note: not glibc; --malloc retain left the allocator as it is")
   if args.scaling_worker is not None:
     payload = run_scaling_worker(args)
-    with open(args.out, "w", encoding="utf-8") as f:
-      json.dump(payload, f)
+    if args.process_id in (None, 0):  # with several processes, process 0's timings
+      with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(payload, f)
   elif args.devices is not None:
     run_scaling(args)
   else:

@@ -172,12 +172,13 @@ def _train(name: str) -> dict:
   out, states, predictions = {}, {}, {}
   for mode in ("replicated", "sharded"):
     state = _init(model, method, jnp.zeros((1, *shape)))
+    step = make_train_step(method, "classification")
     if mode == "replicated":
       state, whole = sharding.replicate(mesh, state), []
     else:
-      state, whole = sharding.shard_state(mesh, state, num_samples=method.num_samples)
+      state, layout, whole = sharding.shard_state(mesh, state, num_samples=method.num_samples)
+      step = sharding.pin_layout(step, mesh, layout)
     layout = [leaf.sharding for leaf in jax.tree.leaves(state)]
-    step = make_train_step(method, "classification")
     # One compiled step for all 10: a call whose inputs are laid out otherwise raises.
     compiled = step.lower(state, *sharding.shard_batch(mesh, xs[0], ys[0])).compile()
     losses = []

@@ -26,7 +26,7 @@ own slice and the samples equal the replicated run's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -37,6 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bayesbinn_jax.data.batching import Augment, epoch_order, iterate_batches
 from bayesbinn_jax.data.rng import SeedLike
+from bayesbinn_jax.train import host_cpu
 
 PyTree = Any
 AXIS = "data"
@@ -262,19 +263,46 @@ def state_shardings(state: Any, mesh: Mesh, *, num_samples: int = 1) -> tuple[An
   return shardings, replicated
 
 
-def shard_state(mesh: Mesh, state: Any, *, num_samples: int = 1) -> tuple[Any, list[str]]:
+def shard_state(mesh: Mesh, state: Any, *, num_samples: int = 1) -> tuple[Any, Any, list[str]]:
   """Places ``state`` (the same on every process) on the mesh as :func:`state_shardings` lays it out.
 
-  The jitted train step then keeps that layout: its outputs come back with
-  the inputs' shardings and the step compiles once. The arrays of ``state``
-  may share buffers with the result: use only the result afterwards (the step
-  donates it).
+  Train it with ``pin_layout(step, mesh, layout)``, which keeps that layout.
+  The arrays of ``state`` may share buffers with the result: use only the
+  result afterwards (the step donates it).
 
   Returns:
-    ``(sharded state, paths of the weight arrays left whole)``.
+    ``(sharded state, layout, paths of the weight arrays left whole)``;
+    ``layout`` is the tree of shardings, for :func:`pin_layout` and for
+    restoring a checkpoint into the same layout.
   """
-  shardings, replicated = state_shardings(state, mesh, num_samples=num_samples)
-  return jax.device_put(state, shardings), replicated
+  layout, replicated = state_shardings(state, mesh, num_samples=num_samples)
+  return jax.device_put(state, layout), layout, replicated
+
+
+def pin_layout(
+    step: Callable[..., Any], mesh: Mesh, state_layout: Any, *, compiler_options: dict[str, Any] | None = None
+) -> Callable[..., Any]:
+  """The train step ``step(state, x, y) -> (state, metrics)`` compiled with the state's layout fixed.
+
+  ``jax.jit`` alone lets XLA choose the layout of the outputs, and next to
+  split weights it splits arrays the input held whole (BatchNorm statistics):
+  the next call would then see other input shardings and compile again.
+  Here the state enters and leaves as ``state_layout`` (the shardings of
+  :func:`state_shardings`), the batch split along its first axis, the
+  metrics replicated; the state is donated, as in the engine.
+
+  Args:
+    step: the engine's ``make_train_step(...)``; a jitted function is
+      compiled anew from its Python function (``__wrapped__``), with
+      ``compiler_options`` in place of its own.
+    mesh: the data mesh.
+    state_layout: a tree of shardings shaped like the state.
+    compiler_options: XLA's options (None: :func:`host_cpu.compiler_options`, the engine's).
+  """
+  batch = NamedSharding(mesh, PartitionSpec(AXIS))
+  return jax.jit(getattr(step, "__wrapped__", step), in_shardings=(state_layout, batch, batch),
+                 out_shardings=(state_layout, NamedSharding(mesh, PartitionSpec())), donate_argnums=0,
+                 compiler_options=host_cpu.compiler_options() if compiler_options is None else compiler_options)
 
 
 def state_bytes_per_device(tree: PyTree) -> int:
