@@ -2,6 +2,7 @@
 
 Usage:
   python benchmarks/packed_inference.py [--out benchmarks/results/packed_inference.json] [--calls 30]
+      [--skip-vgg] [--skip-ensemble]
 
 The MNIST MLP (784-2048x3-10, ``MnistMLP``) with random +-1 weights (what
 ``posterior_mode(lam)`` gives) and BatchNorm statistics is saved twice: as a
@@ -14,6 +15,20 @@ networks call by call so that machine noise hits both alike (median over
 predictions. ``load_packed`` unpacks the bits to the weights' dtype once, at
 load: inference then runs the same XLA program on the same values, so the
 latencies should agree; the packed file is the gain (storage, transfer).
+
+Section ``fully_binary``: the fully binary MLP (``MnistMLP(activations="binary")``,
+784-2048x3-10, random +-1 weights and BatchNorm statistics) run as its jitted
+float32 simulation and as the packed xnor/popcount network of
+``bayesbinn_jax.nn.xnor.pack_network`` (first layer float, hidden layers on
+uint32 words), alternating call by call, at batch 1, 8 and 100; the same for
+one 2048x2048 hidden layer alone (float ``sign(x) @ W`` + BatchNorm + sign
+against xnor + integer threshold) and, unless ``--skip-vgg``, for the fully
+binary VGG at batch 1 and 8. ``predictions_identical`` checks the argmax of
+every timed batch. Unless ``--skip-ensemble``, a small fully binary MLP
+(64-256-256-10) is trained with BayesBiNN on a synthetic 10-class task and K = 8
+posterior samples are packed (``pack_ensemble``, 8 bits per weight): the
+file sizes and the Monte Carlo accuracy and NLL of the packed and float
+predictives on held-out data.
 """
 
 from __future__ import annotations
@@ -34,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
   parser.add_argument("--calls", type=int, default=30, help="timed calls per network and batch size")
+  parser.add_argument("--skip-vgg", action="store_true", help="do not time the fully binary VGG")
+  parser.add_argument("--skip-ensemble", action="store_true",
+                      help="do not train and evaluate the K = 8 packed ensemble")
   args = parser.parse_args(argv)
   if args.calls < 1:
     parser.error("--calls must be >= 1")
@@ -105,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
   result["predictions_identical"] = True
   result["machine"] = {"jax": jax.__version__, "backend": jax.devices()[0].platform,
                        "cpu_count": os.cpu_count()}
+  result["fully_binary"] = fully_binary(args, rng)
 
   print(f"{result['network']}: float32 {result['float32_bytes'] / 2**20:.1f} MiB, packed "
         f"{result['packed_bytes'] / 2**20:.2f} MiB ({result['size_ratio']:.1f}x smaller)")
@@ -112,6 +131,191 @@ def main(argv: list[str] | None = None) -> None:
   for batch, row in latency.items():
     print(f"batch {batch:>3}: float32 {row['float32']:.2f} ms, packed {row['packed']:.2f} ms per forward pass")
   write_json(args.out, result)
+
+
+def _alternate(fns: dict, args: tuple, calls: int) -> dict:
+  """Median milliseconds of each jitted fn in ``fns`` on ``args``, alternating call by call."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  for fn in fns.values():
+    jax.block_until_ready(fn(*args))  # compile
+  times = {name: [] for name in fns}
+  for _ in range(calls):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times[name].append(1e3 * (time.perf_counter() - start))
+  row = {name: float(np.median(t)) for name, t in times.items()}
+  row["speedup"] = row["float32"] / row["packed"]
+  return row
+
+
+def _random_binary_network(model, x, rng):
+  """+-1 kernels and BatchNorm statistics (mean near 0 on the pre-activation's scale, var > 0)."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+  params = jax.tree.map(lambda s: rng.choice([-1.0, 1.0], s.shape).astype(np.float32), shapes["params"])
+  stats = jax.tree.map(lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32), shapes["batch_stats"])
+  for bn in stats.values():
+    n = bn["mean"].shape[0]
+    bn["mean"] = rng.normal(0.0, 2.0, n).astype(np.float32)
+    bn["var"] = (bn["var"] * 1000).astype(np.float32)
+  return jax.device_put({"params": params, "batch_stats": stats})
+
+
+def _time_network(model, variables, batches, shape, calls, rng):
+  """Latency rows {batch: {float32, packed, speedup}} and whether every argmax agreed."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from bayesbinn_jax.nn import pack_network  # pylint: disable=import-outside-toplevel
+
+  float_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  net = pack_network(model, variables, input_shape=(1,) + shape)
+  latency, identical = {}, True
+  for batch in batches:
+    x = jax.device_put(rng.standard_normal((batch,) + shape).astype(np.float32))
+    identical &= bool(np.array_equal(np.asarray(float_fn(variables, x)).argmax(-1),
+                                     np.asarray(net(x)).argmax(-1)))
+    latency[str(batch)] = _alternate({"float32": lambda x: float_fn(variables, x), "packed": net},
+                                     (x,), calls)
+  return latency, identical
+
+
+def _time_hidden_layer(batches, calls, rng):
+  """One 2048x2048 binary layer with BatchNorm and sign: float against xnor."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from bayesbinn_jax.nn import MnistMLP, XnorNetwork, pack_network  # pylint: disable=import-outside-toplevel
+
+  model = MnistMLP(hidden=2048, depth=2, activations="binary")
+  variables = _random_binary_network(model, np.zeros((1, 784), np.float32), rng)
+  xnor_fn = XnorNetwork(pack_network(model, variables).layers[1:2])
+  kernel = variables["params"]["BinaryDense_1"]["kernel"]
+  mean, var = (variables["batch_stats"]["BatchNorm_1"][k] for k in ("mean", "var"))
+  float_fn = jax.jit(lambda a: (a @ kernel - mean) * jax.lax.rsqrt(var + 1e-4) >= 0)
+  rows = {}
+  for batch in batches:
+    bits = rng.random((batch, 2048)) < 0.5
+    a = jnp.where(jnp.asarray(bits), 1.0, -1.0)
+    times = _alternate({"float32": lambda b, a=a: float_fn(a), "packed": xnor_fn},
+                       (jnp.asarray(bits),), calls)
+    rows[str(batch)] = times
+  return rows
+
+
+def _ensemble(rng, num_samples: int = 8) -> dict:
+  """Train a small fully binary MLP with BayesBiNN; K-sample packed vs float MC predictive."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+
+  import bayesbinn_jax as bb  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.export import save_xnor, size_report  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.nn import MnistMLP, pack_ensemble, pack_network  # pylint: disable=import-outside-toplevel
+
+  classes, dim = 10, 64
+  prototypes = rng.standard_normal((classes, dim)).astype(np.float32)
+
+  def draw(n):
+    y = rng.integers(0, classes, n)
+    return (prototypes[y] + 2.5 * rng.standard_normal((n, dim))).astype(np.float32), y
+
+  (x_train, y_train), (x_test, y_test) = draw(4000), draw(2000)
+  model = MnistMLP(num_classes=classes, hidden=256, depth=2, dropout=0.0, activations="binary")
+  variables = model.init(jax.random.PRNGKey(0), x_train[:2], train=False)
+  tx = bb.bayesbinn(3e-4, train_set_size=len(x_train), temperature=1e-8)
+  opt_state = tx.init(variables["params"])
+  params = bb.sample_relaxed(optax.tree_utils.tree_get(opt_state, "lam"), jax.random.PRNGKey(1), 1e-8)
+  batch_stats = variables["batch_stats"]
+
+  @jax.jit
+  def step(params, batch_stats, opt_state, x, y):
+    def loss_fn(p):
+      logits, new = model.apply({"params": p, "batch_stats": batch_stats}, x, train=True,
+                                mutable=["batch_stats"])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new["batch_stats"]
+    (_, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), batch_stats, opt_state
+
+  epochs = 5
+  for _ in range(epochs):
+    order = rng.permutation(len(x_train))
+    for start in range(0, len(x_train), 100):
+      idx = order[start:start + 100]
+      params, batch_stats, opt_state = step(params, batch_stats, opt_state, x_train[idx], y_train[idx])
+  lam = optax.tree_utils.tree_get(opt_state, "lam")
+  samples = bb.sample_binary(lam, jax.random.PRNGKey(2), num_samples)
+
+  float_probs = np.mean([np.asarray(jax.nn.softmax(model.apply(
+      {"params": jax.tree.map(lambda w, k=k: w[k], samples), "batch_stats": batch_stats},
+      x_test, train=False))) for k in range(num_samples)], axis=0)
+  ensemble = {"params": samples, "batch_stats": batch_stats}
+  packed_probs = np.asarray(pack_ensemble(model, ensemble).predict_proba(x_test))
+  mode = {"params": bb.posterior_mode(lam), "batch_stats": batch_stats}
+  mode_probs = np.asarray(pack_network(model, mode).predict_proba(x_test))
+
+  def metrics(probs):
+    nll = -np.log(probs[np.arange(len(y_test)), y_test] + 1e-12).mean()
+    return {"accuracy": float((probs.argmax(-1) == y_test).mean()), "nll": float(nll)}
+
+  with tempfile.TemporaryDirectory() as tmp:
+    paths = {name: os.path.join(tmp, f"{name}.npz") for name in ("mode", "ensemble")}
+    save_xnor(paths["mode"], model, mode)
+    save_xnor(paths["ensemble"], model, ensemble, ensemble=True)
+    sizes = {f"packed_{name}_file_bytes": os.path.getsize(path) for name, path in paths.items()}
+  report = size_report(mode["params"], batch_stats)
+  return {
+      "task": f"synthetic {classes}-class Gaussian prototypes in {dim}-D (noise 2.5), "
+              f"{len(x_train)} train / {len(x_test)} test",
+      "network": "MnistMLP(hidden=256, depth=2, activations='binary'), 64-256-256-10",
+      "training": f"BayesBiNN lr 3e-4, tau 1e-8, {epochs} epochs, batch 100",
+      "num_samples": num_samples,
+      "float32_bytes": report.float32_bytes,
+      **sizes,
+      "mode_packed": metrics(mode_probs),
+      "mc_float32": metrics(float_probs),
+      "mc_packed": metrics(packed_probs),
+      "mc_max_abs_prob_difference": float(np.abs(float_probs - packed_probs).max()),
+      "mc_predictions_identical": bool(np.array_equal(float_probs.argmax(-1), packed_probs.argmax(-1))),
+  }
+
+
+def fully_binary(args: argparse.Namespace, rng: np.random.Generator) -> dict:
+  """The ``fully_binary`` section: float32 simulation against packed xnor/popcount inference."""
+  from bayesbinn_jax.nn import MnistMLP, VGGBinaryConnect  # pylint: disable=import-outside-toplevel
+
+  model = MnistMLP(activations="binary")
+  variables = _random_binary_network(model, np.zeros((1, 784), np.float32), rng)
+  latency, identical = _time_network(model, variables, (1, 8, 100), (784,), args.calls, rng)
+  section = {
+      "network": "MnistMLP 784-2048x3-10, activations='binary' (first layer float)",
+      "latency_ms": latency,
+      "predictions_identical": identical,
+      "hidden_layer_2048x2048_ms": _time_hidden_layer((1, 8, 100), args.calls, rng),
+  }
+  for batch, row in latency.items():
+    print(f"fully binary MLP batch {batch:>3}: float32 {row['float32']:.3f} ms, packed "
+          f"{row['packed']:.3f} ms ({row['speedup']:.1f}x)")
+  if not args.skip_vgg:
+    vgg = VGGBinaryConnect(activations="binary")
+    vgg_variables = _random_binary_network(vgg, np.zeros((1, 32, 32, 3), np.float32), rng)
+    vgg_latency, vgg_identical = _time_network(vgg, vgg_variables, (1, 8), (32, 32, 3),
+                                               max(3, args.calls // 5), rng)
+    section["vgg"] = {"network": "VGGBinaryConnect, activations='binary' (first conv float)",
+                      "latency_ms": vgg_latency, "predictions_identical": vgg_identical}
+    for batch, row in vgg_latency.items():
+      print(f"fully binary VGG batch {batch:>3}: float32 {row['float32']:.1f} ms, packed "
+            f"{row['packed']:.1f} ms ({row['speedup']:.1f}x)")
+  if not args.skip_ensemble:
+    section["ensemble"] = _ensemble(rng)
+    e = section["ensemble"]
+    print(f"K={e['num_samples']} packed ensemble: {e['packed_ensemble_file_bytes']} bytes (float32 "
+          f"network {e['float32_bytes']}); MC accuracy float {e['mc_float32']['accuracy']:.4f} packed "
+          f"{e['mc_packed']['accuracy']:.4f}; NLL float {e['mc_float32']['nll']:.4f} packed "
+          f"{e['mc_packed']['nll']:.4f}")
+  return section
 
 
 if __name__ == "__main__":

@@ -392,7 +392,9 @@ def network_from_config(spec: Mapping[str, Any]) -> nn.Module:
 class XnorNetwork:
   """A packed fully binary network: ``net(x)`` gives the float network's eval-mode logits.
 
-  Built by :func:`pack_network`. ``net(x)`` takes the float network's input
+  Built by :func:`pack_network` (``XnorNetwork(net.layers[i:j])`` runs a slice
+  of a packed network; a slice starting at a hidden layer takes its boolean
+  input bits). ``net(x)`` takes the float network's input
   (MnistMLP: (N, 28, 28[, 1]) or (N, 784); VGG: (N, H, W, C)) and returns the
   logits (N, num_classes) float32, equal to
   ``model.apply(variables, x, train=False)`` of the float32 network. The call
@@ -417,11 +419,11 @@ class XnorNetwork:
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """Logits (N, classes), or (K, N, classes) for an ensemble, float32."""
-    return self._logits(jnp.asarray(x, jnp.float32))
+    return self._logits(x)
 
   def features(self, x: jax.Array) -> jax.Array:
     """The binary activations entering the last layer, bool (N, ...) (True is +1)."""
-    return self._features(jnp.asarray(x, jnp.float32))
+    return self._features(x)
 
   def predict_proba(self, x: jax.Array) -> jax.Array:
     """Softmax probabilities (N, classes); an ensemble averages its K networks' probabilities."""
