@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -16,6 +18,7 @@ def _run(script, *args):
                  capture_output=True, text=True, env=env, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_step_time_writes_ratios_to_the_plain_optax_adam_step(tmp_path):
   out = tmp_path / "step_time.json"
   _run("step_time.py", "--quick", "--optimizers", "bayesbinn_k1,optax_adam", "--mnist-batch", "4",
@@ -32,6 +35,7 @@ def test_step_time_writes_ratios_to_the_plain_optax_adam_step(tmp_path):
   assert bayesbinn["minor_faults_per_step"] >= 0 and bayesbinn["memory"]["temp_mib"] > 0
 
 
+@pytest.mark.slow
 def test_sample_noise_times_every_generator(tmp_path):
   out = tmp_path / "sample_noise.json"
   _run("sample_noise.py", "--weights", "1000", "--rounds", "1", "--calls", "1", "--out", str(out))

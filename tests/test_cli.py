@@ -173,6 +173,7 @@ def test_tfds_path_with_mock_data(tmp_path):
   assert "test_accuracy_matrix" in read_summary(out)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_summary(tmp_path):
   path = write_images(tmp_path / "d.npz", num_train=3000)
   args = [*SMALL, "--data-file", path, "--epochs", "5", "--quiet", "--set", "batch_size=50",
@@ -210,6 +211,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
   assert "optimizer='bayesbinn'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_four_simulated_devices_match_one(tmp_path):
   path = write_images(tmp_path / "d.npz")
   summaries = []
@@ -273,6 +275,7 @@ def test_show_config_prints_the_preset_and_flags_presets_that_are_ours(capsys):
   assert len(capsys.readouterr().out.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_the_host_allocator_setting_does_not_change_the_run(tmp_path):
   # --malloc changes where the host keeps freed memory, never what is computed:
   # each run in its own process, since the setting is process-wide.

@@ -75,6 +75,7 @@ _FAULTS_PER_CALL = textwrap.dedent("""
 
 @pytest.mark.skipif(platform.system() != "Linux" or "musl" in (ctypes.util.find_library("c") or ""),
                     reason="glibc's allocator only")
+@pytest.mark.slow
 def test_retained_memory_is_reused_without_page_faults():
   def faults(mode):
     result = subprocess.run([sys.executable, "-c", _FAULTS_PER_CALL, mode], capture_output=True, text=True,

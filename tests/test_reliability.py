@@ -379,6 +379,7 @@ def test_resume_refuses_a_finished_run_without_checkpoints(finished, data_file):
   assert_refused([*_args(data_file), "--resume"], finished, "summary.json", "no checkpoint")
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_gives_the_same_summary(tmp_path, straight, data_file):
   out_straight, seconds = straight
   rng = np.random.default_rng(8)

@@ -27,6 +27,7 @@ RENAMED_KEYS = {"rng": "generator"}
 """Settings renamed since the previous release: ``--set old=...`` names the new key."""
 
 ACTIVATIONS = ("real", "binary")
+ACTIVATION_QUANTIZERS = ("ste_sign", "approx_sign")
 PARAM_DTYPES = ("float32", "bfloat16", "float16")
 
 NOT_FROM_THE_PAPER = {name: spec.presets_ours for name, spec in SPECS.items() if spec.presets_ours}
@@ -138,6 +139,7 @@ def check_config(config: Mapping[str, Any]) -> None:
   if "mc_loop" in config and config["mc_loop"] not in LOOPS:
     raise ValueError(f"mc_loop must be one of {', '.join(LOOPS)}; got {config['mc_loop']!r}.")
   for key, choices in (("generator", GENERATORS), ("activations", ACTIVATIONS),
+                       ("activation_quantizer", ACTIVATION_QUANTIZERS),
                        ("param_dtype", PARAM_DTYPES), ("lr_schedule", SCHEDULES)):
     if key in config and config[key] not in choices:
       raise ValueError(f"{key} must be one of {', '.join(choices)}; got {config[key]!r}.")

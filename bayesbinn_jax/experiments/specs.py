@@ -128,12 +128,16 @@ def _settings(epochs: int, batch_size: int, eval_batch_size: int, *, val_fractio
               **more: Any) -> dict[str, Any]:
   return dict(epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size,
               val_fraction=val_fraction, augment=augment, train_subset=0, eval_every=eval_every,
-              checkpoint_every=checkpoint_every, **more)
+              checkpoint_every=checkpoint_every, activations="real", activation_quantizer="ste_sign",
+              param_dtype="float32", **more)
 
 
 def _network_options(config: Config) -> dict[str, Any]:
-  """The network's precision (``param_dtype``) and, where the spec has it, ``activations``."""
-  return {}
+  """The network's activations ("real" or "binary": binary inputs into every binary layer
+  but the first, through ``activation_quantizer``) and precision (``param_dtype``: the
+  params' and the computation's dtype; BatchNorm and the loss stay float32)."""
+  return dict(activations=config["activations"], activation_quantizer=config["activation_quantizer"],
+              dtype=config["param_dtype"], param_dtype=config["param_dtype"])
 
 
 _MNIST_PRESETS = {
@@ -151,8 +155,7 @@ def _cifar(name: str, tfds_name: str, presets: Mapping[str, Mapping[str, Any]]) 
       network=lambda config, quantizer, outputs: VGGBinaryConnect(
           num_classes=outputs, quantizer=quantizer, **_network_options(config)),
       image_shape=(32, 32, 3),
-      settings=_settings(500, 50, 500, val_fraction=0.1, augment=True, activations="real",
-                         param_dtype="float32"),
+      settings=_settings(500, 50, 500, val_fraction=0.1, augment=True),
       presets=presets, figures=("reliability",))
 
 
@@ -161,8 +164,7 @@ SPECS: dict[str, ExperimentSpec] = {spec.name: spec for spec in (
         name="two-moons", task="classification", load=_two_moons, normalisation="mnist",
         network=lambda config, quantizer, outputs: ToyMLP(
             outputs=outputs, quantizer=quantizer, **_network_options(config)),
-        settings=_settings(3000, 200, 1000, eval_every=100, checkpoint_every=500,
-                           param_dtype="float32"),
+        settings=_settings(3000, 200, 1000, eval_every=100, checkpoint_every=500),
         presets={
             "bayesbinn": dict(_BAYESBINN, lr=1e-3, lr_schedule="steps", lr_milestones=[1500, 2500],
                               lr_decay=0.1, temperature=1.0, momentum=0.99, train_samples=5,
@@ -179,8 +181,7 @@ SPECS: dict[str, ExperimentSpec] = {spec.name: spec for spec in (
         name="snelson", task="regression", load=_snelson, normalisation="standardise",
         network=lambda config, quantizer, outputs: ToyMLP(
             outputs=1, output_batchnorm=True, quantizer=quantizer, **_network_options(config)),
-        settings=_settings(5000, 200, 1000, eval_every=100, checkpoint_every=500,
-                           param_dtype="float32"),
+        settings=_settings(5000, 200, 1000, eval_every=100, checkpoint_every=500),
         presets={
             "bayesbinn": dict(_BAYESBINN, lr=1e-4, lr_schedule="geometric", lr_end=1e-5,
                               temperature=1.0, momentum=0.99, train_samples=1, test_samples=100,
@@ -195,8 +196,7 @@ SPECS: dict[str, ExperimentSpec] = {spec.name: spec for spec in (
         name="mnist", task="classification", load=_images("mnist"), normalisation="mnist",
         network=lambda config, quantizer, outputs: MnistMLP(
             num_classes=outputs, quantizer=quantizer, **_network_options(config)),
-        settings=_settings(500, 100, 1000, val_fraction=0.1, activations="real",
-                           param_dtype="float32"),
+        settings=_settings(500, 100, 1000, val_fraction=0.1),
         presets=_MNIST_PRESETS, figures=("reliability",)),
     _cifar("cifar10", "cifar10", {
         "bayesbinn": dict(_BAYESBINN, lr=3e-4, temperature=1e-10, train_set_scale=10, mc_loop="unroll"),
@@ -216,7 +216,7 @@ SPECS: dict[str, ExperimentSpec] = {spec.name: spec for spec in (
         name="permuted-mnist", task="classification", load=_images("mnist"), normalisation="mnist",
         network=lambda config, quantizer, outputs: ContinualMLP(
             num_classes=outputs, quantizer=quantizer, **_network_options(config)),
-        settings=_settings(100, 100, 1000, num_tasks=5, param_dtype="float32"),
+        settings=_settings(100, 100, 1000, num_tasks=5),
         presets={
             "bayesbinn": dict(_BAYESBINN, lr=1e-3, temperature=1e-2, test_samples=100),
             "ste": dict(_SCHEDULE, lr=1e-2),
