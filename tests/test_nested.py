@@ -46,9 +46,11 @@ def test_nonfinite_count_counts_consecutive_skipped_steps_in_every_composition(n
   assert int(count(state)) == 0
 
 
-def test_nonfinite_count_of_a_state_without_a_counter():
-  with pytest.raises(ValueError, match="apply_if_finite"):
-    nonfinite_count(optax.adam(1e-3).init(PARAMS))
+def test_a_state_that_cannot_skip_has_skipped_no_step():
+  tx = optax.adam(1e-3)
+  _, state = tx.update({"kernel": jnp.full((2, 2), jnp.nan), "scale": jnp.zeros(2)}, tx.init(PARAMS))
+  count = nonfinite_count(state)
+  assert count.dtype == jnp.int32 and int(count) == 0
 
 
 def test_find_state_in_a_chain_and_errors():

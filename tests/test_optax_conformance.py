@@ -146,7 +146,7 @@ def test_multisteps_equals_one_step_on_the_mean_gradient(name):
   tx, state, params = setup(name)
   g1, g2 = grads_at(params, 0), grads_at(params, 1)
   mean = jax.tree.map(lambda a, b: (a + b) / 2, g1, g2)
-  expected_updates, expected_state = tx.update(mean, state, params)
+  expected_updates, expected_state = jax.jit(tx.update)(mean, state, params)
 
   multi = optax.MultiSteps(tx, every_k_schedule=2)
   multi_state = multi.init(jax.tree.map(jnp.zeros_like, params))
@@ -204,6 +204,17 @@ def test_update_accepts_extra_arguments(name):
   chained_updates, _ = chained.update(grads_at(params), (optax.EmptyState(), state), params,
                                      value=jnp.asarray(0.5))
   assert_trees_close(chained_updates, plain[0], rtol=0.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_non_floating_leaf_is_named_at_init_and_update(name):
+  tx, state, params = setup(name)
+  bad = dict(network(), step=jnp.zeros((), jnp.int32))
+  with pytest.raises(ValueError, match=r"params at \['step'\] has dtype int32.*multi_transform"):
+    tx.init(bad)
+  grads = dict(grads_at(params), bias=jnp.zeros(jnp.shape(params["bias"]), jnp.int32))
+  with pytest.raises(ValueError, match=r"grads at \['bias'\] has dtype int32"):
+    tx.update(grads, state, params)
 
 
 SHARDING_SCRIPT = textwrap.dedent("""

@@ -50,14 +50,11 @@ def nonfinite_count(opt_state: Any) -> jax.Array:
   when the count is > 0. An ``apply_if_finite`` around a BayesBiNN
   transform answers for both (its inner state never sees a non-finite step).
   Under ``MultiSteps`` the count changes only on the steps that update.
-
-  Raises:
-    ValueError: when ``opt_state`` holds neither state.
+  A state holding neither (plain ``optax.adam``) gives 0: a transform that
+  cannot skip a step has skipped none (it applies non-finite updates; wrap it
+  in ``optax.apply_if_finite`` to skip them).
   """
   counts = [node.notfinite_count for node in find_states(opt_state, (BayesBiNNState, optax.ApplyIfFiniteState))]
   if not counts:
-    raise ValueError(
-        "the optimizer state holds no non-finite counter: build the transform with "
-        "bayesbinn(..., skip_nonfinite=True) or wrap it in optax.apply_if_finite."
-    )
+    return jnp.zeros([], jnp.int32)
   return counts[0] if len(counts) == 1 else jnp.max(jnp.stack(counts))
