@@ -91,11 +91,19 @@ def initialize(
     timeout_s: seconds to wait for the coordinator and every process
       (rounded up to whole seconds, at least 1).
 
+  Before JAX's own connection, a process other than 0 waits up to
+  ``timeout_s`` for the coordinator's port to accept a TCP connection, and
+  process 0 checks that the port is free: JAX's client ends the process with
+  a fatal log and a stack trace in both cases. Once connected, JAX itself
+  waits up to ``timeout_s`` for every process to register; a process that
+  never comes still ends the others that way (JAX gives no hook to catch
+  it), after ``timeout_s``, not in a hang.
+
   Raises:
     DistributedError: bad arguments (:func:`check_arguments`), a non-positive
-      timeout, a second call, a JAX backend already started, or a
-      coordinator not reached within ``timeout_s`` (the message is one line
-      naming the address and the timeout).
+      timeout, a second call, a coordinator not reached within ``timeout_s``
+      or a coordinator port already taken on process 0 (one line each,
+      naming the address), or JAX's own refusal (a backend already started).
   """
   check_arguments(coordinator, num_processes, process_id)
   if not timeout_s > 0:
