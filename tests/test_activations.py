@@ -243,8 +243,11 @@ def test_bfloat16_network_with_float32_batchnorm():
   assert all(s.dtype == jnp.float32 for s in jax.tree.leaves(variables["batch_stats"]))
   out, state = model.apply(variables, x, train=True, mutable=["batch_stats"],
                            rngs={"dropout": KEY})
-  assert out.dtype == jnp.bfloat16
+  assert out.dtype == jnp.float32  # the logits come out of a float32 BatchNorm
   assert all(s.dtype == jnp.float32 for s in jax.tree.leaves(state["batch_stats"]))
+  hidden = model.apply(variables, x, train=False, capture_intermediates=True,
+                       mutable=["intermediates"])[1]["intermediates"]
+  assert hidden["BinaryDense_1"]["__call__"][0].dtype == jnp.bfloat16
   # Close to the float32 network with the same (bfloat16-exact) weights.
   f32 = MnistMLP(hidden=32)
   v32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), variables)

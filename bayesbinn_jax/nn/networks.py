@@ -25,11 +25,12 @@ computes ``sign(BN(a @ w))`` with ``a, w`` in {-1, +1}: xnor/popcount and an
 integer threshold (``bayesbinn_jax.nn.xnor``).
 
 Precision: ``dtype`` (float32 by default) is the computation dtype of every binary
-layer and ``param_dtype`` (float32) the kernels'; BatchNorm statistics and
-normalization stay float32 whatever ``dtype`` (its output is cast back to
-``dtype``), e.g. ``MnistMLP(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)`` runs
-bfloat16 matrix products with bfloat16 kernels and float32 BatchNorm. The
-defaults compute exactly what the float32 networks always did.
+layer and ``param_dtype`` (float32) the kernels'. BatchNorm stays float32 whatever
+``dtype``: statistics, normalization and output (each binary layer casts its input
+to ``dtype``), so the logits, which end in a BatchNorm, are float32. E.g.
+``MnistMLP(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)`` runs bfloat16 matrix
+products with bfloat16 kernels and float32 BatchNorm. The defaults compute
+exactly what the float32 networks always did.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class _Precision:
                        param_dtype=self.param_dtype, **kwargs)
 
   def _bn(self, momentum: float, epsilon: float) -> Any:
-    return BatchNorm(momentum, epsilon, dtype=self.dtype)
+    return BatchNorm(momentum, epsilon, dtype=jnp.float32)
 
 
 def _flatten(x: jax.Array) -> jax.Array:
@@ -125,7 +126,7 @@ class ToyMLP(_Precision, nn.Module):
     bn_epsilon: epsilon of the output BatchNorm.
     activations: "real" (tanh) or "binary" (sign of the hidden pre-activations).
     activation_quantizer: the binary layers' input quantizer when "binary".
-    dtype: computation dtype of the binary layers.
+    dtype: computation dtype of the binary layers (the output BatchNorm stays float32).
     param_dtype: dtype of the kernels and biases.
   """
 
