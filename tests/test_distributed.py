@@ -4,7 +4,8 @@ The bad-input checks run in this process (they fail before JAX is touched) or,
 where JAX would start, in a subprocess. The end-to-end check starts two
 processes on 127.0.0.1 (CPU backend, gloo collectives), each with one device
 and its own half of every batch, and compares their 10 BayesBiNN steps of two
-moons with one process's.
+moons with one process's, with the train state replicated and split over the
+two processes' devices.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def test_unreachable_coordinator_and_busy_port_end_in_one_line_quickly():
 
 
 @pytest.mark.slow
-def test_two_processes_train_as_one(tmp_path):
+@pytest.mark.parametrize("layout", ["replicated", "sharded"])
+def test_two_processes_train_as_one(tmp_path, layout):
   port = _free_port()
   runs = {"one": [("-", 1, 0)], "two": [(f"127.0.0.1:{port}", 2, 0), (f"127.0.0.1:{port}", 2, 1)]}
   procs = []
@@ -95,7 +97,7 @@ def test_two_processes_train_as_one(tmp_path):
     for coordinator, count, rank in members:
       out = tmp_path / f"{name}-{rank}.npz"
       procs.append((out, subprocess.Popen(
-          [sys.executable, __file__, "train", coordinator, str(count), str(rank), str(out)],
+          [sys.executable, __file__, "train", coordinator, str(count), str(rank), str(out), layout],
           env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
   for _, proc in procs:
     _, err = proc.communicate(timeout=240)
@@ -127,8 +129,9 @@ def _errors(free_port: str, busy_port: str) -> dict:
   return result
 
 
-def _train(coordinator: str, count: int, rank: int, out: str) -> None:
-  """10 BayesBiNN steps of two moons through the engine, as process ``rank`` of ``count``."""
+def _train(coordinator: str, count: int, rank: int, out: str, layout: str) -> None:
+  """10 BayesBiNN steps of two moons through the engine, as process ``rank`` of ``count``, with
+  the state ``layout``: "replicated", or "sharded" over the devices (one per process)."""
   if count > 1:
     distributed.initialize(coordinator, count, rank, timeout_s=60)
   import jax  # pylint: disable=import-outside-toplevel
@@ -150,8 +153,13 @@ def _train(coordinator: str, count: int, rank: int, out: str) -> None:
                         steps_per_epoch=STEPS, train_set_size=len(x), key=purpose_key(0, "optimizer"))
   model = ToyMLP(outputs=2, quantizer=method.quantizer)
   mesh = sharding.data_mesh()
-  state = sharding.replicate(mesh, create_train_state(model, method, jnp.zeros((1, 2)), 0))
+  state = create_train_state(model, method, jnp.zeros((1, 2)), 0)
   step = make_train_step(method, "classification")
+  if layout == "replicated":
+    state = sharding.replicate(mesh, state)
+  else:  # every array of the ToyMLP splits over 2 devices: each process holds half of lambda
+    state, state_layout, _ = sharding.shard_state(mesh, state, num_samples=method.num_samples)
+    step = sharding.pin_layout(step, mesh, state_layout)
   losses = []
   for xb, yb in sharding.process_batches(x, y, BATCH, mesh=mesh, seed=0, epoch=0):
     assert len(xb) == BATCH // count  # this process's rows only
@@ -161,17 +169,18 @@ def _train(coordinator: str, count: int, rank: int, out: str) -> None:
   predict = make_predict(method, "classification")
   probs = sharding.to_host(predict(state, *sharding.shard_batch(mesh, moons.x_test[:40].astype(np.float32))))
   lam = sharding.to_host(find_state(state.opt_state, BayesBiNNState).lam)
+  results = {"losses": np.asarray(losses), "probs": probs,
+             **{f"lam{i}": leaf for i, leaf in enumerate(jax.tree.leaves(lam))}}
   try:
     sharding.process_rows(mesh, 3)
     batch_error = ""
   except sharding.ShardingError as error:
     batch_error = str(error)
-  np.savez(out, losses=np.asarray(losses), probs=probs, batch_error=np.asarray(batch_error),
-           **{f"lam{i}": leaf for i, leaf in enumerate(jax.tree.leaves(lam))})
+  np.savez(out, batch_error=np.asarray(batch_error), **results)
 
 
 if __name__ == "__main__":
   if sys.argv[1] == "errors":
     print(json.dumps(_errors(*sys.argv[2:4])))
   else:
-    _train(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+    _train(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6])
