@@ -30,8 +30,8 @@ def make_state(seed: int) -> TrainState:
   key = jax.random.PRNGKey(seed)
   return TrainState.create(
       apply_fn=None, params={"w": jax.random.normal(key, (100_000,))}, tx=optax.sgd(0.1),
-      batch_stats={"mean": jnp.arange(3.0) + seed}, dropout_key=key,
-      nonfinite_streak=jnp.zeros([], jnp.int32)).replace(step=jnp.asarray(seed, jnp.int32))
+      batch_stats={"mean": jnp.arange(3.0) + seed},
+      dropout_key=key).replace(step=jnp.asarray(seed, jnp.int32))
 
 
 def metadata(epoch: int) -> dict:

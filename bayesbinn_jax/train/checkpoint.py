@@ -24,11 +24,15 @@ they were: :meth:`Checkpointer.latest` still names the last complete one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import gc
+import io
 import json
 import logging
 import os
 import re
 import shutil
+import sys
 import zlib
 from collections.abc import Iterator
 from typing import Any, Mapping
@@ -58,14 +62,10 @@ class CheckpointError(ValueError):
 
 
 def _arrays(state: TrainState) -> dict[str, PyTree]:
-  return {
-      "step": state.step,
-      "params": state.params,
-      "opt_state": state.opt_state,
-      "batch_stats": state.batch_stats,
-      "dropout_key": state.dropout_key,
-      "nonfinite_streak": state.nonfinite_streak,
-  }
+  """The arrays of ``state`` by field: every pytree field of the flax struct (step,
+  params, opt_state, batch_stats, dropout_key); ``apply_fn`` and ``tx`` are not arrays."""
+  return {field.name: getattr(state, field.name) for field in dataclasses.fields(state)
+          if field.metadata.get("pytree_node", True)}
 
 
 class Checkpointer:
@@ -100,21 +100,26 @@ class Checkpointer:
     meta = {"version": __version__, **metadata,
             "arrays": _leaf_specs(arrays), "crc32": _crc32(arrays)}
     folder = os.path.join(self.directory, str(index))
-    try:
-      with _quiet_orbax_errors():
+    code = None
+    with _quiet_on_failure():
+      try:
         self._manager.save(
             index,
             args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
             force=True,
         )
         self._manager.wait_until_finished()
-    except Exception as error:  # noqa: BLE001 - Orbax and TensorStore wrap OS errors in their own types
-      cause = _os_error(error)
-      if cause is None:
-        raise
-      shutil.rmtree(folder + _TMP_SUFFIX, ignore_errors=True)
-      self._manager.reload()
-      raise OutputWriteError(folder, cause) from error
+      except Exception as error:  # noqa: BLE001 - Orbax and TensorStore wrap OS errors in their own types
+        code = _os_error_code(error)
+        if code is None:
+          raise
+      if code is not None:
+        # Raised outside the except block: the failed save's exceptions, and the asyncio
+        # tasks their tracebacks hold, are released and collected here, quietly.
+        shutil.rmtree(folder + _TMP_SUFFIX, ignore_errors=True)
+        self._manager.reload()
+        gc.collect()
+        raise OutputWriteError(folder, OSError(code, os.strerror(code)))
     if jax.process_index() == 0:
       write_atomic(os.path.join(folder, FILE_CRCS), json.dumps(_file_crcs(folder), sort_keys=True))
 
@@ -194,29 +199,37 @@ def check_metadata(saved: Mapping[str, Any], expected: Mapping[str, Any], where:
 
 
 @contextlib.contextmanager
-def _quiet_orbax_errors() -> Iterator[None]:
-  """Holds back the tracebacks Orbax's worker threads log (``absl`` logger, level
-  ERROR) while a save runs: the same error is raised to the caller, in one piece."""
-  logger = logging.getLogger("absl")
-  level = logger.level
-  logger.setLevel(logging.CRITICAL)
+def _quiet_on_failure() -> Iterator[None]:
+  """Holds back what Orbax and TensorStore print while a save runs. When a write
+  fails, their worker threads log tracebacks (``absl`` logger), print more to
+  ``sys.stderr`` (callbacks on a closed event loop), and leave asyncio tasks whose
+  exceptions asyncio logs when they are collected (``asyncio`` logger): the failure
+  reaches the caller as one exception instead. After a save that succeeds, what was
+  printed is passed on."""
+  loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+  levels = [logger.level for logger in loggers]
+  held = io.StringIO()
+  for logger in loggers:
+    logger.setLevel(logging.CRITICAL)
   try:
-    yield
+    with contextlib.redirect_stderr(held):
+      yield
+    sys.stderr.write(held.getvalue())
   finally:
-    logger.setLevel(level)
+    for logger, level in zip(loggers, levels):
+      logger.setLevel(level)
 
 
-def _os_error(error: BaseException) -> OSError | None:
-  """The OS error behind a failed save: an ``OSError`` in the chain of causes, or the
-  ``os_error_code`` of a TensorStore error; None when the failure is not the system's."""
+def _os_error_code(error: BaseException) -> int | None:
+  """The errno behind a failed save: that of an ``OSError`` in the chain of causes, or
+  the ``os_error_code`` of a TensorStore error; None when the failure is not the system's."""
   seen = error
   while seen is not None:
-    if isinstance(seen, OSError):
-      return seen
+    if isinstance(seen, OSError) and seen.errno is not None:
+      return seen.errno
     match = _OS_ERROR_CODE.search(str(seen))
     if match:
-      code = int(match.group(1))
-      return OSError(code, os.strerror(code))
+      return int(match.group(1))
     seen = seen.__cause__ or seen.__context__
   return None
 
