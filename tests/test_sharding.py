@@ -124,8 +124,11 @@ def test_sharded_state_trains_as_the_replicated_one_on_an_eighth_of_the_memory(m
     assert split["left_whole"] == []
 
 
-def test_errors_on_eight_devices():
+def test_errors_on_eight_devices_and_the_pinned_layout_of_a_wide_batchnorm_network():
   result = _run_script("errors")
+  # MnistMLP(hidden=2048, depth=1): jax.jit alone splits the BatchNorm statistics of its
+  # output next to the split weights (jax 0.10); pin_layout keeps every array as it came in.
+  assert result["pinned_layout_kept"]
   assert result["batch"] == ("batch_size=12 must be a multiple of the 8 devices in use; "
                              "pick a multiple of 8 (--set batch_size=...).")
   assert result["nothing_splits"].startswith("--shard-state: no weight array has an axis that is a "
@@ -213,7 +216,8 @@ def _samples_equal(mesh, lam) -> bool:
 
 def _errors() -> dict:
   from bayesbinn_jax.experiments.presets import preset  # pylint: disable=import-outside-toplevel
-  from bayesbinn_jax.nn import ToyMLP  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.nn import MnistMLP, ToyMLP  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.train.engine import make_train_step  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train.keys import purpose_key  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train.methods import build_method  # pylint: disable=import-outside-toplevel
 
@@ -230,6 +234,15 @@ def _errors() -> dict:
     sharding.state_shardings(state, mesh, num_samples=method.num_samples)
   except sharding.ShardingError as error:
     result["nothing_splits"] = str(error)
+  method = build_method("bayesbinn", dict(preset("mnist", "bayesbinn"), seed=0), steps_per_epoch=1,
+                        train_set_size=64, key=purpose_key(0, "optimizer"))
+  state = _init(MnistMLP(hidden=2048, depth=1, quantizer=method.quantizer), method, jnp.zeros((1, 28, 28)))
+  state, layout, _ = sharding.shard_state(mesh, state)
+  step = sharding.pin_layout(make_train_step(method, "classification"), mesh, layout)
+  batch = sharding.shard_batch(mesh, np.zeros((64, 28, 28), np.float32), np.zeros(64, np.int32))
+  outputs = step.lower(state, *batch).compile().output_shardings[0]
+  result["pinned_layout_kept"] = all(
+      a.spec == b.spec for a, b in zip(jax.tree.leaves(outputs), jax.tree.leaves(layout)))
   return result
 
 
