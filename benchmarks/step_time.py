@@ -555,8 +555,8 @@ def run_scaling(args: argparse.Namespace) -> None:
                       for n in args.devices)
       worst = max(row[str(n)]["state_checksum_rel_diff"] for n in args.devices)
       print(f"{CASES[key][2]:<15}{cells}   state vs N={args.devices[0]}: {worst:.1e}")
-      memory = "".join(f"{row[str(n)]['state_bytes_per_device'] / MiB:8.2f} /{row[str(n)]['xla_peak_mib_per_device'] or 0:7.1f}"
-                       for n in args.devices)
+      memory = "".join(f"{cell['state_bytes_per_device'] / MiB:8.2f} /{cell['xla_peak_mib_per_device'] or 0:7.1f}"
+                       for cell in (row[str(n)] for n in args.devices))
       print(f"{'  MiB state/peak':<15}{memory}")
   settings = dict(_settings(args), devices=args.devices, shard_state=args.shard_state, scale_over=args.scale_over)
   payload = dict(machine=runs[args.devices[0]]["machine"], settings=settings,
