@@ -97,8 +97,10 @@ def test_tensorboard_events_hold_every_number_at_its_epoch(tmp_path):
   pytest.importorskip("tensorboardX")
   writer, _ = _write(tmp_path, RECORDS)
   assert writer.note is None and writer.tensorboard_dir == str(tmp_path / "tensorboard")
+  assert os.path.dirname(writer.events_path) == writer.tensorboard_dir
   (events,) = _events(tmp_path / "tensorboard")
   assert events[0].file_version == "brain.Event:2"
+  assert [e.step for e in events[1:]] == [1, 2, 3]  # one event per epoch
   scalars = _scalars(events)
   expected = {("epoch", 1): 1, ("seconds", 1): 0.5, ("train_loss", 1): 0.75, ("lr", 1): 1e-3,
               ("epoch", 2): 2, ("seconds", 2): 0.25, ("train_loss", 2): 0.5, ("lr", 2): 5e-4,
@@ -163,8 +165,30 @@ def test_a_failed_append_names_the_file_and_leaves_no_half_line(tmp_path, monkey
   assert (tmp_path / "metrics.jsonl").read_bytes() == before
 
 
+def test_a_failed_event_write_names_the_event_file_and_prints_nothing(tmp_path, monkeypatch, capfd):
+  record_writer = pytest.importorskip("tensorboardX.record_writer")
+  writer = MetricWriter(tmp_path)
+  writer.start()
+  writer.write(RECORDS[0])
+
+  def no_space(self):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(record_writer.RecordWriter, "flush", no_space)
+  with pytest.raises(OutputWriteError) as excinfo:
+    writer.write(RECORDS[1])
+  monkeypatch.undo()
+  assert excinfo.value.path == writer.events_path and excinfo.value.errno == errno.ENOSPC
+  writer.close()
+  assert read_records(writer.path, 2) == RECORDS[:2]  # metrics.jsonl was written first
+  (events,) = _events(tmp_path / "tensorboard")
+  assert ("train_loss", 1) in _scalars(events)
+  assert capfd.readouterr().err == ""
+
+
 def test_without_tensorboardx_only_metrics_jsonl_is_written(tmp_path, monkeypatch):
-  monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import raises ImportError
+  for name in ("tensorboardX", "tensorboardX.proto", "tensorboardX.record_writer"):
+    monkeypatch.setitem(sys.modules, name, None)  # their import raises ImportError
   writer, _ = _write(tmp_path, RECORDS[:2])
   assert writer.tensorboard_dir is None
   assert writer.note.startswith("tensorboardX is not installed: TensorBoard logging is off")

@@ -4,23 +4,29 @@ Each epoch's record (a JSON object with at least ``"epoch"``, 1-based) is
 appended to ``metrics.jsonl`` as one line, flushed and fsynced, so a run
 killed at any moment leaves every finished epoch on disk; a line cut short
 (no newline) is ignored when the file is read back. The numbers of each record
-are also written as TensorBoard scalars at step ``epoch`` through
-``tensorboardX`` (an optional extra, ``pip install 'bayesbinn_jax[tensorboard]'``,
-which needs no TensorFlow), so a long run can be watched in TensorBoard.
-Without it only ``metrics.jsonl`` is written and :attr:`MetricWriter.note`
-says so once.
+are also written as TensorBoard scalars at step ``epoch`` with
+``tensorboardX``'s event protobufs and record writer (an optional extra,
+``pip install 'bayesbinn_jax[tensorboard]'``, which needs no TensorFlow), so a
+long run can be watched in TensorBoard. Without it only ``metrics.jsonl`` is
+written and :attr:`MetricWriter.note` says so once.
+
+The events are written and fsynced in the caller's thread, one event per
+epoch, not through ``tensorboardX.SummaryWriter``: its writer thread and exit
+handler print tracebacks when the disk fills, where a failed write here raises
+one :class:`~bayesbinn_jax.atomic.OutputWriteError` naming the file.
 
 A resumed run rewrites ``metrics.jsonl`` to the epochs its checkpoint holds
-and starts a new event file whose ``purge_step`` hides the later events of
-the interrupted run, as TensorBoard expects of a restarted run.
+and starts a new event file that begins with TensorBoard's restart marker (a
+``SessionLog.START`` event at the next epoch, what ``SummaryWriter``'s
+``purge_step`` writes): TensorBoard then hides the interrupted run's later events.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import numbers
 import os
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -90,6 +96,7 @@ class MetricWriter:
     path: the ``metrics.jsonl`` file.
     tensorboard_dir: the folder of the event files, or None when TensorBoard
       logging is off.
+    events_path: the event file being written, or None.
     note: None, or the one line to print when TensorBoard logging is off
       because ``tensorboardX`` is not installed.
   """
@@ -105,55 +112,67 @@ class MetricWriter:
     directory = os.fspath(directory)
     self.path = os.path.join(directory, METRICS_FILE)
     self.tensorboard_dir: str | None = None
+    self.events_path: str | None = None
     self.note: str | None = None
-    self._summary_writer_class = None
-    self._summary_writer = None
+    self._protos: tuple[Any, Any] | None = None
+    self._record_writer_class: Any = None
+    self._events: Any = None
     if tensorboard:
       try:
-        from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+        # pylint: disable=import-outside-toplevel
+        from tensorboardX.proto import event_pb2, summary_pb2
+        from tensorboardX.record_writer import RecordWriter
       except ImportError:
         self.note = ("tensorboardX is not installed: TensorBoard logging is off (metrics.jsonl "
                      "is written; pip install 'bayesbinn_jax[tensorboard]' to turn it on)")
       else:
-        # A NaN loss is a metric like any other: no warning on the console for each one.
-        logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
-        self._summary_writer_class = SummaryWriter
+        self._protos = (event_pb2, summary_pb2)
+        self._record_writer_class = RecordWriter
         self.tensorboard_dir = os.path.join(directory, TENSORBOARD_DIR)
 
   def start(self, epochs_done: int = 0) -> list[dict]:
     """Readies the files for epoch ``epochs_done + 1`` and returns the records before it.
 
     ``metrics.jsonl`` is rewritten (atomically) to hold exactly the records of
-    epochs 1 to ``epochs_done``: empty for a new run. TensorBoard events of
-    steps after ``epochs_done`` written by an interrupted run are hidden
-    (``purge_step``).
+    epochs 1 to ``epochs_done``: empty for a new run. A new event file is
+    started; after ``epochs_done > 0`` it hides the events of later steps
+    written by an interrupted run.
 
     Raises:
       MetricsFileError: when ``epochs_done > 0`` and the file does not hold
         those epochs (see :func:`read_records`).
-      OutputWriteError: when the file cannot be written.
+      OutputWriteError: when a file cannot be written.
     """
     records = read_records(self.path, epochs_done) if epochs_done else []
     write_atomic(self.path, "".join(json.dumps(record) + "\n" for record in records))
-    if self._summary_writer_class is not None:
+    if self._protos is not None:
       self.close()
+      event_pb2, _ = self._protos
+      now = time.time_ns()
+      # Whole seconds, as TensorBoard's own names, and the nanoseconds: a restart in
+      # the same second must not overwrite the interrupted run's events.
+      self.events_path = os.path.join(
+          self.tensorboard_dir, f"events.out.tfevents.{now // 10**9}.{socket.gethostname()}.{now}")
       try:
-        # The default file name has whole seconds: a restart within the same
-        # second would overwrite the interrupted run's events.
-        self._summary_writer = self._summary_writer_class(
-            logdir=self.tensorboard_dir, purge_step=epochs_done + 1 if epochs_done else None,
-            filename_suffix=f".{time.time_ns()}")
+        os.makedirs(self.tensorboard_dir, exist_ok=True)
+        self._events = self._record_writer_class(self.events_path)
       except OSError as error:
-        raise OutputWriteError(self.tensorboard_dir, error) from error
+        raise OutputWriteError(self.events_path, error) from error
+      events = [event_pb2.Event(wall_time=now / 1e9, file_version="brain.Event:2")]
+      if epochs_done:
+        events.append(event_pb2.Event(
+            wall_time=now / 1e9, step=epochs_done + 1,
+            session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+      self._write_events(events)
     return records
 
   def write(self, record: Mapping[str, Any]) -> None:
-    """Appends ``record`` to ``metrics.jsonl`` (flushed and fsynced) and its numbers to
-    TensorBoard at step ``record["epoch"]``.
+    """Appends ``record`` to ``metrics.jsonl`` and its numbers, as one event at step
+    ``record["epoch"]``, to the event file; both flushed and fsynced.
 
     Raises:
-      OutputWriteError: naming ``metrics.jsonl`` when the append fails (a full
-        disk, a read-only folder); the file is cut back to its earlier records.
+      OutputWriteError: naming the file whose write failed (a full disk, a
+        read-only folder); ``metrics.jsonl`` is cut back to its earlier records.
     """
     line = (json.dumps(dict(record)) + "\n").encode("utf-8")
     try:
@@ -175,14 +194,28 @@ class MetricWriter:
         raise OutputWriteError(self.path, error) from error
     finally:
       os.close(handle)
-    if self._summary_writer is not None:
-      step = int(record["epoch"])
-      for tag, value in _scalars(record).items():
-        self._summary_writer.add_scalar(tag, value, global_step=step)
-      self._summary_writer.flush()
+    if self._events is not None:
+      event_pb2, summary_pb2 = self._protos
+      values = [summary_pb2.Summary.Value(tag=tag, simple_value=value)
+                for tag, value in _scalars(record).items()]
+      self._write_events([event_pb2.Event(
+          wall_time=time.time(), step=int(record["epoch"]), summary=summary_pb2.Summary(value=values))])
+
+  def _write_events(self, events: list[Any]) -> None:
+    try:
+      for event in events:
+        self._events.write(event.SerializeToString())
+      self._events.flush()  # flushes and fsyncs
+    except OSError as error:
+      self.close()
+      raise OutputWriteError(self.events_path, error) from error
 
   def close(self) -> None:
-    """Flushes and closes the TensorBoard event file (``metrics.jsonl`` is always closed)."""
-    if self._summary_writer is not None:
-      self._summary_writer.close()
-      self._summary_writer = None
+    """Closes the event file. Every write was flushed, so nothing is lost when closing
+    fails (a full disk); ``metrics.jsonl`` is never held open."""
+    if self._events is not None:
+      events, self._events = self._events, None
+      try:
+        events.close()
+      except OSError:
+        pass
