@@ -125,6 +125,7 @@ _INVALID_CASES = {
     "images bool": (dict(x_test=np.zeros((6, 8, 8, 3), bool)), ["x_test", "bool"]),
     "images NaN": (dict(x_train=np.full((12, 8, 8, 3), np.nan, np.float32)), ["x_train", "NaN"]),
     "images Inf": (dict(x_test=np.full((6, 8, 8, 3), np.inf)), ["x_test", "Inf"]),
+    "images beyond float32": (dict(x_test=np.full((6, 8, 8, 3), 1e300)), ["x_test", "float32's range"]),
     "images object": (dict(x_train=np.empty((12, 8, 8, 3), object)), ["x_train", "object"]),
     "train empty": (dict(x_train=np.zeros((0, 8, 8, 3), np.uint8), y_train=np.zeros((0,), int)),
                     ["x_train", "empty"]),

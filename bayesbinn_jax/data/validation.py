@@ -82,9 +82,10 @@ def check_images(value: Any, key: str, source: str) -> np.ndarray:
   if images.dtype == np.uint8:
     pass
   elif np.issubdtype(images.dtype, np.floating):
+    with np.errstate(over="ignore"):  # values beyond float32's range become Inf, refused below
+      images = images.astype(np.float32, copy=False)
     if not np.all(np.isfinite(images)):
-      raise DataError(source, f"{key} contains NaN or Inf values")
-    images = images.astype(np.float32, copy=False)
+      raise DataError(source, f"{key} contains NaN or Inf values (or values beyond float32's range)")
   else:
     raise DataError(
         source, f"{key} has dtype {images.dtype}; images must be uint8 (or finite floats)"
