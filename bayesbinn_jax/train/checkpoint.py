@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import glob
 import io
 import json
 import logging
@@ -52,7 +53,8 @@ run is watched, evaluated, saved or looped over its samples, never the trained s
 FILE_CRCS = "file_crcs.json"
 """The file, inside each checkpoint's folder, that maps every other file to its CRC-32."""
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"
-"""Orbax writes checkpoint ``i`` into ``i`` + this suffix and renames it when complete."""
+"""Orbax writes checkpoint ``i`` into ``i`` + this suffix (+ a timestamp in some versions)
+and renames it when complete."""
 _OS_ERROR_CODE = re.compile(r"os_error_code='(\d+)'")
 """How TensorStore (Orbax's array writer) reports the errno of a failed write."""
 
@@ -116,7 +118,8 @@ class Checkpointer:
       if code is not None:
         # Raised outside the except block: the failed save's exceptions, and the asyncio
         # tasks their tracebacks hold, are released and collected here, quietly.
-        shutil.rmtree(folder + _TMP_SUFFIX, ignore_errors=True)
+        for unfinished in glob.glob(glob.escape(folder + _TMP_SUFFIX) + "*"):
+          shutil.rmtree(unfinished, ignore_errors=True)
         self._manager.reload()
         gc.collect()
         raise OutputWriteError(folder, OSError(code, os.strerror(code)))
