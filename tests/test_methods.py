@@ -11,7 +11,7 @@ from bayesbinn_jax.experiments.presets import preset
 from bayesbinn_jax.nn import MnistMLP, ToyMLP
 from bayesbinn_jax.train.engine import create_train_state, make_predict_mc, make_train_step
 from bayesbinn_jax.optim import BayesBiNNState, PMFState
-from bayesbinn_jax.optim.nested import find_state
+from bayesbinn_jax.optim.nested import find_state, nonfinite_count
 from bayesbinn_jax.train.methods import OPTIMIZERS, build_method
 
 X = jnp.asarray(np.random.default_rng(0).normal(size=(16, 2)), jnp.float32)
@@ -95,9 +95,9 @@ def test_a_nonfinite_step_is_skipped_and_leaves_the_state_unchanged():
   state, metrics = step(state, X.at[0, 0].set(jnp.nan), Y)
   assert not np.isfinite(float(metrics["loss"]))
   inner_before, inner_after = (find_state(s, BayesBiNNState) for s in (before, state.opt_state))
-  for field in ("lam", "momentum", "key", "count"):
+  for field in ("lam", "momentum", "key", "count"):  # notfinite_count is 1 now
     np.testing.assert_array_equal(leaves(getattr(inner_after, field)), leaves(getattr(inner_before, field)))
-  assert int(state.nonfinite_streak) == 1
+  assert int(nonfinite_count(state.opt_state)) == 1 and int(metrics["nonfinite_streak"]) == 1
 
 
 @pytest.mark.parametrize("train_samples", [1, 3])
@@ -118,3 +118,15 @@ def test_bayesbinn_step_keeps_no_copy_of_the_state(train_samples):
   allowed = train_samples + (0.5 if train_samples == 1 else 1.5)
   assert temp < allowed * weight_bytes, (temp / weight_bytes, allowed)
   assert find_state(state.opt_state, BayesBiNNState).momentum is None  # the MNIST preset's beta = 0
+
+
+def test_bayesbinn_lambda_dtype_comes_from_the_config_and_the_key_is_stored_raw():
+  config = preset("two-moons", "bayesbinn") | {"seed": 0, "lam_dtype": "bfloat16"}
+  method = build_method("bayesbinn", config, steps_per_epoch=1, train_set_size=16, key=jax.random.key(3))
+  state = method.tx.init({"w": jnp.zeros(3)})
+  assert state.lam["w"].dtype == jnp.bfloat16
+  # A typed key is stored as its raw data (Orbax checkpoints hold uint32 arrays).
+  np.testing.assert_array_equal(state.key, jax.random.split(jax.random.key_data(jax.random.key(3)))[0])
+  with pytest.raises(ValueError, match="lam_dtype must be a floating dtype"):
+    build_method("bayesbinn", config | {"lam_dtype": "int8"}, steps_per_epoch=1, train_set_size=16,
+                 key=jax.random.key(3))
