@@ -73,7 +73,8 @@ def _arrays(state: TrainState) -> dict[str, PyTree]:
 class Checkpointer:
   """Saves and restores a run's checkpoints under ``directory``.
 
-  Nothing is written before the first :meth:`save` (which creates ``directory``).
+  Nothing is written before the first :meth:`save` (which creates ``directory``):
+  a Checkpointer opened on a full or read-only folder can still tell :meth:`latest`.
   """
 
   def __init__(self, directory: str, *, max_to_keep: int = 2):
@@ -81,8 +82,7 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=False, enable_async_checkpointing=False,
-            cleanup_tmp_directories=True),
+            max_to_keep=max_to_keep, create=False, enable_async_checkpointing=False),
     )
 
   def save(self, index: int, state: TrainState, metadata: Mapping[str, Any]) -> None:
