@@ -1,0 +1,31 @@
+"""benchmarks/packed_inference.py runs end to end and writes its fully_binary section."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_packed_inference_writes_the_fully_binary_section(tmp_path):
+  out = tmp_path / "packed_inference.json"
+  subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "packed_inference.py"),
+                  "--calls", "1", "--skip-vgg", "--skip-ensemble", "--out", str(out)],
+                 check=True, capture_output=True, text=True, cwd=ROOT,
+                 env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  result = json.loads(out.read_text())
+  assert result["predictions_identical"] is True
+  section = result["fully_binary"]
+  assert section["predictions_identical"] is True
+  for rows in (section["latency_ms"], section["hidden_layer_2048x2048_ms"]):
+    assert set(rows) == {"1", "8", "100"}
+    for row in rows.values():
+      assert row["float32"] > 0 and row["packed"] > 0
+      assert row["speedup"] == row["float32"] / row["packed"]
+  assert "vgg" not in section and "ensemble" not in section
