@@ -157,6 +157,7 @@ def test_conv_layer_padding_and_pooling_exact(pool, channels, units, spatial):
   assert_array_equal(np.asarray(bits), np.asarray(expected))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch,size", [(1, 10), (3, 8)])
 def test_vgg_equals_float_simulation(batch, size):
   model = VGGBinaryConnect(num_classes=10, activations="binary")

@@ -47,6 +47,7 @@ def test_round_trip_mlp(tmp_path):
   assert_array_equal(params["BinaryDense_1"]["kernel"], variables["params"]["BinaryDense_1"]["kernel"])
 
 
+@pytest.mark.slow
 def test_round_trip_vgg_small_input(tmp_path):
   model = VGGBinaryConnect(num_classes=3, activations="binary")
   x = np.random.default_rng(2).standard_normal((2, 8, 8, 3)).astype(np.float32)
