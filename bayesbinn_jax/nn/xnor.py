@@ -65,8 +65,6 @@ from bayesbinn_jax.nn.networks import (
     VGGBinaryConnect,
 )
 
-PyTree = Any
-
 WORD_BITS = 32
 """Bits per packed word (``uint32``)."""
 
@@ -226,7 +224,7 @@ def _run_layer(layer: _Layer, x: jax.Array) -> jax.Array:
   if layer.kind == "xnor_conv":
     (kh, kw), (pt, pl), pool = layer.config
     packed = pack_words(x)                                           # (B, H, W, words)
-    batch, height, width, num_words = packed.shape
+    _, height, width, num_words = packed.shape
     padded = jnp.pad(packed, ((0, 0), (pt, kh - 1 - pt), (pl, kw - 1 - pl), (0, 0)))
     words = a["words"]
     count = _popcount_sum([
