@@ -5,7 +5,8 @@ where JAX would start, in a subprocess. The end-to-end check starts two
 processes on 127.0.0.1 (CPU backend, gloo collectives), each with one device
 and its own half of every batch, and compares their 10 BayesBiNN steps of two
 moons with one process's, with the train state replicated and split over the
-two processes' devices.
+two processes' devices; the replicated state is also saved through Orbax by
+both processes and restored whole by both.
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ def test_two_processes_train_as_one(tmp_path, layout):
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err[-3000:]
   one, two0, two1 = (dict(np.load(out)) for out, _ in procs)
+  if layout == "replicated":  # saved once through Orbax by both processes, restored by both
+    assert one["checkpoint_roundtrip"] and two0["checkpoint_roundtrip"] and two1["checkpoint_roundtrip"]
   assert two0.keys() == one.keys() and two1.keys() == one.keys()
   for key in one:
     if key != "batch_error":
@@ -171,12 +174,34 @@ def _train(coordinator: str, count: int, rank: int, out: str, layout: str) -> No
   lam = sharding.to_host(find_state(state.opt_state, BayesBiNNState).lam)
   results = {"losses": np.asarray(losses), "probs": probs,
              **{f"lam{i}": leaf for i, leaf in enumerate(jax.tree.leaves(lam))}}
+  if layout == "replicated":
+    results["checkpoint_roundtrip"] = _checkpoint_roundtrip(
+        state, os.path.join(os.path.dirname(out), f"checkpoints-{count}"), mesh, model, method)
   try:
     sharding.process_rows(mesh, 3)
     batch_error = ""
   except sharding.ShardingError as error:
     batch_error = str(error)
   np.savez(out, batch_error=np.asarray(batch_error), **results)
+
+
+def _checkpoint_roundtrip(state, directory: str, mesh, model, method) -> bool:
+  """Whether the state saved through Orbax by every process is restored whole, on every process,
+  into another state placed on the mesh."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.train import sharding  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.train.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.train.engine import create_train_state  # pylint: disable=import-outside-toplevel
+
+  metadata = {"experiment": "two-moons", "optimizer": "bayesbinn", "config": {}, "progress": {"epoch": 1}}
+  checkpointer = Checkpointer(directory)
+  checkpointer.save(1, state, metadata)
+  template = sharding.replicate(mesh, create_train_state(model, method, jnp.zeros((1, 2)), 1))
+  restored, _ = checkpointer.restore_latest(template, metadata)
+  checkpointer.close()
+  saved, read = sharding.to_host(jax.tree.leaves(state)), sharding.to_host(jax.tree.leaves(restored))
+  return len(saved) == len(read) and all(np.array_equal(a, b) for a, b in zip(saved, read))
 
 
 if __name__ == "__main__":

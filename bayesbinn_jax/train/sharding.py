@@ -178,7 +178,27 @@ def to_host(tree: PyTree) -> PyTree:
 
 def replicate(mesh: Mesh, tree: PyTree) -> PyTree:
   """Puts every leaf of ``tree`` (the same on every process) on every device of the mesh."""
-  return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+  return place(tree, jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), tree))
+
+
+def place(tree: PyTree, shardings: PyTree) -> PyTree:
+  """Puts every leaf of ``tree`` (the same on every process) on the devices as ``shardings`` say.
+
+  One process: ``jax.device_put``. Several: ``device_put`` refuses host
+  arrays for devices of other processes (and builds arrays Orbax cannot save
+  from device arrays), so each process builds its own shards from the host
+  value (``jax.make_array_from_callback``); PRNG keys travel as their key data.
+  """
+  if jax.process_count() == 1:
+    return jax.device_put(tree, shardings)
+
+  def one(leaf: Any, sharding: NamedSharding) -> jax.Array:
+    typed_key = jnp.issubdtype(jnp.result_type(leaf), jax.dtypes.prng_key)
+    host = np.asarray(to_host(jax.random.key_data(leaf) if typed_key else leaf))
+    array = jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    return jax.random.wrap_key_data(array, impl=jax.random.key_impl(leaf)) if typed_key else array
+
+  return jax.tree.map(one, tree, shardings)
 
 
 # ------------------------------------------------------------------ sharded train state
@@ -276,7 +296,7 @@ def shard_state(mesh: Mesh, state: Any, *, num_samples: int = 1) -> tuple[Any, A
     restoring a checkpoint into the same layout.
   """
   layout, replicated = state_shardings(state, mesh, num_samples=num_samples)
-  return jax.device_put(state, layout), layout, replicated
+  return place(state, layout), layout, replicated
 
 
 def pin_layout(
