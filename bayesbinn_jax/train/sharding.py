@@ -19,7 +19,8 @@ sampled weights) and of the optimizer state (lambda, the momentum, the
 prior) is cut along one weight axis into one slice per device. In the step,
 XLA gathers the weights where the forward and backward passes need them
 whole and computes the update of each slice on the device holding it (the
-gradient all-reduce becomes a reduce-scatter). BayesBiNN's counter-based
+gradient all-reduce becomes a reduce-scatter); :func:`pin_layout` compiles
+the step with that layout on its inputs and outputs. BayesBiNN's counter-based
 noise depends only on (key, position), so each device draws the noise of its
 own slice and the samples equal the replicated run's.
 """
