@@ -412,4 +412,4 @@ class TestBadInput:
 
 
 def test_state_fields_are_the_public_api():
-  assert BayesBiNNState._fields == ("count", "lam", "momentum", "prior_lam", "key", "notfinite_count")
+  assert BayesBiNNState._fields == ("count", "lam", "momentum", "prior_lam", "key", "sample_key", "notfinite_count")

@@ -36,7 +36,11 @@ whatever the params' dtype), and s and the whole update are computed in
 ``promote_types(lam_dtype, float32)``; only the sample handed to the model
 takes the params' dtype. In bfloat16 tanh(lambda) rounds to 1 from
 |lambda| ~ 3 and a step below half an ulp of lambda vanishes; in float16 the
-1e-10 guard rounds to 0 (s = 0 / 0).
+1e-10 guard rounds to 0 (s = 0 / 0). With params narrower than float32 the
+update also draws the held sample again in float32 (``state.sample_key``):
+1 - w^2 of the rounded sample is 0 wherever w rounds to +-1, which would
+silence the gradient of every confident weight. That costs one more draw
+per step, for narrow params only.
 """
 
 from __future__ import annotations
@@ -156,6 +160,28 @@ def _sample_axis(params: PyTree, lam: PyTree, num_samples: Any) -> int | None:
   return size
 
 
+
+
+def _held_sample(state: BayesBiNNState, params: PyTree, size: int | None, temperature: Any,
+                 generator: str) -> PyTree:
+  """The sample the model holds, in float32 or wider where the params are narrower.
+
+  Float32 (or wider) params are the sample itself. Narrower ones are its
+  rounding, and 1 - w^2 of a rounded w is 0 wherever w rounds to +-1 (in
+  bfloat16 from |w| > 1 - 2^-9): the update then draws the sample again from
+  ``state.lam`` and ``state.sample_key``, as the last update did, and keeps
+  the float32 value wherever it rounds to the params' value; elsewhere (the
+  first step, from params drawn with another key) the params' value, widened.
+  """
+  def narrow(p: jax.Array, l: jax.Array) -> bool:
+    return jnp.promote_types(p.dtype, compute_dtype(l.dtype)) != p.dtype
+
+  if not any(narrow(p, l) for p, l in zip(jax.tree.leaves(params), jax.tree.leaves(state.lam))):
+    return params
+  drawn = sample_relaxed(state.lam, state.sample_key, temperature, size, generator=generator)
+  return jax.tree.map(
+      lambda w, d, l: jnp.where(d.astype(w.dtype) == w, d, w.astype(d.dtype)) if narrow(w, l) else w,
+      params, drawn, state.lam)
 
 
 def _check_not_one_network_grads(grads: PyTree, params: PyTree) -> None:
@@ -302,6 +328,8 @@ def bayesbinn(
     if prior_lambda is not None:
       _trees.check_tree_like("prior_lambda", prior_lambda, network, "params")
     state_key, init_key = jax.random.split(initial_key)
+    # Not the key of the first params (drawn by the caller): update falls back to their values.
+    first_sample_key = jax.random.fold_in(init_key, 1)
     leaves, treedef = jax.tree.flatten(network)
     lam_leaves = []
     for leaf, leaf_key in zip(leaves, jax.random.split(init_key, max(len(leaves), 1))):
@@ -317,6 +345,7 @@ def bayesbinn(
         momentum=None if keeps_no_momentum else jax.tree.map(jnp.zeros_like, lam),
         prior_lam=prior,
         key=state_key,
+        sample_key=first_sample_key,
         notfinite_count=jnp.zeros([], jnp.int32),
     )
 
@@ -349,7 +378,8 @@ def bayesbinn(
       """``new``, or ``old`` on a step skipped for non-finite gradients."""
       return new if finite is None else jnp.where(finite, new, old)
 
-    g_hat = jax.tree.map(natural_gradient, grads, params, state.lam)
+    held = _held_sample(state, params, size, temperature, generator)
+    g_hat = jax.tree.map(natural_gradient, grads, held, state.lam)
     if state.prior_lam is None:
       direction = jax.tree.map(lambda g, l: saturate(g + kl_weight * l.astype(g.dtype)), g_hat, state.lam)
     else:
@@ -389,6 +419,7 @@ def bayesbinn(
     return updates, BayesBiNNState(
         count=unless_skipped(t, state.count), lam=new_lam, momentum=new_momentum,
         prior_lam=state.prior_lam, key=unless_skipped(next_key, state.key),
+        sample_key=unless_skipped(sample_key, state.sample_key),
         notfinite_count=notfinite_count,
     )
 

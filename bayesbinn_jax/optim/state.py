@@ -23,6 +23,12 @@ class BayesBiNNState(NamedTuple):
     prior_lam: the prior's natural parameters lambda_0 in ``lam_dtype``, or
       None for the zero prior of a single task (the term is then skipped).
     key: the PRNG key of the next sample (typed or raw, as given).
+    sample_key: the key the last update drew the params the model holds
+      with. With params narrower than float32 (bfloat16, float16) the update
+      draws that sample again in float32, since 1 - w^2 of the rounded sample
+      is 0 wherever w rounds to +-1; a weight whose float32 draw does not
+      round to the params' value (the first step, from a sample drawn
+      elsewhere) uses the params' value.
     notfinite_count: consecutive steps skipped for NaN or Inf gradients (int32
       scalar; a finite step resets it to 0), the contract of
       ``optax.apply_if_finite``'s ``ApplyIfFiniteState.notfinite_count``.
@@ -33,4 +39,5 @@ class BayesBiNNState(NamedTuple):
   momentum: PyTree | None
   prior_lam: PyTree | None
   key: chex.PRNGKey
+  sample_key: chex.PRNGKey
   notfinite_count: chex.Array
