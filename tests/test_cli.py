@@ -287,3 +287,62 @@ def test_the_host_allocator_setting_does_not_change_the_run(tmp_path):
                                "--out", out), cwd=REPO, check=True, capture_output=True)
     summaries[mode] = comparable(read_summary(out))
   assert summaries["retain"] == summaries["default"]
+
+
+def test_a_full_disk_ends_in_one_line_naming_the_file_the_checkpoint_and_the_resume_command(
+    tmp_path, capsys, monkeypatch):
+  import errno
+
+  from bayesbinn_jax.atomic import OutputWriteError
+  from bayesbinn_jax.train.checkpoint import Checkpointer
+
+  path = write_images(tmp_path / "d.npz")
+  args = [*SMALL, "--data-file", path, "--epochs", "3", "--quiet", "--set", "batch_size=50"]
+  straight = str(tmp_path / "straight")
+  assert main([*args, "--out", straight]) == 0
+  capsys.readouterr()
+
+  save = Checkpointer.save
+
+  def full_disk_at_epoch_2(self, index, state, metadata):
+    if index == 2:
+      raise OutputWriteError(os.path.join(self.directory, "2"), OSError(errno.ENOSPC, "No space left on device"))
+    return save(self, index, state, metadata)
+
+  out = str(tmp_path / "out")
+  monkeypatch.setattr(Checkpointer, "save", full_disk_at_epoch_2)
+  assert main([*args, "--out", out]) == 4
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert line.startswith(f"bayesbinn-train: stopped: cannot write {out}/checkpoints/2: No space left on device.")
+  assert f"The last complete checkpoint is epoch 1 ({out}/checkpoints/1)" in line
+  assert line.endswith(f"--out {out} --resume")
+  assert not os.path.exists(os.path.join(out, "summary.json"))
+  monkeypatch.setattr(Checkpointer, "save", save)
+  assert main([*args, "--out", out, "--resume"]) == 0
+  assert comparable(read_summary(out)) == comparable(read_summary(straight))
+  assert [r["epoch"] for r in read_records(out)] == [1, 2, 3]
+
+
+def test_channels_first_images_are_transposed_with_a_note_and_other_layouts_refused(tmp_path, capsys):
+  rng = np.random.default_rng(0)
+
+  def cifar_file(name, shape):
+    path = str(tmp_path / name)
+    np.savez(path, x_train=rng.integers(0, 256, (60, *shape), dtype=np.uint8),
+             y_train=(np.arange(60) % 10).astype(np.uint8),
+             x_test=rng.integers(0, 256, (10, *shape), dtype=np.uint8), y_test=np.arange(10, dtype=np.uint8))
+    return path
+
+  first = cifar_file("first.npz", (3, 32, 32))
+  out = str(tmp_path / "out")
+  assert main(["cifar10", "--data-file", first, "--out", out, "--epochs", "1", "--quiet",
+               "--set", "eval_batch_size=10", "--set", "val_fraction=0"]) == 0
+  printed = capsys.readouterr().out
+  assert f"note: {first}: images are channels-first (3, 32, 32); transposed to channels-last (32, 32, 3)" in printed
+  assert json.load(open(os.path.join(out, "config.json")))["data"]["input_shape"] == [32, 32, 3]
+
+  wrong = cifar_file("wrong.npz", (3, 30, 30))
+  assert main(["cifar10", "--data-file", wrong, "--out", str(tmp_path / "no"), "--epochs", "1"]) == 2
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert line.startswith(f"bayesbinn-train: error: {wrong}") and "(3, 30, 30)" in line and "(32, 32, 3)" in line
+  assert not os.path.exists(tmp_path / "no")

@@ -33,11 +33,10 @@ def test_compiler_options_widen_vectors_on_cpu_only():
 
 def _three_steps(compiler_options):
   config = preset("mnist", "bayesbinn") | {"seed": 0, "temperature": 0.5}
-  method = build_method("bayesbinn", config, steps_per_epoch=1, train_set_size=100)
+  method = build_method("bayesbinn", config, steps_per_epoch=1, train_set_size=100, key=jax.random.key(0))
   x = jax.random.normal(jax.random.PRNGKey(1), (8, 28, 28))
   y = jnp.arange(8) % 10
-  state = create_train_state(MnistMLP(hidden=64, depth=2, quantizer=method.quantizer), method, x[:1],
-                             jax.random.PRNGKey(0))
+  state = create_train_state(MnistMLP(hidden=64, depth=2, quantizer=method.quantizer), method, x[:1], 0)
   step = make_train_step(method, "classification", compiler_options=compiler_options)
   losses = []
   for _ in range(3):

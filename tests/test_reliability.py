@@ -35,6 +35,7 @@ from bayesbinn_jax.optim.bayesbinn import BayesBiNNState
 from bayesbinn_jax.optim.nested import find_state
 from bayesbinn_jax.train.checkpoint import FILE_CRCS, Checkpointer, CheckpointError
 from bayesbinn_jax.train.engine import create_train_state, make_train_step
+from bayesbinn_jax.train.keys import purpose_key
 from bayesbinn_jax.train.methods import build_method
 from cli_helpers import REPO, SMALL, cli_command, comparable, read_records, read_summary, write_images
 
@@ -426,9 +427,10 @@ def test_same_seed_gives_bitwise_the_same_lambda_through_the_cli(tmp_path, strai
 
 def _state(optimizer: str = "bayesbinn", hidden: int = 100, seed: int = 0):
   config = dict(preset("permuted-mnist", optimizer), seed=seed, epochs=1)
-  method = build_method(optimizer, config, steps_per_epoch=20, train_set_size=640)
+  method = build_method(optimizer, config, steps_per_epoch=20, train_set_size=640,
+                        key=purpose_key(seed, "optimizer"))
   model = ContinualMLP(num_classes=4, hidden=hidden, quantizer=method.quantizer)
-  return method, create_train_state(model, method, jnp.zeros((1, 8, 8, 1)), jax.random.PRNGKey(seed))
+  return method, create_train_state(model, method, jnp.zeros((1, 8, 8, 1)), seed)
 
 
 def _lambda_after_20_steps(seed: int) -> list[np.ndarray]:

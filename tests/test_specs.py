@@ -88,5 +88,5 @@ def test_a_new_experiment_is_one_spec(tmp_path, monkeypatch):
   assert summary["experiment"] == "xor" and summary["test_accuracy"] > 0.95
   assert sorted(os.listdir(out)) == sorted(
       ["checkpoints", "config.json", "metrics.jsonl", "reliability.png", "summary.json",
-       "training_curves.png"])
+       "tensorboard", "training_curves.png"])
   assert json.load(open(os.path.join(out, "config.json")))["data"]["num_train"] == 300

@@ -2,7 +2,11 @@
 
 Also reachable as ``python -m bayesbinn_jax``. Bad input ends in a one-line
 error (exit status 2) before any training, and never touches the results of
-an existing output directory.
+an existing output directory. Exit status 3: training diverged (the last good
+checkpoint is kept). Exit status 4: an output could not be written (a full
+disk, a read-only folder); one line names the file, the last complete
+checkpoint and the command that resumes the run, and nothing saved before is
+damaged.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from typing import NoReturn, Sequence
 
@@ -148,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host_cpu.retain_freed_memory()  # before JAX's threads allocate: see host_cpu
   import jax  # noqa: PLC0415
 
+  from bayesbinn_jax.atomic import OutputWriteError  # noqa: PLC0415
   from bayesbinn_jax.data import DataError  # noqa: PLC0415
   from bayesbinn_jax.experiments.pipeline import RunError, RunOptions, run_experiment  # noqa: PLC0415
   from bayesbinn_jax.train.checkpoint import CheckpointError  # noqa: PLC0415
@@ -168,7 +174,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"bayesbinn-train: stopped: {_one_line(error)} The last good checkpoint is in "
           f"{out}/checkpoints.", file=sys.stderr)
     return 3
+  except OutputWriteError as error:
+    print(f"bayesbinn-train: stopped: {_one_line(error)}. {_resume_hint(out, argv)}", file=sys.stderr)
+    return 4
   return 0
+
+
+def _resume_hint(out: str, argv: Sequence[str] | None) -> str:
+  """Where a run stopped by a failed write can continue from, and the command that does."""
+  from bayesbinn_jax.train.checkpoint import Checkpointer  # noqa: PLC0415
+
+  latest = Checkpointer(os.path.join(out, "checkpoints")).latest()
+  args = list(sys.argv[1:] if argv is None else argv)
+  command = shlex.join(["bayesbinn-train", *args, *([] if "--resume" in args else ["--resume"])])
+  if latest is None:
+    return f"No checkpoint was complete; free space or fix the folder, then run again: {command}"
+  return (f"The last complete checkpoint is epoch {latest} ({os.path.join(out, 'checkpoints', str(latest))}); "
+          f"free space or fix the folder, then resume: {command}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import numpy as np
 
 from bayesbinn_jax import data
 from bayesbinn_jax._version import __version__
-from bayesbinn_jax.atomic import write_atomic, write_json_atomic
+from bayesbinn_jax.atomic import write_json_atomic
 from bayesbinn_jax.experiments import report
 from bayesbinn_jax.experiments.console import Console
 from bayesbinn_jax.experiments.specs import DataSource, ExperimentSpec, Preprocessing, get_spec, preprocessing
@@ -39,6 +39,7 @@ from bayesbinn_jax.train.engine import TrainState, create_train_state, make_pred
 from bayesbinn_jax.train.keys import purpose_key
 from bayesbinn_jax.train.loop import NonFiniteLossError, predict_batches, train_epoch
 from bayesbinn_jax.train.methods import Method, build_method
+from bayesbinn_jax.train.metric_writer import MetricsFileError, MetricWriter
 from bayesbinn_jax.train.metrics import classification_metrics, regression_metrics
 from bayesbinn_jax.train.sharding import check_batch_size, data_mesh, replicate
 
@@ -77,12 +78,15 @@ class RunData:
 
   ``permutations`` holds one pixel permutation per continual-learning task
   (None otherwise); :meth:`inputs` gives task ``t``'s input function.
+  ``note`` says how the data were fitted to the network (channels-first images
+  transposed), or is None.
   """
 
   dataset: data.ArrayDataset | data.RegressionDataset
   preprocessing: Preprocessing
   num_outputs: int
   permutations: np.ndarray | None
+  note: str | None = None
 
   def inputs(self, task: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     if self.permutations is None:
@@ -107,6 +111,10 @@ def load_data(spec: ExperimentSpec, config: Mapping[str, Any], source: DataSourc
   ``val_fraction > 0`` holds out a seeded validation part.
   """
   dataset = spec.load(config, source)
+  note = None
+  if spec.image_shape is not None:
+    where = source.data_file or source.data_dir or f"tfds:{spec.name}"
+    dataset, note = data.fit_input_shape(dataset, spec.image_shape, where)
   if config["train_subset"]:
     count = min(int(config["train_subset"]), dataset.num_train)
     dataset = dataclasses.replace(dataset, x_train=dataset.x_train[:count], y_train=dataset.y_train[:count])
@@ -122,7 +130,7 @@ def load_data(spec: ExperimentSpec, config: Mapping[str, Any], source: DataSourc
     permutations = data.task_permutations(
         int(config["num_tasks"]), pixels, purpose_key(config["seed"], "permutations"))
   num_outputs = dataset.num_classes if spec.task == "classification" else 1
-  return RunData(dataset, preprocessing(spec, dataset), num_outputs, permutations)
+  return RunData(dataset, preprocessing(spec, dataset), num_outputs, permutations, note)
 
 
 def _load_ood_images(spec: ExperimentSpec, options: RunOptions, run_data: RunData) -> np.ndarray | None:
@@ -284,12 +292,11 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
   epochs = int(config["epochs"])
   num_tasks = int(config["num_tasks"]) if spec.continual else 1
   total = epochs * num_tasks
-  start, records = 0, []
+  start = 0
   if options.resume and checkpointer.latest() is not None:
     state, meta = checkpointer.restore_latest(state, _metadata(options, spec, 0))
     state = replicate(training.mesh, state)
     start = int(meta["progress"]["epoch"])
-    records = _read_records(_path(options, "metrics.jsonl"), start)
     console.line(f"resuming {spec.name} / {options.optimizer} after epoch {start} of {total}")
   else:
     write_json_atomic(_path(options, "config.json"), {
@@ -297,8 +304,16 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
         "config": _metadata(options, spec, 0)["config"], "data": run_data.describe(),
         "data_file": options.data_file, "data_dir": options.data_dir,
         "devices": len(training.mesh.devices.flat), "version": __version__})
-  _write_records(_path(options, "metrics.jsonl"), records)
+  writer = MetricWriter(options.out_dir)
+  try:
+    records = writer.start(start)
+  except MetricsFileError as error:
+    raise RunError(f"{error}; the run cannot be resumed: use another --out.") from error
   console.data(run_data.describe(), training.steps_per_epoch)
+  if run_data.note:
+    console.line(f"note: {run_data.note}")
+  if writer.note:
+    console.line(f"note: {writer.note}")
 
   augment = data.augment_cifar if config.get("augment") else None
   data_key = purpose_key(config["seed"], "data_order")
@@ -332,10 +347,11 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
         for metric, name in (("accuracy", "accuracies"), ("nll", "nlls"), ("ece", "eces")):
           record[f"task_test_{name}"] = [result[f"{prefix}_{metric}"] for result in tasks]
       records.append(record)
-      _write_records(_path(options, "metrics.jsonl"), records)
+      writer.write(record)
       if (global_epoch + 1) % int(config["checkpoint_every"]) == 0 or last_of_task:
         checkpointer.save(global_epoch + 1, state, _metadata(options, spec, global_epoch + 1))
   checkpointer.close()
+  writer.close()
 
   summary = report.summarize(spec, options, records, devices=len(training.mesh.devices.flat))
   predictives = []
@@ -401,26 +417,3 @@ def _cannot_resume(path: str, problem: str) -> RunError:
   """The error of a resumption refused because of the output file ``path``."""
   return RunError(f"{path} {problem}; the run cannot be resumed: use another --out.")
 
-
-def _read_records(path: str, upto_epoch: int) -> list[dict]:
-  """The records of epochs 1 to ``upto_epoch`` in ``path`` (a resumed run's metrics.jsonl).
-
-  Raises RunError unless the file is readable and holds each of those epochs
-  once, in order: a summary computed from fewer records would be silently wrong.
-  """
-  records = []
-  try:
-    if os.path.exists(path):
-      with open(path) as handle:
-        records = [json.loads(line) for line in handle if line.strip()]
-    records = [r for r in records if r["epoch"] <= upto_epoch]
-  except (OSError, ValueError, KeyError, TypeError) as error:
-    raise _cannot_resume(path, f"is unreadable ({error!r})") from error
-  if [r["epoch"] for r in records] != list(range(1, upto_epoch + 1)):
-    raise _cannot_resume(
-        path, f"does not hold epochs 1 to {upto_epoch} once each, as checkpoint {upto_epoch} needs")
-  return records
-
-
-def _write_records(path: str, records: list[dict]) -> None:
-  write_atomic(path, "".join(json.dumps(record) + "\n" for record in records))

@@ -51,8 +51,9 @@ class ExperimentSpec:
       "standardise" (features and targets to zero mean, unit variance: the
       output BatchNorm has no gain, so regression outputs are standardised).
     network: ``(config, quantizer, num_outputs) -> flax module``.
-    image_shape: the per-example shape the network needs, for a one-line error
-      (or a channels-first transpose) before training; None when any shape fits.
+    image_shape: the per-example shape the network needs (None for a free size),
+      for a one-line error or a channels-first transpose before training
+      (:func:`bayesbinn_jax.data.fit_input_shape`); None when any shape fits.
     settings: the experiment's own settings (epochs, batch sizes, evaluation...).
     presets: the paper's settings per optimizer.
     presets_ours: optimizers whose presets the paper does not give.
@@ -194,6 +195,7 @@ SPECS: dict[str, ExperimentSpec] = {spec.name: spec for spec in (
         presets_ours=("adam", "bop", "pmf"), figures=("snelson",)),
     ExperimentSpec(
         name="mnist", task="classification", load=_images("mnist"), normalisation="mnist",
+        image_shape=(None, None, 1),
         network=lambda config, quantizer, outputs: MnistMLP(
             num_classes=outputs, quantizer=quantizer, **_network_options(config)),
         settings=_settings(500, 100, 1000, val_fraction=0.1),
@@ -214,6 +216,7 @@ SPECS: dict[str, ExperimentSpec] = {spec.name: spec for spec in (
     }),
     ExperimentSpec(
         name="permuted-mnist", task="classification", load=_images("mnist"), normalisation="mnist",
+        image_shape=(None, None, 1),
         network=lambda config, quantizer, outputs: ContinualMLP(
             num_classes=outputs, quantizer=quantizer, **_network_options(config)),
         settings=_settings(100, 100, 1000, num_tasks=5),

@@ -17,7 +17,7 @@ import optax
 from flax.training import train_state
 
 from bayesbinn_jax.nn.monte_carlo import mc_apply
-from bayesbinn_jax.optim.bayesbinn import all_finite
+from bayesbinn_jax.optim.nested import nonfinite_count
 from bayesbinn_jax.optim.posterior import mc_outputs
 from bayesbinn_jax.train import host_cpu
 from bayesbinn_jax.train.keys import purpose_key
@@ -28,12 +28,14 @@ TASKS = ("classification", "regression")
 
 
 class TrainState(train_state.TrainState):
-  """Flax TrainState plus BatchNorm statistics, the dropout key and the number
-  of consecutive steps skipped for NaN or Inf gradients."""
+  """Flax TrainState plus BatchNorm statistics and the dropout key.
+
+  The number of consecutive steps skipped for NaN or Inf gradients lives in
+  the optimizer state (``nonfinite_count(state.opt_state)``).
+  """
 
   batch_stats: PyTree
   dropout_key: jax.Array
-  nonfinite_streak: jax.Array
 
 
 def create_train_state(model: nn.Module, method: Method, sample_input: jax.Array, seed: int) -> TrainState:
@@ -64,7 +66,6 @@ def create_train_state(model: nn.Module, method: Method, sample_input: jax.Array
       opt_state=opt_state,
       batch_stats=batch_stats,
       dropout_key=jax.random.key_data(purpose_key(seed, "dropout")),  # raw: Orbax stores uint32
-      nonfinite_streak=jnp.zeros([], jnp.int32),
   )
 
 
@@ -94,8 +95,10 @@ def make_train_step(
   passes run (:func:`mc_apply`'s ``loop``: "unroll" for convolutional networks
   on CPU). A step whose gradients
   hold a NaN or Inf is skipped by the method's transform (params and optimizer
-  state unchanged, see :func:`build_method`); it keeps the batch statistics
-  too and adds one to ``state.nonfinite_streak``, which a finite step resets.
+  state unchanged, see :func:`build_method`), which counts consecutive skipped
+  steps in its state; the step reads that count (``nonfinite_count``, > 0 after
+  a skipped step) to keep the batch statistics too, and returns it as
+  ``"nonfinite_streak"``.
   ``compiler_options`` are XLA's (None: :func:`host_cpu.compiler_options`,
   512-bit vectors on a CPU backend; ``{}``: XLA's defaults). The predict
   functions below keep XLA's defaults, so that their outputs equal, bit for
@@ -120,13 +123,12 @@ def make_train_step(
       return loss, (loss, out[None], stats)
 
     grads, (loss, out, stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-    finite = all_finite(grads)
-    state = state.apply_gradients(
-        grads=grads,
-        batch_stats=jax.tree.map(lambda new, old: jnp.where(finite, new, old), stats, state.batch_stats),
-        nonfinite_streak=jnp.where(finite, 0, state.nonfinite_streak + 1),
-    )
-    metrics = {"loss": loss, **method.metrics(state.opt_state), "nonfinite_streak": state.nonfinite_streak}
+    old_stats = state.batch_stats
+    state = state.apply_gradients(grads=grads)
+    streak = nonfinite_count(state.opt_state)
+    state = state.replace(
+        batch_stats=jax.tree.map(lambda new, old: jnp.where(streak > 0, old, new), stats, old_stats))
+    metrics = {"loss": loss, **method.metrics(state.opt_state), "nonfinite_streak": streak}
     if task == "classification":
       probs = jax.nn.softmax(out, axis=-1).mean(axis=0)
       metrics["accuracy"] = jnp.mean(jnp.argmax(probs, axis=-1) == y)
@@ -139,11 +141,12 @@ def make_train_step(
 
 def make_predict(method: Method, task: str) -> Callable[[TrainState, jax.Array], jax.Array]:
   """A jitted ``predict(state, x)``: the mode network's class probabilities
-  (classification) or outputs (regression), batch statistics in inference mode."""
+  (classification) or outputs (regression), batch statistics in inference mode,
+  in at least float32 whatever the network's dtype."""
 
   def predict(state: TrainState, x: jax.Array) -> jax.Array:
     params = method.mode_params(state.opt_state, state.params)
-    out = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=False)
+    out = _wide(state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=False))
     return jax.nn.softmax(out, axis=-1) if task == "classification" else out
 
   return jax.jit(predict)
@@ -162,10 +165,10 @@ def make_predict_mc(
 
   def predict(state: TrainState, x: jax.Array, key: jax.Array) -> jax.Array:
     def forward(params: PyTree) -> jax.Array:
-      out = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=False)
+      out = _wide(state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=False))
       return jax.nn.softmax(out, axis=-1) if task == "classification" else out
 
-    outs = mc_outputs(forward, method.posterior(state.opt_state), key, num_samples, batch_size=batch_size)
+    outs = mc_outputs(forward, state.opt_state, key, num_samples, params=state.params, batch_size=batch_size)
     return outs.mean(axis=0) if task == "classification" else outs
 
   return jax.jit(predict)

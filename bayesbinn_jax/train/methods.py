@@ -44,6 +44,8 @@ class Method:
       C, params=params)``.
     metrics: opt_state -> scalars to log with every step (Bop's fraction of
       weights flipped, PMF's beta).
+    schedule: the learning rate as a function of the step count (logged per
+      epoch), None for Bop (no learning rate).
     skips_nonfinite: ``tx`` itself skips a step with NaN or Inf gradients
       (BayesBiNN's fused ``skip_nonfinite``); otherwise :func:`build_method`
       wraps it in ``optax.apply_if_finite``. Either way
@@ -60,6 +62,7 @@ class Method:
   posterior: Callable[[Any], PyTree] | None = None
   metrics: Callable[[Any], dict[str, jax.Array]] = lambda opt_state: {}  # noqa: E731
   skips_nonfinite: bool = False
+  schedule: optax.Schedule | None = None
 
 
 def learning_rate_schedule(config: Mapping[str, Any], steps_per_epoch: int) -> optax.Schedule:
@@ -121,12 +124,26 @@ def _build(
 ) -> Method:
   if name not in OPTIMIZERS:
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {name!r}.")
-  keep = lambda opt_state, params, sample_key: params  # noqa: E731
-  same = lambda opt_state, params: params  # noqa: E731
+  as_initialised = lambda opt_state, params, sample_key: params  # noqa: E731
+  as_trained = lambda opt_state, params: params  # noqa: E731
+  if name == "bop":
+    gamma = optax.exponential_decay(
+        config["gamma"], steps_per_epoch * config["gamma_decay_every"], config["gamma_decay"],
+        staircase=True)
+    return Method(name, "none", bop(config["threshold"], gamma), 1,
+                  initial_params=lambda s, p, sample_key: binarize_params(p), mode_params=as_trained,
+                  metrics=lambda s: {"flip_fraction": find_state(s, BopState).flip_fraction})
+  if name == "pmf":
+    schedule = optax.exponential_decay(config["lr"], config["lr_decay_steps"], config["lr_decay"],
+                                       staircase=True)
+    return Method(name, "none", pmf(schedule, config["rho"], weight_decay=config["weight_decay"]), 1,
+                  initial_params=lambda s, p, sample_key: pmf_weights(s, p), mode_params=pmf_mode,
+                  metrics=lambda s: {"beta": find_state(s, PMFState).beta}, schedule=schedule)
+  schedule = learning_rate_schedule(config, steps_per_epoch)
   if name == "bayesbinn":
     k, tau = config["train_samples"], config["temperature"]
     tx = bayesbinn(
-        learning_rate_schedule(config, steps_per_epoch),
+        schedule,
         train_set_size * config["train_set_scale"],
         temperature=tau,
         num_samples=k,
@@ -148,27 +165,10 @@ def _build(
         mode_params=mode_params,
         posterior=posterior_lambda,
         skips_nonfinite=True,
+        schedule=schedule,
     )
   if name == "ste":
-    return Method(name, "ste", ste_adam(learning_rate_schedule(config, steps_per_epoch)), 1,
-                  initial_params=keep, mode_params=same)
-  if name == "adam":
-    return Method(name, "none", optax.adam(learning_rate_schedule(config, steps_per_epoch)), 1,
-                  initial_params=keep, mode_params=same)
-  if name == "bop":
-    gamma = optax.exponential_decay(
-        config["gamma"], steps_per_epoch * config["gamma_decay_every"], config["gamma_decay"],
-        staircase=True)
-    return Method(name, "none", bop(config["threshold"], gamma), 1,
-                  initial_params=lambda s, p, sample_key: binarize_params(p), mode_params=same,
-                  metrics=lambda s: {"flip_fraction": find_state(s, BopState).flip_fraction})
-  tx = pmf(
-      optax.exponential_decay(config["lr"], config["lr_decay_steps"], config["lr_decay"],
-                              staircase=True),
-      config["rho"],
-      weight_decay=config["weight_decay"],
-  )
-  return Method(name, "none", tx, 1,
-                initial_params=lambda s, p, sample_key: pmf_weights(s, p),
-                mode_params=pmf_mode,
-                metrics=lambda s: {"beta": find_state(s, PMFState).beta})
+    return Method(name, "ste", ste_adam(schedule), 1, initial_params=as_initialised,
+                  mode_params=as_trained, schedule=schedule)
+  return Method(name, "none", optax.adam(schedule), 1, initial_params=as_initialised,
+                mode_params=as_trained, schedule=schedule)
