@@ -12,6 +12,7 @@ damaged.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shlex
@@ -21,6 +22,7 @@ from typing import NoReturn, Sequence
 from bayesbinn_jax.experiments.console import Console
 from bayesbinn_jax.experiments.presets import NOT_FROM_THE_PAPER, apply_overrides, preset
 from bayesbinn_jax.experiments.specs import EXPERIMENTS
+from bayesbinn_jax.train import distributed
 from bayesbinn_jax.train.methods import OPTIMIZERS
 
 DESCRIPTION = """\
@@ -58,9 +60,15 @@ lambda_init, lambda_init_std, kl_weight, train_set_scale, threshold, gamma,
 gamma_decay, gamma_decay_every, rho, weight_decay, lr_decay_steps, num_tasks,
 max_nonfinite_steps (stop after that many consecutive NaN/Inf steps, each skipped; 0 = never).
 
-multi-host: launched by a cluster launcher (SLURM, Cloud TPU, Kubernetes...), pass
---distributed to call jax.distributed.initialize() first; every process runs the same
-command and the batch is split over all hosts' devices.
+multi-process: every process runs the same command (the same --out, on a shared file
+system for several machines), reads only its rows of each global batch, and process 0
+writes the outputs. Under a cluster launcher (SLURM, Open MPI, Cloud TPU) pass
+--distributed; by hand, give each process --coordinator HOST:PORT --num-processes N
+--process-id I (e.g. two processes on one machine: --coordinator 127.0.0.1:12345).
+
+exit status: 0 done; 2 bad input or options (one line, nothing written); 3 training
+diverged (the last good checkpoint is kept); 4 an output could not be written (one line
+naming the file, the last complete checkpoint and the command that resumes the run).
 """
 
 
@@ -109,7 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
                            "by fragmentation; default: the C library's own behaviour "
                            "(bayesbinn_jax/train/host_cpu.py)")
   parser.add_argument("--distributed", action="store_true",
-                      help="call jax.distributed.initialize() (multi-host, under a cluster launcher)")
+                      help="join a multi-process JAX job found by JAX itself (SLURM, Open MPI, Cloud TPU); "
+                           "or give --coordinator, --num-processes and --process-id")
+  parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                      help="address of process 0 of a multi-process job (with --num-processes, --process-id)")
+  parser.add_argument("--num-processes", type=int, default=None, metavar="N",
+                      help="number of processes of the job")
+  parser.add_argument("--process-id", type=int, default=None, metavar="I",
+                      help="this process's rank, 0 to N-1 (0 writes the outputs)")
+  parser.add_argument("--coordinator-timeout", type=float, default=300.0, metavar="SECONDS",
+                      help="how long to wait for the other processes (default 300)")
+  parser.add_argument("--shard-state", action="store_true",
+                      help="split lambda, the momentum and the sampled weights over the devices along a "
+                           "weight axis (ZeRO/FSDP style) instead of replicating them")
   parser.add_argument("--show-config", action="store_true", help="print the config as one JSON line and exit")
   return parser
 
@@ -129,16 +149,18 @@ def main(argv: Sequence[str] | None = None) -> int:
   except ValueError as error:
     parser.error(str(error))
   config["seed"] = args.seed
+  try:
+    distributed.check_arguments(args.coordinator, args.num_processes, args.process_id)
+  except distributed.DistributedError as error:
+    parser.error(str(error))
   out = args.out or os.path.join("runs", f"{args.experiment}-{args.optimizer}-seed{args.seed}")
-  console = Console(quiet=args.quiet)
-  if args.show_config:
-    print(json.dumps({"experiment": args.experiment, "optimizer": args.optimizer, "out": out, **config}))
-  else:
-    console.config(f"{args.experiment} with {args.optimizer}, output in {out}; settings:", config)
-  if args.optimizer in NOT_FROM_THE_PAPER.get(args.experiment, ()):
-    print(f"note: the paper gives no {args.optimizer} settings for {args.experiment}; "
+  ours = args.optimizer in NOT_FROM_THE_PAPER.get(args.experiment, ())
+  note = (f"note: the paper gives no {args.optimizer} settings for {args.experiment}; "
           "these presets are ours (bayesbinn_jax/experiments/specs.py).")
   if args.show_config:
+    print(json.dumps({"experiment": args.experiment, "optimizer": args.optimizer, "out": out, **config}))
+    if ours:
+      print(note)
     return 0
   for flag, path in (("--data-file", args.data_file), ("--data-dir", args.data_dir),
                      ("--ood-data-file", args.ood_data_file)):
@@ -151,20 +173,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   if args.malloc == "retain":
     host_cpu.retain_freed_memory()  # before JAX's threads allocate: see host_cpu
-  import jax  # noqa: PLC0415
-
   from bayesbinn_jax.atomic import OutputWriteError  # noqa: PLC0415
   from bayesbinn_jax.data import DataError  # noqa: PLC0415
   from bayesbinn_jax.experiments.pipeline import RunError, RunOptions, run_experiment  # noqa: PLC0415
   from bayesbinn_jax.train.checkpoint import CheckpointError  # noqa: PLC0415
   from bayesbinn_jax.train.loop import NonFiniteLossError  # noqa: PLC0415
 
-  if args.distributed:
-    jax.distributed.initialize()
+  if args.distributed or args.coordinator is not None:
+    try:
+      distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                             timeout_s=args.coordinator_timeout)
+    except distributed.DistributedError as error:
+      print(f"bayesbinn-train: error: {_one_line(error)}", file=sys.stderr)
+      return 2
+  console = Console(quiet=args.quiet) if distributed.is_main_process() else Console(stream=io.StringIO())
+  console.config(f"{args.experiment} with {args.optimizer}, output in {out}; settings:", config)
+  if ours:
+    console.line(note)
   options = RunOptions(
       experiment=args.experiment, optimizer=args.optimizer, config=config, out_dir=out,
       data_file=args.data_file, data_dir=args.data_dir, resume=args.resume,
-      cl_prior=args.cl_prior, quiet=args.quiet, ood_data_file=args.ood_data_file)
+      cl_prior=args.cl_prior, quiet=args.quiet, ood_data_file=args.ood_data_file,
+      shard_state=args.shard_state)
   try:
     run_experiment(options, console)
   except (DataError, RunError, CheckpointError, ValueError) as error:

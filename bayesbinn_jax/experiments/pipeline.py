@@ -16,9 +16,12 @@ uninterrupted run: batch order, dropout and BayesBiNN samples are functions of
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
+import tempfile
 import time
 from typing import Any, Callable, Mapping
 
@@ -39,9 +42,11 @@ from bayesbinn_jax.train.engine import TrainState, create_train_state, make_pred
 from bayesbinn_jax.train.keys import purpose_key
 from bayesbinn_jax.train.loop import NonFiniteLossError, predict_batches, train_epoch
 from bayesbinn_jax.train.methods import Method, build_method
-from bayesbinn_jax.train.metric_writer import MetricsFileError, MetricWriter
+from bayesbinn_jax.train.metric_writer import MetricsFileError, MetricWriter, read_records
 from bayesbinn_jax.train.metrics import classification_metrics, regression_metrics
-from bayesbinn_jax.train.sharding import check_batch_size, data_mesh, replicate
+from bayesbinn_jax.train.distributed import is_main_process, process_count
+from bayesbinn_jax.train.sharding import (check_batch_size, data_mesh, pin_layout, place, replicate, shard_state,
+                                          state_bytes_per_device)
 
 RESULT_FILES = ("config.json", "metrics.jsonl", "summary.json")
 MC_EVAL_CHUNK = 10
@@ -69,6 +74,7 @@ class RunOptions:
   cl_prior: str = "posterior"
   quiet: bool = False
   ood_data_file: str | None = None
+  shard_state: bool = False
 
 
 # ----------------------------------------------------------------------------- data
@@ -145,7 +151,9 @@ def _load_ood_images(spec: ExperimentSpec, options: RunOptions, run_data: RunDat
 # ----------------------------------------------------------------------------- training
 @dataclasses.dataclass(frozen=True)
 class Training:
-  """What trains and evaluates: the method, the compiled steps, and the batch layout."""
+  """What trains and evaluates: the method, the compiled steps, the device mesh and,
+  with ``--shard-state``, the train state's layout over it (``layout``) and the
+  leaves no weight axis could split (``left_whole``, replicated)."""
 
   method: Method
   train_step: Callable[..., Any]
@@ -153,6 +161,12 @@ class Training:
   predict_mc: Callable[..., Any] | None
   steps_per_epoch: int
   mesh: jax.sharding.Mesh
+  layout: Any = None
+  left_whole: tuple[str, ...] = ()
+
+  def place(self, state: TrainState) -> TrainState:
+    """``state`` on the mesh: split as :attr:`layout` says (``--shard-state``), else replicated."""
+    return replicate(self.mesh, state) if self.layout is None else place(state, self.layout)
 
 
 def build_training(spec: ExperimentSpec, options: RunOptions, run_data: RunData) -> tuple[Training, TrainState]:
@@ -176,17 +190,26 @@ def build_training(spec: ExperimentSpec, options: RunOptions, run_data: RunData)
   if _uses_prior(spec, options):
     # The prior of the first task is zero; from the second on it is the last posterior.
     state = state.replace(opt_state=_set_prior(state.opt_state, zero=True))
+  train_step = make_train_step(method, spec.task, mc_loop=config.get("mc_loop", "vmap"))
+  layout, left_whole = None, []
+  if options.shard_state:
+    state, layout, left_whole = shard_state(mesh, state, num_samples=method.num_samples)
+    train_step = pin_layout(train_step, mesh, layout)
+  else:
+    state = replicate(mesh, state)
   test_samples = int(config.get("test_samples", 0))
   training = Training(
       method=method,
-      train_step=make_train_step(method, spec.task, mc_loop=config.get("mc_loop", "vmap")),
+      train_step=train_step,
       predict=make_predict(method, spec.task),
       predict_mc=(make_predict_mc(method, spec.task, test_samples, batch_size=MC_EVAL_CHUNK)
                   if test_samples else None),
       steps_per_epoch=steps_per_epoch,
       mesh=mesh,
+      layout=layout,
+      left_whole=tuple(left_whole),
   )
-  return training, replicate(mesh, state)
+  return training, state
 
 
 def _uses_prior(spec: ExperimentSpec, options: RunOptions) -> bool:
@@ -275,7 +298,11 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
   console = console or Console(quiet=options.quiet)
   spec = get_spec(options.experiment)
   config = dict(options.config)
-  _check_out_dir(options)
+  main = is_main_process()  # only process 0 writes outputs; every process computes (collectives)
+  if not main:
+    console = Console(quiet=True, stream=io.StringIO())
+  else:
+    _check_out_dir(options)  # process 0 only: the others would find its first files
   if options.resume:
     _check_saved_config(options, _metadata(options, spec, 0))
   run_data = load_data(spec, config, DataSource(options.data_file, options.data_dir))
@@ -295,25 +322,28 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
   start = 0
   if options.resume and checkpointer.latest() is not None:
     state, meta = checkpointer.restore_latest(state, _metadata(options, spec, 0))
-    state = replicate(training.mesh, state)
+    state = training.place(state)
     start = int(meta["progress"]["epoch"])
     console.line(f"resuming {spec.name} / {options.optimizer} after epoch {start} of {total}")
-  else:
+  elif main:
     write_json_atomic(_path(options, "config.json"), {
         "experiment": spec.name, "optimizer": options.optimizer,
         "config": _metadata(options, spec, 0)["config"], "data": run_data.describe(),
         "data_file": options.data_file, "data_dir": options.data_dir,
-        "devices": len(training.mesh.devices.flat), "version": __version__})
-  writer = MetricWriter(options.out_dir)
+        "devices": len(training.mesh.devices.flat), "processes": process_count(),
+        "shard_state": options.shard_state, "version": __version__})
+  writer = MetricWriter(options.out_dir) if main else None
   try:
-    records = writer.start(start)
+    records = writer.start(start) if writer else read_records(_path(options, "metrics.jsonl"), start)
   except MetricsFileError as error:
     raise RunError(f"{error}; the run cannot be resumed: use another --out.") from error
   console.data(run_data.describe(), training.steps_per_epoch)
-  if run_data.note:
-    console.line(f"note: {run_data.note}")
-  if writer.note:
-    console.line(f"note: {writer.note}")
+  for note in (run_data.note, writer and writer.note):
+    if note:
+      console.line(f"note: {note}")
+  if training.left_whole:
+    console.line(f"note: --shard-state keeps {len(training.left_whole)} leaves whole (no axis splits over "
+                 f"the {len(training.mesh.devices.flat)} devices): {', '.join(training.left_whole)}")
 
   augment = data.augment_cifar if config.get("augment") else None
   data_key = purpose_key(config["seed"], "data_order")
@@ -347,23 +377,30 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
         for metric, name in (("accuracy", "accuracies"), ("nll", "nlls"), ("ece", "eces")):
           record[f"task_test_{name}"] = [result[f"{prefix}_{metric}"] for result in tasks]
       records.append(record)
-      writer.write(record)
+      if writer:
+        writer.write(record)
       if (global_epoch + 1) % int(config["checkpoint_every"]) == 0 or last_of_task:
         checkpointer.save(global_epoch + 1, state, _metadata(options, spec, global_epoch + 1))
   checkpointer.close()
-  writer.close()
+  if writer:
+    writer.close()
 
   summary = report.summarize(spec, options, records, devices=len(training.mesh.devices.flat))
+  summary.update(processes=process_count(), shard_state=options.shard_state,
+                 state_bytes_per_device=state_bytes_per_device(state.opt_state))
   predictives = []
   if spec.task == "classification" and records:
     measured, predictives = report.measure_uncertainty(options, state, evaluator, ood_images)
     summary.update(measured)
     if measured["temperature_fit_split"] == "train":
       console.line("note: no validation split; the temperature was fitted on the training split.")
-  report.figures(spec, records, report.FigureInputs(options.out_dir, options, summary, state, evaluator,
-                                                    predictives))
-  write_json_atomic(_path(options, "summary.json"), summary)
-  console.results(summary, options.out_dir)
+  with contextlib.ExitStack() as stack:
+    # The figures' predictions are collective: every process draws them, process 0 keeps the files.
+    out_dir = options.out_dir if main else stack.enter_context(tempfile.TemporaryDirectory())
+    report.figures(spec, records, report.FigureInputs(out_dir, options, summary, state, evaluator, predictives))
+  if main:
+    write_json_atomic(_path(options, "summary.json"), summary)
+    console.results(summary, options.out_dir)
   return summary
 
 

@@ -45,6 +45,7 @@ import orbax.checkpoint as ocp
 from bayesbinn_jax._version import __version__
 from bayesbinn_jax.atomic import OutputWriteError, write_atomic
 from bayesbinn_jax.train.engine import TrainState
+from bayesbinn_jax.train.sharding import to_host
 
 PyTree = Any
 IGNORED_KEYS = ("max_nonfinite_steps", "eval_batch_size", "checkpoint_every", "mc_loop")
@@ -282,10 +283,8 @@ def _check_files(folder: str, where: str) -> None:
 
 
 def _host_value(leaf: Any) -> np.ndarray:
-  """A leaf as a NumPy array; on several hosts, this host's copy of the replicated array."""
-  if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-    leaf = leaf.addressable_data(0)
-  return np.asarray(leaf)
+  """A leaf as a whole NumPy array, on every process (gathered when split over several)."""
+  return np.asarray(to_host(leaf))
 
 
 def _leaf_specs(arrays: PyTree) -> dict[str, list]:

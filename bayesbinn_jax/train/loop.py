@@ -9,10 +9,10 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from bayesbinn_jax.data.batching import Augment, iterate_batches
+from bayesbinn_jax.data.batching import Augment
 from bayesbinn_jax.data.rng import SeedLike
 from bayesbinn_jax.train.engine import TrainState
-from bayesbinn_jax.train.sharding import shard_batch
+from bayesbinn_jax.train.sharding import process_batches, shard_batch, shard_process_batch, to_host
 
 Inputs = Callable[[np.ndarray], np.ndarray]
 
@@ -38,8 +38,9 @@ def train_epoch(
 ) -> tuple[TrainState, dict[str, float]]:
   """Runs one epoch of ``step`` over seeded minibatches; returns the mean metrics.
 
-  Batches of ``batch_size`` (the last partial batch is dropped, so every step
-  has one shape) are put on ``mesh``, split over its devices. ``step``'s
+  Global batches of ``batch_size`` (the last partial batch is dropped, so
+  every step has one shape) are split over the mesh's devices; each process
+  reads and hands over only its own rows of each batch (one process: all). ``step``'s
   metrics carry ``"nonfinite_streak"`` (the engine's step does: the number of
   consecutive skipped steps, which carries across epochs and checkpoints); it
   is left out of the returned means. With ``max_nonfinite_steps > 0``,
@@ -50,7 +51,7 @@ def train_epoch(
   bar owned by the caller (one for the whole run): it advances once per step
   and shows the epoch's running loss and accuracy.
   """
-  batches = iterate_batches(x, y, batch_size, seed=seed, epoch=epoch, drop_last=True, augment=augment)
+  batches = process_batches(x, y, batch_size, mesh=mesh, seed=seed, epoch=epoch, augment=augment)
   total = len(x) // batch_size
   sums: dict[str, Any] = {}
   pending: tuple[int, Any] | None = None  # (batch index, streak) of the step before this one
@@ -64,7 +65,7 @@ def train_epoch(
       )
 
   for index, (xb, yb) in enumerate(batches):
-    state, metrics = step(state, *shard_batch(mesh, inputs(xb), yb))
+    state, metrics = step(state, *shard_process_batch(mesh, batch_size, inputs(xb), yb))
     metrics = dict(metrics)
     streak = metrics.pop("nonfinite_streak")
     sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
@@ -96,7 +97,7 @@ def predict_batches(
   """``predict(state, x_batch[, key])`` over ``x`` in batches, concatenated.
 
   Every batch is padded to ``batch_size`` (one compiled shape) and split over
-  the mesh. ``sample_axis`` is the axis of the outputs that indexes examples
+  the mesh; every process gets the whole outputs back. ``sample_axis`` is the axis of the outputs that indexes examples
   when it is not the first (Monte Carlo outputs stacked on axis 0).
   """
   outputs = []
@@ -107,5 +108,5 @@ def predict_batches(
       chunk = np.concatenate([chunk, np.zeros((batch_size - size, *chunk.shape[1:]), chunk.dtype)])
     (batch,) = shard_batch(mesh, chunk)
     out = predict(state, batch) if key is None else predict(state, batch, jax.random.fold_in(key, start))
-    outputs.append(np.take(np.asarray(out), np.arange(size), axis=sample_axis or 0))
+    outputs.append(np.take(np.asarray(to_host(out)), np.arange(size), axis=sample_axis or 0))
   return np.concatenate(outputs, axis=sample_axis or 0)

@@ -1,0 +1,93 @@
+"""bayesbinn-train across processes and with the state split over devices, end to end."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+import pytest
+
+from cli_helpers import REPO, cli_command, read_summary
+
+ARGS = ["two-moons", "--epochs", "10", "--quiet", "--set", "test_samples=10", "--set", "eval_every=5"]
+COMPARED = ("train_loss", "train_accuracy", "test_accuracy", "test_nll", "mc_test_accuracy", "mc_test_nll")
+
+
+def _env(devices: int = 1) -> dict:
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+
+
+def _free_port() -> int:
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    return probe.getsockname()[1]
+
+
+def _run(out: str, *extra: str, devices: int = 1) -> dict:
+  result = subprocess.run(cli_command(*ARGS, "--out", out, *extra), cwd=REPO, env=_env(devices),
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  return read_summary(out)
+
+
+@pytest.mark.slow
+def test_two_processes_end_with_the_single_process_summary(tmp_path):
+  single = _run(str(tmp_path / "single"), devices=2)
+  out = str(tmp_path / "two")
+  address = f"127.0.0.1:{_free_port()}"
+  processes = [subprocess.Popen(
+      cli_command(*ARGS, "--out", out, "--coordinator", address, "--num-processes", "2",
+                  "--process-id", str(rank)), cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for rank in range(2)]
+  outputs = [process.communicate(timeout=300) for process in processes]
+  assert [process.returncode for process in processes] == [0, 0], outputs
+  assert "results:" in outputs[0][0] and "results:" not in outputs[1][0]  # only process 0 reports
+  summary = read_summary(out)
+  assert summary["processes"] == 2 and summary["devices"] == 2 and single["processes"] == 1
+  for key in COMPARED:
+    assert summary[key] == pytest.approx(single[key], abs=1e-3), key
+
+
+@pytest.mark.slow
+def test_sharded_state_on_8_devices_matches_the_replicated_run_at_an_eighth_of_the_bytes(tmp_path):
+  replicated = _run(str(tmp_path / "replicated"), devices=8)
+  sharded = _run(str(tmp_path / "sharded"), "--shard-state", devices=8)
+  assert sharded["shard_state"] is True and replicated["shard_state"] is False
+  for key in COMPARED:
+    assert sharded[key] == pytest.approx(replicated[key], abs=1e-3), key
+  ratio = sharded["state_bytes_per_device"] / replicated["state_bytes_per_device"]
+  assert 0.12 <= ratio <= 0.2, ratio  # 1/8, plus the leaves no axis of which splits in 8
+
+
+def test_bad_process_arguments_end_in_one_line(tmp_path):
+  for extra, words in (
+      (["--num-processes", "2", "--process-id", "2", "--coordinator", "127.0.0.1:9"], "--process-id"),
+      (["--num-processes", "2"], "--coordinator"),
+      (["--num-processes", "0", "--process-id", "0", "--coordinator", "127.0.0.1:9"], "--num-processes")):
+    result = subprocess.run(cli_command(*ARGS, "--out", str(tmp_path / "x"), *extra), cwd=REPO, env=_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr
+    assert not os.path.exists(tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_an_unreachable_coordinator_ends_in_one_line(tmp_path):
+  result = subprocess.run(
+      cli_command(*ARGS, "--out", str(tmp_path / "x"), "--coordinator", f"127.0.0.1:{_free_port()}",
+                  "--num-processes", "2", "--process-id", "1", "--coordinator-timeout", "2"),
+      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  (line,) = result.stderr.strip().splitlines()
+  assert "no coordinator answered" in line
+  assert not os.path.exists(tmp_path / "x")
+
+
+def test_a_batch_not_divisible_by_the_devices_is_refused(tmp_path):
+  result = subprocess.run(cli_command(*ARGS, "--out", str(tmp_path / "x"), "--set", "batch_size=198"),
+                          cwd=REPO, env=_env(8), capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  (line,) = result.stderr.strip().splitlines()
+  assert "batch_size=198 must be a multiple of the 8 devices" in line
+  assert not os.path.exists(tmp_path / "x")
