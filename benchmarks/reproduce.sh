@@ -4,6 +4,8 @@
 # Each run writes benchmarks/results/<name>/ (summary.json, metrics.jsonl, figures) and
 # command.txt with the exact command. An existing result directory is resumed, not overwritten.
 # ONLY="two-moons-bayesbinn snelson-ste" bash benchmarks/reproduce.sh  reruns a subset.
+# Runs committed before release 0.2's per-purpose keys (train/keys.py) reproduce in distribution,
+# not bit for bit: a seed now derives different model-init, sample and data-order keys.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${1:-../shared/data}"
@@ -30,7 +32,7 @@ run snelson-ste snelson --optimizer ste
 run permuted-mnist-bayesbinn permuted-mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 20 --cl-prior posterior
 run permuted-mnist-bayesbinn-noprior permuted-mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 20 --cl-prior none
 # The published MNIST run drew its noise with threefry (before the counter generator became the default).
-run mnist-bayesbinn mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 30 --set test_samples=10 --set rng=threefry
+run mnist-bayesbinn mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 30 --set test_samples=10 --set generator=threefry
 run mnist-ste mnist --optimizer ste --data-file "$DATA/mnist.npz" --epochs 15
 # The other baselines, 15 epochs each. mnist-bop compresses the paper's x10^-3 decay of gamma
 # over 500 epochs into the 15 (0.631 = (1e-3)^(1/15) per epoch); mnist-bop-paperdecay keeps the
@@ -45,6 +47,16 @@ run mnist-bop-paperdecay mnist --optimizer bop --data-file "$DATA/mnist.npz" --e
 # Epoch time of the current step with and without retained host memory (issue 6).
 run mnist-bayesbinn-epoch-time-malloc-retain mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 2 --malloc retain
 run mnist-bayesbinn-epoch-time-malloc-default mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 2 --malloc default
+# Fully binary MLP (binary activations into every binary layer but the first), 30 epochs (issue 15).
+run mnist-bayesbinn-binary-activations mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 30 --set activations=binary
+run mnist-ste-binary-activations mnist --optimizer ste --data-file "$DATA/mnist.npz" --epochs 30 --set activations=binary
+# Precision: params and compute in float32, bfloat16, float16; lambda stays float32 (issue 13).
+for dtype in float32 bfloat16 float16; do
+  run precision/two-moons-$dtype two-moons --optimizer bayesbinn --set param_dtype=$dtype
+done
+for dtype in float32 bfloat16; do
+  run precision/mnist-$dtype mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 2 --set param_dtype=$dtype
+done
 
 bench() {  # bench NAME SCRIPT ARGS...: a performance benchmark (issue 6); rerun unless ONLY leaves it out
   local name="$1"; shift

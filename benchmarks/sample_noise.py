@@ -9,10 +9,10 @@ The loop every BayesBiNN step runs once per Monte Carlo sample
     w = tanh((lambda + 0.5 log(u / (1 - u))) / tau),   u ~ U(0, 1),
 
 jitted with lambda donated (the step writes the sample in place), for each way
-of drawing u: the library's counter hash (``rng="counter"``, the default),
-``jax.random`` with threefry (``rng="threefry"``) and with the "rbg" and
+of drawing u: the library's counter hash (``generator="counter"``, the default),
+``jax.random`` with threefry (``generator="threefry"``) and with the "rbg" and
 "unsafe_rbg" key implementations (XLA's RngBitGenerator; a typed key of that
-implementation given to ``rng="threefry"``, which draws through ``jax.random``). Each is compiled with XLA's default options and with the
+implementation given to ``generator="threefry"``, which draws through ``jax.random``). Each is compiled with XLA's default options and with the
 engine's (``bayesbinn_jax.train.host_cpu.compiler_options``), and timed in
 alternating rounds (median over ``--rounds`` x ``--calls`` calls). The "memory
 floor" row scales lambda in place: the cost of reading and writing the
@@ -61,13 +61,13 @@ def main(argv: list[str] | None = None) -> None:
   shape = (args.weights,)
 
   def sampler(generator: str):
-    """The library's ``sample_relaxed``; rbg keys go through its jax.random path (rng="threefry")."""
+    """The library's ``sample_relaxed``; rbg keys go through its jax.random path (generator="threefry")."""
     def sample(lam: jax.Array) -> jax.Array:
       if generator == "memory floor":
         return lam * 0.5
       impl = generator if generator.endswith("rbg") else "threefry2x32"
-      rng = "counter" if generator == "counter" else "threefry"
-      return sample_relaxed(lam, jax.random.key(0, impl=impl), tau, rng=rng)
+      path = "counter" if generator == "counter" else "threefry"
+      return sample_relaxed(lam, jax.random.key(0, impl=impl), tau, generator=path)
     return sample
 
   options = {"xla_default": {}, "engine": host_cpu.compiler_options()}
