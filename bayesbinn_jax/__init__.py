@@ -9,8 +9,8 @@ are in :mod:`bayesbinn_jax.nn`, the baselines beside BayesBiNN here.
 from bayesbinn_jax._version import __version__
 
 from bayesbinn_jax import optim as _optim
-from bayesbinn_jax.export import load_packed, save_packed
+from bayesbinn_jax.export import load_packed, load_xnor, save_packed, save_xnor
 from bayesbinn_jax.nn.monte_carlo import mc_apply
 from bayesbinn_jax.optim import *  # noqa: F403 - the optimizers and posterior helpers
 
-__all__ = (*_optim.__all__, "load_packed", "mc_apply", "save_packed")
+__all__ = (*_optim.__all__, "load_packed", "load_xnor", "mc_apply", "save_packed", "save_xnor")

@@ -20,7 +20,7 @@ SHAPE = (8,)
 def _jitted_run(dtype_name: str, num_samples: int):
   """Three jitted updates of inject_hyperparams(bayesbinn): one compile per dtype and K."""
   dtype = jnp.dtype(dtype_name)
-  tx = optax.inject_hyperparams(bayesbinn, static_args=("num_samples", "seed"))(
+  tx = optax.inject_hyperparams(bayesbinn, static_args=("num_samples", "key"))(
       learning_rate=1e-3, train_set_size=60000, temperature=1.0, momentum=0.0, kl_weight=1.0,
       num_samples=num_samples)
 

@@ -54,11 +54,14 @@ lists the valid ones): epochs, batch_size, eval_batch_size, val_fraction,
 train_subset (first N training examples, 0 = all), augment, lr, lr_schedule
 (constant|cosine|geometric|steps), lr_end, lr_milestones, lr_decay, temperature,
 momentum, train_samples (K), test_samples (C, MC networks at evaluation; 0 = mode
-only), eval_every and checkpoint_every (epochs), rng (counter|threefry), mc_loop
-(vmap|unroll: how the K samples' passes run; unroll for the CIFAR VGG on CPU),
-lambda_init, lambda_init_std, kl_weight, train_set_scale, threshold, gamma,
+only), eval_every and checkpoint_every (epochs), generator (counter|threefry; was
+rng), mc_loop (vmap|unroll: how the K samples' passes run; unroll for the CIFAR VGG on
+CPU), lambda_init, lambda_init_std, kl_weight, train_set_scale, threshold, gamma,
 gamma_decay, gamma_decay_every, rho, weight_decay, lr_decay_steps, num_tasks,
-max_nonfinite_steps (stop after that many consecutive NaN/Inf steps, each skipped; 0 = never).
+activations (real|binary: binary inputs into every binary layer but the first),
+activation_quantizer (ste_sign|approx_sign), param_dtype (float32|bfloat16|float16:
+params and compute; lambda, BatchNorm and the loss stay float32), max_nonfinite_steps
+(stop after that many consecutive NaN/Inf steps, each skipped; 0 = never).
 
 multi-process: every process runs the same command (the same --out, on a shared file
 system for several machines), reads only its rows of each global batch, and process 0

@@ -2,7 +2,7 @@
 
 from bayesbinn_jax.optim.bayesbinn import BayesBiNNState, bayesbinn, natural_gradient_scale
 from bayesbinn_jax.optim.bop import BopState, binarize_params, bop
-from bayesbinn_jax.optim.nested import find_state, nonfinite_count
+from bayesbinn_jax.optim.nested import find_state, find_states, nonfinite_count
 from bayesbinn_jax.optim.pmf import PMFState, pmf, pmf_lr_schedule, pmf_mode, pmf_weights
 from bayesbinn_jax.optim.posterior import (
     mc_outputs,
@@ -28,6 +28,7 @@ __all__ = (
     "bop",
     "clip_weights",
     "find_state",
+    "find_states",
     "mc_outputs",
     "mean_params",
     "mode_params",
