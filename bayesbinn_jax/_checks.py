@@ -68,3 +68,12 @@ def check_integer(name: str, value: Any, *, low: int) -> None:
     return
   if not float(number).is_integer() or number < low:
     raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...], hint: str) -> str:
+  """Returns ``value`` when it is one of ``choices``; else a ValueError naming ``name``, the
+  accepted values and ``hint`` (what each one means)."""
+  if not isinstance(value, str) or value not in choices:
+    accepted = ", ".join(repr(choice) for choice in choices)
+    raise ValueError(f"{name} must be one of {accepted}; got {value!r}. {hint}")
+  return value

@@ -34,6 +34,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from bayesbinn_jax._checks import check_choice
+
 INPUT_QUANTIZERS: tuple[str, ...] = ("none", "ste_sign", "approx_sign")
 """Accepted values of every ``input_quantizer`` argument."""
 
@@ -109,13 +111,9 @@ _INPUT_QUANTIZER_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 def check_input_quantizer(input_quantizer: Any) -> str:
   """Returns ``input_quantizer`` if it is one of :data:`INPUT_QUANTIZERS`, else raises ValueError."""
-  if not isinstance(input_quantizer, str) or input_quantizer not in INPUT_QUANTIZERS:
-    accepted = ", ".join(repr(q) for q in INPUT_QUANTIZERS)
-    raise ValueError(
-        f"input_quantizer must be one of {accepted}; got {input_quantizer!r}. Pass \"none\" for"
-        " real-valued inputs, \"ste_sign\" or \"approx_sign\" for binary (+-1) activations."
-    )
-  return input_quantizer
+  return check_choice("input_quantizer", input_quantizer, INPUT_QUANTIZERS,
+                      'Pass "none" for real-valued inputs, "ste_sign" or "approx_sign" for binary (+-1) '
+                      "activations.")
 
 
 def quantize_input(x: jax.Array, input_quantizer: str) -> jax.Array:

@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bayesbinn_jax._checks import check_positive, check_range
+from bayesbinn_jax._checks import check_choice, check_positive, check_range
 from bayesbinn_jax.nn.activations import check_input_quantizer, quantize_input, ste_sign
 
 Initializer = Callable[..., jax.Array]
@@ -50,14 +50,9 @@ default_kernel_init: Initializer = nn.initializers.variance_scaling(
 
 def check_quantizer(quantizer: Any) -> str:
   """Returns ``quantizer`` if it is one of :data:`QUANTIZERS`, else raises ValueError."""
-  if not isinstance(quantizer, str) or quantizer not in QUANTIZERS:
-    accepted = ", ".join(repr(q) for q in QUANTIZERS)
-    raise ValueError(
-        f"quantizer must be one of {accepted}; got {quantizer!r}. Pass \"none\" to use"
-        " the kernel as given or \"ste\" to binarize it with a straight-through"
-        " gradient."
-    )
-  return quantizer
+  return check_choice("quantizer", quantizer, QUANTIZERS,
+                      'Pass "none" to use the kernel as given or "ste" to binarize it with a '
+                      "straight-through gradient.")
 
 
 def quantize(kernel: jax.Array, quantizer: str) -> jax.Array:
