@@ -346,3 +346,27 @@ def test_channels_first_images_are_transposed_with_a_note_and_other_layouts_refu
   (line,) = capsys.readouterr().err.strip().splitlines()
   assert line.startswith(f"bayesbinn-train: error: {wrong}") and "(3, 30, 30)" in line and "(32, 32, 3)" in line
   assert not os.path.exists(tmp_path / "no")
+
+
+def test_ood_data_file_reports_auroc_and_figures_and_a_bad_one_stops_before_training(tmp_path, capsys):
+  path = write_images(tmp_path / "d.npz")
+  rng = np.random.default_rng(1)
+  ood = str(tmp_path / "ood.npz")
+  np.savez(ood, x=rng.integers(0, 256, (50, 8, 8), dtype=np.uint8))  # noise images, no labels
+  out = str(tmp_path / "out")
+  assert main([*SMALL, "--data-file", path, "--ood-data-file", ood, "--out", out, "--epochs", "2", "--quiet",
+               "--set", "test_samples=3"]) == 0
+  summary = read_summary(out)
+  for key in ("ood_auroc", "mc_ood_auroc", "test_brier", "test_misclassification_auroc", "temperature",
+              "test_ece_calibrated", "mc_temperature", "mc_test_nll_calibrated"):
+    assert 0.0 <= summary[key] <= 100.0, key
+  assert 0.0 <= summary["ood_auroc"] <= 1.0 and summary["temperature_fit_split"] == "val"
+  assert os.path.exists(os.path.join(out, "ood_entropy.png"))
+  capsys.readouterr()
+
+  wrong = str(tmp_path / "wrong.npz")
+  np.savez(wrong, x_test=np.zeros((5, 9, 9), np.uint8))
+  assert main([*SMALL, "--data-file", path, "--ood-data-file", wrong, "--out", str(tmp_path / "no")]) == 2
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert wrong in line and "(9, 9, 1)" in line and "(8, 8, 1)" in line
+  assert not os.path.exists(tmp_path / "no")
