@@ -74,7 +74,8 @@ class Console:
     shape = "x".join(str(d) for d in described["input_shape"]) or "scalar"
     kind = (f"{described['num_classes']} classes" if "num_classes" in described else "regression")
     dtype = f" {described['dtype']}" if "dtype" in described else ""
-    self.line(f"data: {', '.join(parts)}; inputs {shape}{dtype}; {kind}; {steps_per_epoch} step{'s' if steps_per_epoch != 1 else ''} per epoch")
+    steps = f"{steps_per_epoch} step{'s' if steps_per_epoch != 1 else ''} per epoch"
+    self.line(f"data: {', '.join(parts)}; inputs {shape}{dtype}; {kind}; {steps}")
 
   @contextlib.contextmanager
   def progress(self, total_steps: int, done_steps: int = 0) -> Iterator[tqdm | None]:
