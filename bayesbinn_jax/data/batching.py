@@ -45,6 +45,7 @@ def iterate_batches(
     drop_last: bool = False,
     augment: Augment | None = None,
     start_batch: int = 0,
+    rows: slice | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Yields the ``(x_batch, y_batch)`` minibatches of one epoch.
 
@@ -65,6 +66,9 @@ def iterate_batches(
     augment: ``augment(x_batch, rng) -> x_batch`` applied to each batch,
       e.g. :func:`augment_cifar`.
     start_batch: skip the first batches (resume mid-epoch).
+    rows: yield only these rows of every batch (one process's share of a
+      global batch); only they are read from ``x`` and ``y``, except with
+      ``augment``, which draws for the whole batch and is sliced after.
   """
   x, y = np.asarray(x), np.asarray(y)
   check_integer("batch_size", batch_size, low=1)
@@ -79,7 +83,9 @@ def iterate_batches(
   order = epoch_order(count, seed, epoch) if shuffle else np.arange(count)
   for index in range(int(start_batch), num_batches(count, batch_size, drop_last)):
     chosen = order[index * batch_size : (index + 1) * batch_size]
-    x_batch, y_batch = x[chosen], y[chosen]
     if augment is not None:
-      x_batch = augment(x_batch, as_generator(seed, epoch, _AUGMENT_STREAM, index))
-    yield x_batch, y_batch
+      x_batch = augment(x[chosen], as_generator(seed, epoch, _AUGMENT_STREAM, index))
+      yield (x_batch, y[chosen]) if rows is None else (x_batch[rows], y[chosen][rows])
+    else:
+      chosen = chosen if rows is None else chosen[rows]
+      yield x[chosen], y[chosen]

@@ -36,7 +36,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bayesbinn_jax.data.batching import Augment, epoch_order, iterate_batches
+from bayesbinn_jax.data.batching import Augment, iterate_batches
 from bayesbinn_jax.data.rng import SeedLike
 from bayesbinn_jax.train import host_cpu
 
@@ -148,15 +148,8 @@ def process_batches(
   the whole batch, so with ``augment`` the whole batch is read and augmented,
   and the rows taken after. Feed the rows to :func:`shard_process_batch`.
   """
-  rows = process_rows(mesh, batch_size)
-  if augment is not None:
-    for xb, yb in iterate_batches(x, y, batch_size, seed=seed, epoch=epoch, drop_last=True, augment=augment):
-      yield xb[rows], yb[rows]
-    return
-  order = epoch_order(len(x), seed, epoch)
-  for start in range(0, len(x) - batch_size + 1, batch_size):
-    chosen = order[start:start + batch_size][rows]
-    yield x[chosen], y[chosen]
+  return iterate_batches(x, y, batch_size, seed=seed, epoch=epoch, drop_last=True, augment=augment,
+                         rows=process_rows(mesh, batch_size))
 
 
 def to_host(tree: PyTree) -> PyTree:
