@@ -50,6 +50,12 @@ run mnist-bayesbinn-epoch-time-malloc-default mnist --optimizer bayesbinn --data
 # Fully binary MLP (binary activations into every binary layer but the first), 30 epochs (issue 15).
 run mnist-bayesbinn-binary-activations mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 30 --set activations=binary
 run mnist-ste-binary-activations mnist --optimizer ste --data-file "$DATA/mnist.npz" --epochs 30 --set activations=binary
+# Error bars (issue 16): 3 seeds each of BayesBiNN and STE-Adam, 30 epochs, the paper's settings
+# (cosine over the run); benchmarks/error_bars.py turns them into the README's mean +- std rows.
+for seed in 0 1 2; do
+  run mnist-bayesbinn-seed$seed mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 30 --seed $seed
+  run mnist-ste-seed$seed mnist --optimizer ste --data-file "$DATA/mnist.npz" --epochs 30 --seed $seed
+done
 # Precision: params and compute in float32, bfloat16, float16; lambda stays float32 (issue 13).
 for dtype in float32 bfloat16 float16; do
   run precision/two-moons-$dtype two-moons --optimizer bayesbinn --set param_dtype=$dtype
