@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from bayesbinn_jax.experiments.specs import EXPERIMENTS, SPECS, get_spec
 from bayesbinn_jax.nn.monte_carlo import LOOPS
 from bayesbinn_jax.optim.noise import GENERATORS
-from bayesbinn_jax.train.methods import OPTIMIZERS
+from bayesbinn_jax.train.methods import OPTIMIZERS, OUTPUT_SCALES
 from bayesbinn_jax.train.schedules import SCHEDULES
 
 _ENGINE = dict(max_nonfinite_steps=20)
@@ -84,7 +84,7 @@ def _parse(key: str, text: str, default: Any) -> Any:
 _POSITIVE = ("lr", "lr_end", "temperature", "epochs", "batch_size", "eval_batch_size",
              "train_samples", "lambda_init", "lr_decay", "lr_decay_steps", "gamma",
              "gamma_decay", "gamma_decay_every", "rho", "num_tasks", "train_set_scale",
-             "eval_every", "checkpoint_every")
+             "eval_every", "checkpoint_every", "output_scale_lr")
 _NON_NEGATIVE = ("max_nonfinite_steps", "test_samples", "lambda_init_std", "kl_weight", "threshold",
                  "weight_decay",
                  "train_subset", "momentum", "val_fraction")
@@ -140,7 +140,8 @@ def check_config(config: Mapping[str, Any]) -> None:
     raise ValueError(f"mc_loop must be one of {', '.join(LOOPS)}; got {config['mc_loop']!r}.")
   for key, choices in (("generator", GENERATORS), ("activations", ACTIVATIONS),
                        ("activation_quantizer", ACTIVATION_QUANTIZERS),
-                       ("param_dtype", PARAM_DTYPES), ("lr_schedule", SCHEDULES)):
+                       ("param_dtype", PARAM_DTYPES), ("lr_schedule", SCHEDULES),
+                       ("output_scale", OUTPUT_SCALES)):
     if key in config and config[key] not in choices:
       raise ValueError(f"{key} must be one of {', '.join(choices)}; got {config[key]!r}.")
 

@@ -88,7 +88,8 @@ def measure_uncertainty(options: RunOptions, state: TrainState, evaluator: Evalu
   probabilities, algorithm.md). Returns the summary entries (``temperature``,
   ``test_nll_calibrated``, ``test_ece_calibrated``, ``test_brier``,
   ``test_entropy``, ``test_misclassification_auroc``, ``ood_auroc`` when
-  ``ood_images`` are given, and their ``mc_`` twins) and the predictions.
+  ``ood_images`` are given, and their ``mc_`` twins; ``output_scale``, the
+  learned gain per class, with ``output_scale=learned``) and the predictions.
   """
   ds = evaluator.run_data.dataset
   task = 0 if evaluator.run_data.permutations is None else len(evaluator.run_data.permutations) - 1
@@ -96,6 +97,10 @@ def measure_uncertainty(options: RunOptions, state: TrainState, evaluator: Evalu
   x_fit, y_fit = (ds.x_val, ds.y_val) if ds.has_validation else (ds.x_train, ds.y_train)
   x_fit, y_fit = x_fit[:FIT_EXAMPLES], y_fit[:FIT_EXAMPLES]
   summary: dict[str, Any] = {"temperature_fit_split": split}
+  gains = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(state.params)
+           if getattr(path[-1], "key", None) == "scale"]
+  if gains:
+    summary["output_scale"] = [float(g) for g in np.ravel(jax.device_get(gains[-1]))]
   keys: list[tuple[str, str, jax.Array | None]] = [("mode", "", None)]
   if evaluator.training.predict_mc is not None:
     keys.append((f"mean, C={options.config['test_samples']}", "mc_", purpose_key(evaluator.seed, "calibration")))

@@ -130,15 +130,18 @@ def _settings(epochs: int, batch_size: int, eval_batch_size: int, *, val_fractio
   return dict(epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size,
               val_fraction=val_fraction, augment=augment, train_subset=0, eval_every=eval_every,
               checkpoint_every=checkpoint_every, activations="real", activation_quantizer="ste_sign",
-              param_dtype="float32", **more)
+              param_dtype="float32", output_scale="none", output_scale_lr=1e-3, **more)
 
 
 def _network_options(config: Config) -> dict[str, Any]:
   """The network's activations ("real" or "binary": binary inputs into every binary layer
   but the first, through ``activation_quantizer``) and precision (``param_dtype``: the
-  params' and the computation's dtype; BatchNorm and the loss stay float32)."""
+  params' and the computation's dtype; BatchNorm and the loss stay float32) and output
+  scale (``output_scale``: "none", the paper's gainless last BatchNorm, or "learned": a
+  gain per output trained by Adam at ``output_scale_lr``, see ``train/methods.py``)."""
   return dict(activations=config["activations"], activation_quantizer=config["activation_quantizer"],
-              dtype=config["param_dtype"], param_dtype=config["param_dtype"])
+              dtype=config["param_dtype"], param_dtype=config["param_dtype"],
+              learned_output_scale=config.get("output_scale", "none") == "learned")
 
 
 _MNIST_PRESETS = {

@@ -186,6 +186,7 @@ def BatchNorm(  # pylint: disable=invalid-name
     *,
     axis: int = -1,
     dtype: Any = None,
+    use_scale: bool = False,
     name: str | None = None,
 ) -> nn.BatchNorm:
   """``flax.linen.BatchNorm`` without learned gain or bias (PyTorch ``affine=False``).
@@ -206,13 +207,18 @@ def BatchNorm(  # pylint: disable=invalid-name
   ``params``, only ``batch_stats`` (``mean`` and ``var``), kept in float32. ``dtype``
   is the output dtype (None: the input's); the statistics and the normalization
   are computed in float32 whatever the input's dtype (flax's float32 reductions).
+
+  ``use_scale=True`` adds a learned gain, one per feature (``params["scale"]``,
+  float32, initialised to 1): ``y = scale * (x - mean) / sqrt(var + epsilon)``. The
+  networks use it only on their output BatchNorm (``learned_output_scale``), where
+  it sets the logits' scale, i.e. the predictive's confidence (not in the paper).
   """
   check_range("momentum", momentum, low=0.0, high=1.0)
   check_positive("epsilon", epsilon)
   return nn.BatchNorm(
       momentum=momentum,
       epsilon=epsilon,
-      use_scale=False,
+      use_scale=use_scale,
       use_bias=False,
       axis=axis,
       dtype=dtype,

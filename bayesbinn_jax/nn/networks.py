@@ -3,7 +3,10 @@
 Each follows the authors' released PyTorch code (team-approx-bayes/BayesBiNN,
 ``models/models.py`` and ``models/simple_models.py``): binary layers without bias,
 BatchNorm without learned gain or bias (``affine=False``), so the only parameters
-are the binary kernels and ``params`` holds nothing but ``kernel`` leaves.
+are the binary kernels and ``params`` holds nothing but ``kernel`` leaves. The one
+exception, not in the paper, is ``learned_output_scale=True``: the output BatchNorm
+learns a real gain per output (a ``scale`` leaf, to be trained by a real-valued
+optimizer beside the binary one, e.g. Adam under ``optax.multi_transform``).
 
 Every network takes ``quantizer`` ("none" or "ste", passed to all its binary
 layers), ``activations`` ("real": the paper's networks; "binary": fully binary,
@@ -63,7 +66,8 @@ def check_activations(activations: Any, activation_quantizer: Any) -> None:
 
 
 class _Precision:
-  """The precision and activation attributes every network shares, and the layers built from them.
+  """The precision, activation and output-scale attributes every network shares, and the
+  layers built from them.
 
   Mixed into the network classes (a plain class, so the flax dataclass fields
   stay on each network).
@@ -74,6 +78,7 @@ class _Precision:
   activation_quantizer: str
   dtype: Any
   param_dtype: Any
+  learned_output_scale: bool
 
   def _check(self) -> None:
     check_quantizer(self.quantizer)
@@ -94,6 +99,10 @@ class _Precision:
 
   def _bn(self, momentum: float, epsilon: float) -> Any:
     return BatchNorm(momentum, epsilon, dtype=jnp.float32)
+
+  def _output_bn(self, momentum: float, epsilon: float) -> Any:
+    """The output BatchNorm: with ``learned_output_scale`` it learns one gain per output."""
+    return BatchNorm(momentum, epsilon, dtype=jnp.float32, use_scale=self.learned_output_scale)
 
 
 def _flatten(x: jax.Array) -> jax.Array:
@@ -128,6 +137,9 @@ class ToyMLP(_Precision, nn.Module):
     activation_quantizer: the binary layers' input quantizer when "binary".
     dtype: computation dtype of the binary layers (the output BatchNorm stays float32).
     param_dtype: dtype of the kernels and biases.
+    learned_output_scale: the output BatchNorm learns a gain per output
+      (``params["BatchNorm_0"]["scale"]``, not in the paper); needs
+      ``output_batchnorm``.
   """
 
   hidden: Sequence[int] = (64, 64)
@@ -141,12 +153,17 @@ class ToyMLP(_Precision, nn.Module):
   activation_quantizer: str = "ste_sign"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  learned_output_scale: bool = False
 
   def __post_init__(self) -> None:
     self._check()
     check_integer("outputs", self.outputs, low=1)
     for width in self.hidden:
       check_integer("hidden", width, low=1)
+    if self.learned_output_scale and not self.output_batchnorm:
+      raise ValueError(
+          "learned_output_scale (output_scale=learned) is the gain of the output BatchNorm, "
+          "and this network has none (output_batchnorm=False).")
     super().__post_init__()
 
   @nn.compact
@@ -157,7 +174,7 @@ class ToyMLP(_Precision, nn.Module):
       x = self._hidden(self._dense(width, i == 0, use_bias=self.use_bias)(x), jnp.tanh)
     x = self._dense(self.outputs, not self.hidden, use_bias=self.use_bias)(x)
     if self.output_batchnorm:
-      x = self._bn(self.bn_momentum, self.bn_epsilon)(x, use_running_average=not train)
+      x = self._output_bn(self.bn_momentum, self.bn_epsilon)(x, use_running_average=not train)
     return x
 
 
@@ -186,6 +203,10 @@ class MnistMLP(_Precision, nn.Module):
     activation_quantizer: the binary layers' input quantizer when "binary".
     dtype: computation dtype of the binary layers (BatchNorm stays float32).
     param_dtype: dtype of the kernels.
+    learned_output_scale: the last BatchNorm learns a gain per logit
+      (``params["BatchNorm_<last>"]["scale"]``, float32, initialised to 1), which
+      sets the logits' scale and so the confidence; not in the paper (its last
+      BatchNorm has no gain and leaves the logits standardised).
   """
 
   num_classes: int = 10
@@ -199,6 +220,7 @@ class MnistMLP(_Precision, nn.Module):
   activation_quantizer: str = "ste_sign"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  learned_output_scale: bool = False
 
   def __post_init__(self) -> None:
     self._check()
@@ -219,7 +241,7 @@ class MnistMLP(_Precision, nn.Module):
       x = self._hidden(x, nn.relu)
       x = nn.Dropout(self.dropout)(x, deterministic=not train)
     x = self._dense(self.num_classes, self.depth == 0)(x)
-    return self._bn(self.bn_momentum, self.bn_epsilon)(x, use_running_average=not train)
+    return self._output_bn(self.bn_momentum, self.bn_epsilon)(x, use_running_average=not train)
 
 
 VGG_CONVS: tuple[tuple[int, bool], ...] = (
@@ -263,6 +285,10 @@ class VGGBinaryConnect(_Precision, nn.Module):
     activation_quantizer: the binary layers' input quantizer when "binary".
     dtype: computation dtype of the binary layers (BatchNorm stays float32).
     param_dtype: dtype of the kernels.
+    learned_output_scale: the last BatchNorm learns a gain per logit
+      (``params["BatchNorm_<last>"]["scale"]``, float32, initialised to 1), which
+      sets the logits' scale and so the confidence; not in the paper (its last
+      BatchNorm has no gain and leaves the logits standardised).
   """
 
   num_classes: int = 10
@@ -275,6 +301,7 @@ class VGGBinaryConnect(_Precision, nn.Module):
   activation_quantizer: str = "ste_sign"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  learned_output_scale: bool = False
 
   def __post_init__(self) -> None:
     self._check()
@@ -303,7 +330,7 @@ class VGGBinaryConnect(_Precision, nn.Module):
       )
       x = self._hidden(x, nn.relu)
     x = self._dense(self.num_classes, False)(x)
-    return self._bn(self.dense_bn_momentum, self.dense_bn_epsilon)(
+    return self._output_bn(self.dense_bn_momentum, self.dense_bn_epsilon)(
         x, use_running_average=use_running_average
     )
 

@@ -285,6 +285,10 @@ def _check_model(model: Any) -> None:
   if isinstance(model, MnistMLP) and model.depth == 0:
     raise ValueError("BinaryDense_0: the only layer takes real inputs; nothing to pack "
                      "(depth must be >= 1).")
+  if model.learned_output_scale:
+    raise ValueError(
+        "learned_output_scale=True: xnor packing supports the paper's output BatchNorm without "
+        "gain; pack a network trained with output_scale=none.")
   if model.activations != "binary":
     second = "BinaryDense_1" if isinstance(model, MnistMLP) else "BinaryConv_1"
     raise ValueError(

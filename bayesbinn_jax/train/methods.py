@@ -25,6 +25,9 @@ from bayesbinn_jax.train.schedules import epoch_schedule
 
 PyTree = Any
 OPTIMIZERS = ("bayesbinn", "ste", "bop", "pmf", "adam")
+OUTPUT_SCALES = ("none", "learned")
+"""``config["output_scale"]``: "none" (the paper's output BatchNorm without gain) or
+"learned" (a gain per output trained by Adam beside the binary optimizer)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,12 +103,62 @@ def build_method(
   ``max_nonfinite_steps`` of them in a row. BayesBiNN skips such steps itself
   (a select fused into its update); the other transforms are wrapped in
   ``optax.apply_if_finite``.
+
+  With ``config["output_scale"] == "learned"`` the network's output BatchNorm
+  has a gain (its ``scale`` leaves), which :func:`with_learned_output_scale`
+  trains with Adam beside the optimizer.
+
+  Raises:
+    ValueError: an unknown optimizer or output scale, or a learned output scale
+      with optimizers it cannot join (pmf; BayesBiNN with ``train_samples`` > 1).
   """
   method = _build(name, config, steps_per_epoch=steps_per_epoch, train_set_size=train_set_size,
                   key=key, prior_lambda=prior_lambda)
+  output_scale = config.get("output_scale", "none")
+  if output_scale not in OUTPUT_SCALES:
+    raise ValueError(f"output_scale must be one of {', '.join(OUTPUT_SCALES)}; got {output_scale!r}.")
+  if output_scale == "learned":
+    method = with_learned_output_scale(method, config["output_scale_lr"])
   if method.skips_nonfinite:
     return method
   return dataclasses.replace(method, tx=optax.apply_if_finite(method.tx, NEVER_APPLY_NONFINITE))
+
+
+def output_scale_labels(params: PyTree) -> PyTree:
+  """``"output_scale"`` at every ``scale`` leaf (a BatchNorm gain), ``"weights"`` elsewhere:
+  the labels of :func:`with_learned_output_scale`'s ``optax.multi_transform``."""
+  def label(path: jax.tree_util.KeyPath, leaf: Any) -> str:
+    last = path[-1] if path else None
+    return "output_scale" if getattr(last, "key", None) == "scale" else "weights"
+
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def with_learned_output_scale(method: Method, learning_rate: float | optax.Schedule) -> Method:
+  """``method`` with the output BatchNorm's gain trained by Adam at ``learning_rate``.
+
+  ``optax.multi_transform({"weights": method.tx, "output_scale": adam}, output_scale_labels)``:
+  the binary optimizer keeps every other leaf. Not in the paper, whose last
+  BatchNorm has no gain and leaves the logits standardised (an under-confident
+  predictive, see ``train/calibration.py``); a learned gain sets their scale during
+  training, the alternative to fitting a temperature afterwards. When the
+  method skips non-finite steps itself (BayesBiNN), Adam is wrapped in
+  ``optax.apply_if_finite`` so that a skipped step changes neither.
+
+  Raises:
+    ValueError: ``method`` is pmf (its state maps every leaf to a binary weight) or
+      draws K > 1 samples per step (one gain per network would be K gains).
+  """
+  if method.name == "pmf":
+    raise ValueError("output_scale=learned works with bayesbinn, ste, bop and adam, not pmf.")
+  if method.num_samples > 1:
+    raise ValueError(
+        f"output_scale=learned trains one gain, so it needs train_samples=1; got {method.num_samples}.")
+  adam = optax.adam(learning_rate)
+  if method.skips_nonfinite:
+    adam = optax.apply_if_finite(adam, NEVER_APPLY_NONFINITE)
+  tx = optax.multi_transform({"weights": method.tx, "output_scale": adam}, output_scale_labels)
+  return dataclasses.replace(method, tx=tx)
 
 
 NEVER_APPLY_NONFINITE = 2**31 - 1

@@ -1,0 +1,185 @@
+"""The learned output scale (issue 16): a gain on the output BatchNorm trained by Adam
+beside the binary optimizer (``optax.multi_transform``), the alternative to temperature
+scaling. Checked against hand-computed values: the BatchNorm formula, Adam's first step,
+labels, mode networks, skipped non-finite steps, and the CLI end to end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from cli_helpers import SMALL, read_summary, write_images
+
+from bayesbinn_jax.experiments.cli import main
+from bayesbinn_jax.experiments.presets import check_config, preset
+from bayesbinn_jax.nn.layers import BatchNorm
+from bayesbinn_jax.nn.networks import ContinualMLP, MnistMLP, ToyMLP, VGGBinaryConnect
+from bayesbinn_jax.optim.nested import nonfinite_count
+from bayesbinn_jax.optim.posterior import mode_params, posterior_lambda
+from bayesbinn_jax.train.methods import build_method, output_scale_labels, with_learned_output_scale
+
+
+def _config(optimizer, **changes):
+  config = preset("permuted-mnist", optimizer)
+  config.update(epochs=1, output_scale="learned", output_scale_lr=0.01, **changes)
+  return config
+
+
+def test_batchnorm_gain_scales_the_normalised_output():
+  """y = scale * (x - mean) / sqrt(var + eps), per feature; scale starts at 1."""
+  x = np.array([[1.0, -2.0], [3.0, 0.0], [2.0, 4.0]], np.float32)
+  layer = BatchNorm(0.9, 1e-3, use_scale=True)
+  variables = layer.init(jax.random.key(0), x, use_running_average=False)
+  np.testing.assert_array_equal(variables["params"]["scale"], np.ones(2, np.float32))
+  scale = np.array([0.5, 3.0], np.float32)
+  y, _ = layer.apply({"params": {"scale": scale}, "batch_stats": variables["batch_stats"]}, x,
+                     use_running_average=False, mutable=["batch_stats"])
+  expected = scale * (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-3)
+  np.testing.assert_allclose(y, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("make, name, width", [
+    (lambda **kw: MnistMLP(hidden=16, **kw), "BatchNorm_3", 10),
+    (lambda **kw: ContinualMLP(hidden=8, **kw), "BatchNorm_2", 10),
+    (lambda **kw: ToyMLP(outputs=1, output_batchnorm=True, **kw), "BatchNorm_0", 1),
+])
+def test_only_the_output_batchnorm_gets_a_gain(make, name, width):
+  x = jnp.zeros((2, 28, 28))
+  params = make(learned_output_scale=True).init(jax.random.key(0), x, train=False)["params"]
+  scales = {k: v["scale"].shape for k, v in params.items() if "scale" in v}
+  assert scales == {name: (width,)}
+  plain = make().init(jax.random.key(0), x, train=False)["params"]
+  assert all("scale" not in v for v in plain.values())
+
+
+def test_vgg_output_gain_is_its_last_batchnorm():
+  params = jax.eval_shape(
+      lambda: VGGBinaryConnect(num_classes=10, learned_output_scale=True).init(
+          jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))["params"]
+  assert [k for k, v in params.items() if "scale" in v] == ["BatchNorm_8"]
+
+
+def test_a_network_without_output_batchnorm_refuses_a_gain():
+  with pytest.raises(ValueError, match="output_batchnorm=False"):
+    ToyMLP(learned_output_scale=True)
+
+
+def test_labels_mark_only_scale_leaves():
+  params = {"BinaryDense_0": {"kernel": 1.0, "bias": 2.0}, "BatchNorm_1": {"scale": 3.0}}
+  assert output_scale_labels(params) == {
+      "BinaryDense_0": {"kernel": "weights", "bias": "weights"}, "BatchNorm_1": {"scale": "output_scale"}}
+
+
+def _tiny_params():
+  return {"BinaryDense_0": {"kernel": jnp.array([[0.5, -0.25], [1.0, 0.75]])},
+          "BatchNorm_1": {"scale": jnp.ones(2)}}
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_bayesbinn_keeps_the_kernels_and_adam_steps_the_gain(jit):
+  """One step: Adam's first update is -lr * g / (|g| + eps) on the gain; lambda moves
+  with BayesBiNN's rule only at the kernel; the mode network keeps the trained gain."""
+  method = build_method("bayesbinn", _config("bayesbinn"), steps_per_epoch=10, train_set_size=100,
+                        key=jax.random.key(1))
+  params = _tiny_params()
+  state = method.tx.init(params)
+  lam0 = posterior_lambda(state)
+  assert isinstance(lam0["BatchNorm_1"]["scale"], optax.MaskedNode)
+  grads = {"BinaryDense_0": {"kernel": jnp.array([[0.1, -0.2], [0.3, 0.0]])},
+           "BatchNorm_1": {"scale": jnp.array([0.02, -3.0])}}
+  update = jax.jit(method.tx.update) if jit else method.tx.update
+  updates, state = update(grads, state, params)
+  new = optax.apply_updates(params, updates)
+  g = np.array([0.02, -3.0])
+  np.testing.assert_allclose(new["BatchNorm_1"]["scale"], 1.0 - 0.01 * g / (np.abs(g) + 1e-8), rtol=1e-6)
+  lam1 = posterior_lambda(state)["BinaryDense_0"]["kernel"]
+  assert not np.allclose(lam1, lam0["BinaryDense_0"]["kernel"])
+  mode = mode_params(state, new)
+  np.testing.assert_array_equal(mode["BinaryDense_0"]["kernel"], np.where(lam1 > 0, 1.0, -1.0))
+  np.testing.assert_array_equal(mode["BatchNorm_1"]["scale"], new["BatchNorm_1"]["scale"])
+  assert int(nonfinite_count(state)) == 0
+
+
+def test_a_nonfinite_step_changes_neither_gain_nor_lambda():
+  method = build_method("bayesbinn", _config("bayesbinn"), steps_per_epoch=10, train_set_size=100,
+                        key=jax.random.key(1))
+  params = _tiny_params()
+  state = method.tx.init(params)
+  grads = {"BinaryDense_0": {"kernel": jnp.array([[0.1, jnp.nan], [0.3, 0.0]])},
+           "BatchNorm_1": {"scale": jnp.array([jnp.inf, 1.0])}}
+  updates, new_state = jax.jit(method.tx.update)(grads, state, params)
+  assert all(np.all(np.asarray(u) == 0) for u in jax.tree_util.tree_leaves(updates))
+  np.testing.assert_array_equal(posterior_lambda(new_state)["BinaryDense_0"]["kernel"],
+                                posterior_lambda(state)["BinaryDense_0"]["kernel"])
+  assert int(nonfinite_count(new_state)) == 1
+
+
+@pytest.mark.parametrize("optimizer", ["ste", "adam", "bop"])
+def test_baselines_train_the_gain_with_adam(optimizer):
+  method = build_method(optimizer, _config(optimizer), steps_per_epoch=10, train_set_size=100,
+                        key=jax.random.key(1))
+  params = _tiny_params()
+  state = method.tx.init(params)
+  grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 0.5), params)
+  updates, _ = method.tx.update(grads, state, params)
+  np.testing.assert_allclose(updates["BatchNorm_1"]["scale"], -0.01 * 0.5 / (0.5 + 1e-8), rtol=1e-5)
+
+
+def test_pmf_and_several_samples_are_refused_by_name():
+  with pytest.raises(ValueError, match="not pmf"):
+    build_method("pmf", _config("pmf"), steps_per_epoch=10, train_set_size=100, key=jax.random.key(1))
+  with pytest.raises(ValueError, match="train_samples=1; got 2"):
+    build_method("bayesbinn", _config("bayesbinn", train_samples=2), steps_per_epoch=10,
+                 train_set_size=100, key=jax.random.key(1))
+  method = build_method("adam", _config("adam"), steps_per_epoch=10, train_set_size=100,
+                        key=jax.random.key(1))
+  with pytest.raises(ValueError, match="train_samples=1; got 3"):
+    with_learned_output_scale(dataclasses.replace(method, num_samples=3), 1e-3)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("output_scale", "gain", "output_scale must be one of none, learned"),
+    ("output_scale_lr", 0.0, "output_scale_lr must be > 0"),
+])
+def test_config_checks_name_the_key(key, value, message):
+  config = _config("bayesbinn")
+  config[key] = value
+  with pytest.raises(ValueError, match=message):
+    check_config(config)
+
+
+def test_cli_learns_the_gain_and_reports_it(tmp_path):
+  """End to end: the gain moves from 1, the summary reports the learned gains beside the
+  fitted temperature, and the config records the setting."""
+  path = write_images(tmp_path / "d.npz", classes=4)
+  out = str(tmp_path / "run")
+  assert main([*SMALL, "--data-file", path, "--out", out, "--epochs", "2", "--quiet",
+               "--set", "output_scale=learned", "--set", "output_scale_lr=0.05"]) == 0
+  summary = read_summary(out)
+  gains = summary["output_scale"]
+  assert len(gains) == 4 and not np.allclose(gains, 1.0)
+  assert summary["temperature"] > 0 and "test_ece_calibrated" in summary
+  with open(os.path.join(out, "config.json")) as handle:
+    assert json.load(handle)["config"]["output_scale"] == "learned"
+
+
+def test_cli_refuses_a_gain_without_output_batchnorm(tmp_path, capsys):
+  out = str(tmp_path / "run")
+  assert main(["two-moons", "--optimizer", "ste", "--out", out, "--set", "output_scale=learned"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "output_batchnorm" in err[0]
+  assert not os.path.exists(out)
+
+
+def test_xnor_packing_refuses_a_learned_gain():
+  from bayesbinn_jax.nn.xnor import network_config  # noqa: PLC0415
+
+  with pytest.raises(ValueError, match="learned_output_scale=True"):
+    network_config(MnistMLP(hidden=8, activations="binary", learned_output_scale=True))
