@@ -5,13 +5,15 @@ Usage: python benchmarks/paper_figures.py [RESULTS_DIR]
 Writes, next to the runs: two_moons.png (BayesBiNN mode, BayesBiNN MC mean, STE),
 snelson.png (BayesBiNN MC predictive vs STE), continual.png (average test accuracy
 after each task, with and without the posterior as prior) and results.md (a table
-of every run beside the paper's Table 10). Runs that are missing are skipped.
+of every run beside the paper's Table 10, then the mean +- std over the seeds of every
+run named ``<group>-seed<N>``). Runs that are missing are skipped.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -98,11 +100,74 @@ def results_table(results: str) -> str:
   return "\n".join(rows) + "\n"
 
 
+SEED_RUN = re.compile(r"^(?P<group>.+)-seed(?P<seed>\d+)$")
+SEED_METRICS = ("test_accuracy_at_best_val", "test_accuracy", "test_nll", "test_nll_calibrated",
+                "test_ece", "test_ece_calibrated", "temperature")
+
+
+def seed_statistics(results: str) -> dict[str, dict]:
+  """Mean and sample standard deviation (ddof 1) over the seeds of each group of runs
+  ``<group>-seed<N>`` with two or more finished seeds: ``{group: {"seeds": [...],
+  "epochs": ..., metric: {"mean", "std", "values"}}}`` for the metrics of SEED_METRICS
+  present in every seed's summary.json. Groups whose seeds ran different epochs raise
+  ValueError naming them."""
+  groups: dict[str, list[tuple[int, dict]]] = {}
+  for name in sorted(os.listdir(results)):
+    match = SEED_RUN.match(name)
+    summary = _load(results, name, "summary.json") if match else None
+    if summary is not None:
+      groups.setdefault(match["group"], []).append((int(match["seed"]), summary))
+  statistics = {}
+  for group, runs in groups.items():
+    if len(runs) < 2:
+      continue
+    runs.sort(key=lambda run: run[0])
+    epochs = {summary["epochs"] for _, summary in runs}
+    if len(epochs) != 1:
+      raise ValueError(f"{group}: its seeds ran different epochs {sorted(epochs)}; rerun them alike.")
+    entry: dict = {"seeds": [seed for seed, _ in runs], "epochs": epochs.pop(),
+                   "optimizer": runs[0][1]["optimizer"], "experiment": runs[0][1]["experiment"]}
+    for metric in SEED_METRICS:
+      if all(metric in summary for _, summary in runs):
+        values = np.array([summary[metric] for _, summary in runs], np.float64)
+        entry[metric] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)),
+                         "values": values.tolist()}
+    statistics[group] = entry
+  return statistics
+
+
+def _mean_std(entry: dict, metric: str, scale: float = 1.0, digits: int = 4) -> str:
+  if metric not in entry:
+    return ""
+  return f"{scale * entry[metric]['mean']:.{digits}f} +- {scale * entry[metric]['std']:.{digits}f}"
+
+
+def seed_table(statistics: dict[str, dict]) -> str:
+  """The error-bar table of :func:`seed_statistics` (accuracies in %)."""
+  rows = ["| runs | seeds | epochs | test acc. at best val. | final test acc. | test NLL raw | "
+          "test NLL calibrated | test ECE raw | test ECE calibrated | temperature | paper (Table 10) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for group, entry in statistics.items():
+    paper = PAPER_MNIST.get(entry["optimizer"], "") if entry["experiment"] == "mnist" else ""
+    rows.append(
+        f"| {group}-seed{{{','.join(map(str, entry['seeds']))}}} | {len(entry['seeds'])} | {entry['epochs']} | "
+        f"{_mean_std(entry, 'test_accuracy_at_best_val', 100, 2)} | {_mean_std(entry, 'test_accuracy', 100, 2)} | "
+        + " | ".join(_mean_std(entry, m) for m in ("test_nll", "test_nll_calibrated", "test_ece",
+                                                   "test_ece_calibrated"))
+        + f" | {_mean_std(entry, 'temperature', 1, 3)} | {paper} |")
+  return "\n".join(rows) + "\n"
+
+
 def main(results: str = "benchmarks/results") -> None:
   two_moons_figure(results)
   snelson_figure(results)
   continual_figure(results)
   table = results_table(results)
+  statistics = seed_statistics(results)
+  if statistics:
+    table += "\nMean +- standard deviation over seeds (sample std, ddof 1):\n\n" + seed_table(statistics)
+    with open(os.path.join(results, "seed_statistics.json"), "w") as handle:
+      json.dump(statistics, handle, indent=1)
   with open(os.path.join(results, "results.md"), "w") as handle:
     handle.write(table)
   print(table)

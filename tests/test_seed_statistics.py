@@ -1,0 +1,46 @@
+"""benchmarks/paper_figures.py's error bars: mean and sample std over ``<group>-seed<N>``
+runs, checked against hand-computed values (issue 16)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import paper_figures  # noqa: E402
+
+
+def _run(results, name, epochs=30, **metrics):
+  os.makedirs(results / name)
+  summary = dict(experiment="mnist", optimizer="bayesbinn", epochs=epochs, seed=0, train_seconds=60.0,
+                 **metrics)
+  (results / name / "summary.json").write_text(json.dumps(summary))
+
+
+def test_mean_and_sample_std_over_seeds(tmp_path):
+  for seed, (acc, ece) in enumerate([(0.9870, 0.010), (0.9880, 0.012), (0.9890, 0.014)]):
+    _run(tmp_path, f"mnist-bayesbinn-seed{seed}", test_accuracy_at_best_val=acc, test_ece_calibrated=ece)
+  _run(tmp_path, "mnist-ste-seed0", test_accuracy_at_best_val=0.5)      # one seed: no error bar
+  _run(tmp_path, "mnist-bayesbinn", test_accuracy_at_best_val=0.1)      # not a seed run
+  stats = paper_figures.seed_statistics(str(tmp_path))
+  assert list(stats) == ["mnist-bayesbinn"]
+  entry = stats["mnist-bayesbinn"]
+  assert entry["seeds"] == [0, 1, 2] and entry["epochs"] == 30
+  # mean 0.988; deviations -0.001, 0, 0.001 -> variance 2e-6 / 2 = 1e-6, std 0.001
+  assert entry["test_accuracy_at_best_val"]["mean"] == pytest.approx(0.988)
+  assert entry["test_accuracy_at_best_val"]["std"] == pytest.approx(0.001)
+  assert entry["test_ece_calibrated"]["std"] == pytest.approx(0.002)
+  assert "test_nll" not in entry
+  table = paper_figures.seed_table(stats)
+  assert "| mnist-bayesbinn-seed{0,1,2} | 3 | 30 | 98.80 +- 0.10 |" in table
+  assert "0.0120 +- 0.0020" in table and "98.86 +- 0.05" in table
+
+
+def test_seeds_with_different_epochs_are_refused_by_name(tmp_path):
+  _run(tmp_path, "mnist-ste-seed0", epochs=30, test_accuracy=0.98)
+  _run(tmp_path, "mnist-ste-seed1", epochs=15, test_accuracy=0.98)
+  with pytest.raises(ValueError, match="mnist-ste: its seeds ran different epochs"):
+    paper_figures.seed_statistics(str(tmp_path))
