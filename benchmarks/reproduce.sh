@@ -56,6 +56,13 @@ for seed in 0 1 2; do
   run mnist-bayesbinn-seed$seed mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 30 --seed $seed
   run mnist-ste-seed$seed mnist --optimizer ste --data-file "$DATA/mnist.npz" --epochs 30 --seed $seed
 done
+# Learned output scale (a gain on the last BatchNorm, Adam at lr 1e-2) against temperature
+# scaling, 2 epochs each, with out-of-distribution detection of the test digits rotated by
+# 90 degrees (benchmarks/ood_mnist.py) (issue 16).
+OOD=/tmp/bayesbinn-ood-mnist-rot90.npz
+python benchmarks/ood_mnist.py "$DATA/mnist.npz" "$OOD"
+run output-scale/mnist-bayesbinn-temperature mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 2 --ood-data-file "$OOD"
+run output-scale/mnist-bayesbinn-learned mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 2 --set output_scale=learned --ood-data-file "$OOD"
 # Precision: params and compute in float32, bfloat16, float16; lambda stays float32 (issue 13).
 for dtype in float32 bfloat16 float16; do
   run precision/two-moons-$dtype two-moons --optimizer bayesbinn --set param_dtype=$dtype

@@ -130,7 +130,7 @@ def _settings(epochs: int, batch_size: int, eval_batch_size: int, *, val_fractio
   return dict(epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size,
               val_fraction=val_fraction, augment=augment, train_subset=0, eval_every=eval_every,
               checkpoint_every=checkpoint_every, activations="real", activation_quantizer="ste_sign",
-              param_dtype="float32", output_scale="none", output_scale_lr=1e-3, **more)
+              param_dtype="float32", output_scale="none", output_scale_lr=1e-2, **more)
 
 
 def _network_options(config: Config) -> dict[str, Any]:
