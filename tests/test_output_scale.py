@@ -183,3 +183,17 @@ def test_xnor_packing_refuses_a_learned_gain():
 
   with pytest.raises(ValueError, match="learned_output_scale=True"):
     network_config(MnistMLP(hidden=8, activations="binary", learned_output_scale=True))
+
+
+def test_runs_saved_before_the_setting_resume_as_without_a_gain():
+  """A config.json written before output_scale existed reads as output_scale=none."""
+  from bayesbinn_jax.train.checkpoint import CheckpointError, check_metadata  # noqa: PLC0415
+
+  old = {"experiment": "mnist", "optimizer": "bayesbinn", "config": {"lr": 1e-4}}
+  now = {"experiment": "mnist", "optimizer": "bayesbinn",
+         "config": {"lr": 1e-4, "output_scale": "none", "output_scale_lr": 1e-2}}
+  check_metadata(old, now, "config.json")
+  now["config"]["output_scale"] = "learned"
+  with pytest.raises(CheckpointError, match="written with output_scale='none', but this run has "
+                                            "output_scale='learned'"):
+    check_metadata(old, now, "config.json")

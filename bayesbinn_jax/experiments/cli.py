@@ -61,7 +61,13 @@ gamma_decay, gamma_decay_every, rho, weight_decay, lr_decay_steps, num_tasks,
 activations (real|binary: binary inputs into every binary layer but the first),
 activation_quantizer (ste_sign|approx_sign), param_dtype (float32|bfloat16|float16:
 params and compute; lambda, BatchNorm and the loss stay float32), max_nonfinite_steps
-(stop after that many consecutive NaN/Inf steps, each skipped; 0 = never).
+(stop after that many consecutive NaN/Inf steps, each skipped; 0 = never), output_scale
+(none|learned: a gain per output on the last BatchNorm, trained by Adam beside the
+binary optimizer), output_scale_lr (its Adam learning rate).
+
+evaluate a saved run again (e.g. against new out-of-distribution data, or with more
+Monte Carlo networks): bayesbinn-train --evaluate --out OUT --ood-data-file other.npz
+--set test_samples=100  writes OUT/evaluation/summary.json and figures.
 
 multi-process: every process runs the same command (the same --out, on a shared file
 system for several machines), reads only its rows of each global batch, and process 0
@@ -107,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output directory (default runs/EXPERIMENT-OPTIMIZER-seedS)")
   parser.add_argument("--resume", action="store_true",
                       help="continue the run in --out from its last complete checkpoint")
+  parser.add_argument("--evaluate", action="store_true",
+                      help="evaluate the last checkpoint of the run in --out again (its experiment, "
+                           "optimizer, settings and data from OUT/config.json; --ood-data-file and "
+                           "--set test_samples/eval_batch_size may be given): writes OUT/evaluation/")
   parser.add_argument("--cl-prior", choices=("posterior", "none"), default="posterior",
                       help="permuted-mnist with bayesbinn: prior of task k = posterior after task "
                            "k-1 (default), or none (zero prior, every task)")
@@ -137,6 +147,42 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+  """``--evaluate``: the run in --out evaluated again (see ``pipeline.evaluate_run``)."""
+  if args.out is None:
+    parser.error("--evaluate needs --out, the output directory of the run to evaluate.")
+  for flag in ("resume", "distributed", "shard_state", "show_config"):
+    if getattr(args, flag):
+      parser.error(f"--evaluate cannot be combined with --{flag.replace('_', '-')}.")
+  if args.epochs is not None or args.coordinator is not None:
+    parser.error("--evaluate takes the run's settings from OUT/config.json; drop --epochs/--coordinator.")
+  for flag, path in (("--data-file", args.data_file), ("--data-dir", args.data_dir),
+                     ("--ood-data-file", args.ood_data_file)):
+    if path is not None and not os.path.exists(path):
+      parser.error(f"{flag} {path}: no such file or directory.")
+  from bayesbinn_jax.data import DataError  # noqa: PLC0415
+  from bayesbinn_jax.experiments.pipeline import (EVALUATION_KEYS, RunError, RunOptions,  # noqa: PLC0415
+                                                  evaluate_run, saved_run)
+  from bayesbinn_jax.train.checkpoint import CheckpointError  # noqa: PLC0415
+
+  try:
+    saved = saved_run(args.out)
+    trained = {k: v for k, v in saved["config"].items() if k != "cl_prior"}
+    for item in args.overrides:
+      if item.partition("=")[0].strip() not in EVALUATION_KEYS:
+        parser.error(f"--evaluate: --set {item} changes the trained run; only "
+                     f"{', '.join(EVALUATION_KEYS)} may be set.")
+    config = apply_overrides(trained, args.overrides)
+    options = RunOptions(experiment=saved.get("experiment", ""), optimizer=saved.get("optimizer", ""),
+                         config=config, out_dir=args.out, data_file=args.data_file,
+                         data_dir=args.data_dir, quiet=args.quiet, ood_data_file=args.ood_data_file)
+    evaluate_run(options, Console(quiet=args.quiet))
+  except (DataError, RunError, CheckpointError, ValueError) as error:
+    print(f"bayesbinn-train: error: {_one_line(error)}", file=sys.stderr)
+    return 2
+  return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
@@ -144,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error(f"--epochs must be >= 1; got {args.epochs}.")
   if not 0 <= args.seed < 2**32:
     parser.error(f"--seed must be in [0, 2**32); got {args.seed}.")
+  if args.evaluate:
+    return _evaluate(parser, args)
   try:
     config = preset(args.experiment, args.optimizer)
     if args.epochs is not None:

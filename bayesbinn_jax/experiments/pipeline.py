@@ -404,6 +404,97 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
   return summary
 
 
+# ----------------------------------------------------------------------------- evaluation of a saved run
+EVALUATION_DIR = "evaluation"
+EVALUATION_KEYS = ("test_samples", "eval_batch_size")
+"""The settings an evaluation may change: how many networks the MC predictive averages
+and how many examples are predicted at once (neither changes the trained state)."""
+
+
+def saved_run(out_dir: str) -> dict:
+  """``out_dir/config.json``: the experiment, optimizer, config and data of a run.
+
+  Raises:
+    RunError: no readable config.json in ``out_dir``.
+  """
+  path = os.path.join(out_dir, "config.json")
+  try:
+    with open(path) as handle:
+      saved = json.load(handle)
+  except FileNotFoundError:
+    raise RunError(f"--out {out_dir}: no config.json; pass the output directory of a run.") from None
+  except (OSError, ValueError) as error:
+    raise RunError(f"{path} is unreadable ({error!r}); the run cannot be evaluated.") from error
+  if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+    raise RunError(f"{path} holds no run config; the run cannot be evaluated.")
+  return saved
+
+
+def evaluate_run(options: RunOptions, console: Console | None = None) -> dict:
+  """Evaluates the last checkpoint of the run in ``options.out_dir`` again.
+
+  The experiment, optimizer and settings come from the run's ``config.json``
+  (``options.config`` is that config with changes to :data:`EVALUATION_KEYS`
+  only), the data from ``options.data_file``/``data_dir`` or else the run's
+  own. Measures what a finished classification run reports (the test metrics
+  of the mode network and MC predictive, temperature scaling, uncertainty
+  metrics, ``ood_auroc`` with ``options.ood_data_file``) and writes
+  ``out_dir/evaluation/``: ``summary.json`` (with ``evaluated_epoch``) and the
+  figures drawn from the final state (reliability, OOD entropy, the spec's
+  decision maps); a previous evaluation there is replaced, nothing else in
+  ``out_dir`` changes. One process only.
+
+  Raises:
+    RunError: no config.json or checkpoint, or a change to another setting.
+    DataError: the data or OOD file cannot be used.
+    CheckpointError: the checkpoint does not fit the saved config.
+  """
+  console = console or Console(quiet=options.quiet)
+  saved = saved_run(options.out_dir)
+  trained = {k: v for k, v in saved["config"].items() if k != "cl_prior"}
+  changed = sorted(k for k in set(trained) | set(options.config)
+                   if k not in EVALUATION_KEYS and trained.get(k) != options.config.get(k))
+  if changed:
+    raise RunError(f"an evaluation may change only {', '.join(EVALUATION_KEYS)}; got {', '.join(changed)}.")
+  spec = get_spec(saved["experiment"])
+  own_data = options.data_file is None and options.data_dir is None
+  options = dataclasses.replace(
+      options, experiment=spec.name, optimizer=saved["optimizer"],
+      cl_prior=saved["config"].get("cl_prior") or "posterior",
+      data_file=saved.get("data_file") if own_data else options.data_file,
+      data_dir=saved.get("data_dir") if own_data else options.data_dir)
+  config = options.config
+  run_data = load_data(spec, config, DataSource(options.data_file, options.data_dir))
+  ood_images = _load_ood_images(spec, options, run_data)
+  training, state = build_training(spec, options, run_data)
+  checkpointer = Checkpointer(_path(options, "checkpoints"))
+  if checkpointer.latest() is None:
+    raise RunError(f"--out {options.out_dir}: no checkpoint to evaluate (the run saved none yet).")
+  state, meta = checkpointer.restore_latest(
+      state, _metadata(dataclasses.replace(options, config=trained), spec, 0))
+  checkpointer.close()
+  state = training.place(state)
+  epoch = int(meta["progress"]["epoch"])
+  epochs = int(config["epochs"])
+  task = min((epoch - 1) // epochs, int(config["num_tasks"]) - 1) if spec.continual else 0
+  evaluator = Evaluator(spec, training, run_data, int(config["eval_batch_size"]), int(config["seed"]))
+  summary = {"experiment": spec.name, "optimizer": options.optimizer, "evaluated_epoch": epoch,
+             "seed": int(config["seed"]), "test_samples": int(config.get("test_samples", 0)),
+             "ood_data_file": options.ood_data_file, "version": __version__,
+             **evaluator.evaluate_epoch(state, task, epoch - 1)}
+  predictives = []
+  if spec.task == "classification":
+    measured, predictives = report.measure_uncertainty(options, state, evaluator, ood_images)
+    summary.update(measured)
+  out_dir = _path(options, EVALUATION_DIR)
+  os.makedirs(out_dir, exist_ok=True)
+  report.prediction_figures(spec, report.FigureInputs(out_dir, options, summary, state, evaluator, predictives))
+  write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
+  console.line(f"evaluated {spec.name} / {options.optimizer} after epoch {epoch}")
+  console.results(summary, out_dir)
+  return summary
+
+
 # ----------------------------------------------------------------------------- outputs
 def _path(options: RunOptions, name: str) -> str:
   return os.path.join(options.out_dir, name)

@@ -214,6 +214,10 @@ FIGURES: dict[str, Callable[..., None]] = {
 """A spec's own figures by name."""
 
 
+FROM_THE_STATE = ("two_moons", "snelson", "reliability")
+"""The figures drawn from the final state alone (not from the run's history)."""
+
+
 def figures(spec: ExperimentSpec, records: Records, inputs: FigureInputs) -> None:
   """Writes the training curves, the spec's figures and, for classification runs,
   the OOD entropy histograms (when OOD data were given) into ``inputs.out_dir``."""
@@ -221,7 +225,17 @@ def figures(spec: ExperimentSpec, records: Records, inputs: FigureInputs) -> Non
     return
   plots.plot_training_curves(inputs.path("training_curves.png"), records)
   for name in spec.figures:
-    FIGURES[name](inputs)
+    if name not in FROM_THE_STATE:
+      FIGURES[name](inputs)
+  prediction_figures(spec, inputs)
+
+
+def prediction_figures(spec: ExperimentSpec, inputs: FigureInputs) -> None:
+  """The figures of an evaluation: the spec's figures of :data:`FROM_THE_STATE` and,
+  for classification, the OOD entropy histograms (when OOD data were given)."""
+  for name in spec.figures:
+    if name in FROM_THE_STATE:
+      FIGURES[name](inputs)
   if spec.task == "classification":
     _ood_entropy(inputs)
 

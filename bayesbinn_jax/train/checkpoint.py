@@ -53,6 +53,9 @@ IGNORED_KEYS = ("max_nonfinite_steps", "eval_batch_size", "checkpoint_every", "m
 run is watched, evaluated, saved or looped over its samples, never the trained state."""
 FILE_CRCS = "file_crcs.json"
 """The file, inside each checkpoint's folder, that maps every other file to its CRC-32."""
+ADDED_KEYS = {"output_scale": "none", "output_scale_lr": 1e-2}
+"""Config keys added since release 0.2, with the value a run started before them had
+implicitly: a saved config without the key reads as that value."""
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"
 """Orbax writes checkpoint ``i`` into ``i`` + this suffix (+ a timestamp in some versions)
 and renames it when complete."""
@@ -182,7 +185,8 @@ class Checkpointer:
 def check_metadata(saved: Mapping[str, Any], expected: Mapping[str, Any], where: str) -> None:
   """Raises :class:`CheckpointError` naming the first setting in which ``saved`` (the
   experiment, optimizer and config a run was started with, read from ``where``)
-  differs from ``expected``; the keys of :data:`IGNORED_KEYS` may differ."""
+  differs from ``expected``; the keys of :data:`IGNORED_KEYS` may differ, and a key of
+  :data:`ADDED_KEYS` missing from ``saved`` reads as its value there."""
   for key in ("experiment", "optimizer"):
     if saved.get(key) != expected.get(key):
       raise CheckpointError(
@@ -195,9 +199,9 @@ def check_metadata(saved: Mapping[str, Any], expected: Mapping[str, Any], where:
   for key in sorted(set(saved_config) | set(config)):
     if key in IGNORED_KEYS:
       continue
-    if saved_config.get(key) != config.get(key):
+    if saved_config.get(key, ADDED_KEYS.get(key)) != config.get(key):
       raise CheckpointError(
-          f"{where} was written with {key}={saved_config.get(key)!r}, but this run "
+          f"{where} was written with {key}={saved_config.get(key, ADDED_KEYS.get(key))!r}, but this run "
           f"has {key}={config.get(key)!r}; resume with the same settings or use another --out."
       )
 
