@@ -50,17 +50,28 @@ run mnist-bayesbinn-epoch-time-malloc-default mnist --optimizer bayesbinn --data
 # Fully binary MLP (binary activations into every binary layer but the first), 30 epochs (issue 15).
 run mnist-bayesbinn-binary-activations mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 30 --set activations=binary
 run mnist-ste-binary-activations mnist --optimizer ste --data-file "$DATA/mnist.npz" --epochs 30 --set activations=binary
+# Out-of-distribution images for MNIST: the test digits turned 90 degrees (issue 16).
+OOD=/tmp/bayesbinn-ood-mnist-rot90.npz
+[ -f "$OOD" ] || python benchmarks/ood_mnist.py "$DATA/mnist.npz" "$OOD"
+evaluate() {  # evaluate NAME ARGS...: the finished run NAME measured again (--evaluate), into NAME/evaluation/
+  local name="$1"; shift
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
+  if [ -f "$RESULTS/$name/evaluation/summary.json" ]; then echo "skip evaluation of $name (done)"; return; fi
+  echo "== evaluate $name: python -m bayesbinn_jax --evaluate --out $RESULTS/$name $*"
+  python -m bayesbinn_jax --evaluate --out "$RESULTS/$name" "$@" --quiet | tail -n 1
+}
 # Error bars (issue 16): 3 seeds each of BayesBiNN and STE-Adam, 30 epochs, the paper's settings
-# (cosine over the run); benchmarks/error_bars.py turns them into the README's mean +- std rows.
+# (cosine over the run), then OOD detection of the rotated digits by each final network;
+# benchmarks/paper_figures.py turns them into mean +- std rows (results.md).
 for seed in 0 1 2; do
   run mnist-bayesbinn-seed$seed mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 30 --seed $seed
   run mnist-ste-seed$seed mnist --optimizer ste --data-file "$DATA/mnist.npz" --epochs 30 --seed $seed
+  evaluate mnist-bayesbinn-seed$seed --ood-data-file "$OOD"
+  evaluate mnist-ste-seed$seed --ood-data-file "$OOD"
 done
 # Learned output scale (a gain on the last BatchNorm, Adam at lr 1e-2) against temperature
 # scaling, 2 epochs each, with out-of-distribution detection of the test digits rotated by
 # 90 degrees (benchmarks/ood_mnist.py) (issue 16).
-OOD=/tmp/bayesbinn-ood-mnist-rot90.npz
-python benchmarks/ood_mnist.py "$DATA/mnist.npz" "$OOD"
 run output-scale/mnist-bayesbinn-temperature mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 2 --ood-data-file "$OOD"
 run output-scale/mnist-bayesbinn-learned mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 2 --set output_scale=learned --ood-data-file "$OOD"
 # Precision: params and compute in float32, bfloat16, float16; lambda stays float32 (issue 13).

@@ -23,6 +23,10 @@ def _run(results, name, epochs=30, **metrics):
 def test_mean_and_sample_std_over_seeds(tmp_path):
   for seed, (acc, ece) in enumerate([(0.9870, 0.010), (0.9880, 0.012), (0.9890, 0.014)]):
     _run(tmp_path, f"mnist-bayesbinn-seed{seed}", test_accuracy_at_best_val=acc, test_ece_calibrated=ece)
+  for seed, auroc in enumerate([0.90, 0.94, 0.95]):  # from the runs evaluated again (--evaluate)
+    os.makedirs(tmp_path / f"mnist-bayesbinn-seed{seed}" / "evaluation")
+    (tmp_path / f"mnist-bayesbinn-seed{seed}" / "evaluation" / "summary.json").write_text(
+        json.dumps({"ood_auroc": auroc, "test_accuracy_at_best_val": 0.0}))
   _run(tmp_path, "mnist-ste-seed0", test_accuracy_at_best_val=0.5)      # one seed: no error bar
   _run(tmp_path, "mnist-bayesbinn", test_accuracy_at_best_val=0.1)      # not a seed run
   stats = paper_figures.seed_statistics(str(tmp_path))
@@ -34,9 +38,13 @@ def test_mean_and_sample_std_over_seeds(tmp_path):
   assert entry["test_accuracy_at_best_val"]["std"] == pytest.approx(0.001)
   assert entry["test_ece_calibrated"]["std"] == pytest.approx(0.002)
   assert "test_nll" not in entry
+  # Only the OOD AUROC comes from the evaluation: mean 0.93, deviations -0.03, 0.01, 0.02
+  # -> variance (9 + 1 + 4)e-4 / 2 = 7e-4.
+  assert entry["ood_auroc"]["mean"] == pytest.approx(0.93)
+  assert entry["ood_auroc"]["std"] == pytest.approx(7e-4 ** 0.5)
   table = paper_figures.seed_table(stats)
   assert "| mnist-bayesbinn-seed{0,1,2} | 3 | 30 | 98.80 +- 0.10 |" in table
-  assert "0.0120 +- 0.0020" in table and "98.86 +- 0.05" in table
+  assert "0.0120 +- 0.0020" in table and "| 0.930 +- 0.026 | 98.86 +- 0.05 |" in table
 
 
 def test_seeds_with_different_epochs_are_refused_by_name(tmp_path):
