@@ -147,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _check_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+  """Exit 2 with one line when a data path given does not exist."""
+  for flag, path in (("--data-file", args.data_file), ("--data-dir", args.data_dir),
+                     ("--ood-data-file", args.ood_data_file)):
+    if path is not None and not os.path.exists(path):
+      parser.error(f"{flag} {path}: no such file or directory.")
+
+
 def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
   """``--evaluate``: the run in --out evaluated again (see ``pipeline.evaluate_run``)."""
   if args.out is None:
@@ -156,10 +164,7 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
       parser.error(f"--evaluate cannot be combined with --{flag.replace('_', '-')}.")
   if args.epochs is not None or args.coordinator is not None:
     parser.error("--evaluate takes the run's settings from OUT/config.json; drop --epochs/--coordinator.")
-  for flag, path in (("--data-file", args.data_file), ("--data-dir", args.data_dir),
-                     ("--ood-data-file", args.ood_data_file)):
-    if path is not None and not os.path.exists(path):
-      parser.error(f"{flag} {path}: no such file or directory.")
+  _check_paths(parser, args)
   from bayesbinn_jax.data import DataError  # noqa: PLC0415
   from bayesbinn_jax.experiments.pipeline import (EVALUATION_KEYS, RunError, RunOptions,  # noqa: PLC0415
                                                   evaluate_run, saved_run)
@@ -213,10 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ours:
       print(note)
     return 0
-  for flag, path in (("--data-file", args.data_file), ("--data-dir", args.data_dir),
-                     ("--ood-data-file", args.ood_data_file)):
-    if path is not None and not os.path.exists(path):
-      parser.error(f"{flag} {path}: no such file or directory.")
+  _check_paths(parser, args)
   if args.data_dir is not None and not os.path.isdir(args.data_dir):
     parser.error(f"--data-dir {args.data_dir}: not a directory.")
 
