@@ -229,24 +229,35 @@ def test_four_simulated_devices_match_one(tmp_path):
     assert summaries[0][key] == pytest.approx(summaries[1][key], rel=1e-3, abs=1e-3), key
 
 
-@pytest.mark.parametrize("experiment, classes", [("cifar10", 10), ("cifar100", 100)])
-def test_cifar_presets_run_on_tiny_generated_data(tmp_path, experiment, classes):
-  # The BinaryConnect VGG with augmentation (pad 4, crop, flip) on 32x32x3 images; the
-  # class count comes from the file (labels 0..classes-1 all present in the test set).
+def _tiny_cifar(path, classes, *, channels_first=False):
+  """110 training and ``classes`` test images of 32x32x3 (or 3x32x32), every class in the test set."""
   rng = np.random.default_rng(0)
-  x_train = rng.integers(0, 256, (110, 32, 32, 3), dtype=np.uint8)
+  shape = (3, 32, 32) if channels_first else (32, 32, 3)
+  x_train = rng.integers(0, 256, (110, *shape), dtype=np.uint8)
   y_train = rng.integers(0, classes, 110).astype(np.uint8)
   y_test = (np.arange(classes) % classes).astype(np.uint8)
-  x_test = rng.integers(0, 256, (classes, 32, 32, 3), dtype=np.uint8)
-  path = str(tmp_path / "tiny.npz")
+  x_test = rng.integers(0, 256, (classes, *shape), dtype=np.uint8)
   np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-  out = str(tmp_path / "out")
-  assert main([experiment, "--data-file", path, "--out", out, "--epochs", "1", "--quiet",
-               "--set", "eval_batch_size=50"]) == 0
+  return str(path)
+
+
+def _assert_a_cifar_preset_run(out):
   config = json.load(open(os.path.join(out, "config.json")))["config"]
   assert config["augment"] is True and config["batch_size"] == 50 and config["train_set_scale"] == 10
   summary = read_summary(out)
   assert 0.0 <= summary["test_accuracy"] <= 1.0 and "best_val_accuracy" in summary
+
+
+# cifar10's run is the channels-first one of the next test: the same VGG run, once.
+@pytest.mark.parametrize("experiment, classes", [("cifar100", 100)])
+def test_cifar_presets_run_on_tiny_generated_data(tmp_path, experiment, classes):
+  # The BinaryConnect VGG with augmentation (pad 4, crop, flip) on 32x32x3 images; the
+  # class count comes from the file (labels 0..classes-1 all present in the test set).
+  path = _tiny_cifar(tmp_path / "tiny.npz", classes)
+  out = str(tmp_path / "out")
+  assert main([experiment, "--data-file", path, "--out", out, "--epochs", "1", "--quiet",
+               "--set", "eval_batch_size=50"]) == 0
+  _assert_a_cifar_preset_run(out)
 
 
 def test_diverging_run_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, capsys):
@@ -324,24 +335,22 @@ def test_a_full_disk_ends_in_one_line_naming_the_file_the_checkpoint_and_the_res
 
 
 def test_channels_first_images_are_transposed_with_a_note_and_other_layouts_refused(tmp_path, capsys):
-  rng = np.random.default_rng(0)
-
-  def cifar_file(name, shape):
-    path = str(tmp_path / name)
-    np.savez(path, x_train=rng.integers(0, 256, (60, *shape), dtype=np.uint8),
-             y_train=(np.arange(60) % 10).astype(np.uint8),
-             x_test=rng.integers(0, 256, (10, *shape), dtype=np.uint8), y_test=np.arange(10, dtype=np.uint8))
-    return path
-
-  first = cifar_file("first.npz", (3, 32, 32))
+  # Also the cifar10 case of test_cifar_presets_run_on_tiny_generated_data: the cifar10 preset
+  # on 10 classes of tiny images, here channels-first.
+  first = _tiny_cifar(tmp_path / "first.npz", 10, channels_first=True)
   out = str(tmp_path / "out")
   assert main(["cifar10", "--data-file", first, "--out", out, "--epochs", "1", "--quiet",
-               "--set", "eval_batch_size=10", "--set", "val_fraction=0"]) == 0
+               "--set", "eval_batch_size=50"]) == 0
   printed = capsys.readouterr().out
   assert f"note: {first}: images are channels-first (3, 32, 32); transposed to channels-last (32, 32, 3)" in printed
   assert json.load(open(os.path.join(out, "config.json")))["data"]["input_shape"] == [32, 32, 3]
+  _assert_a_cifar_preset_run(out)
 
-  wrong = cifar_file("wrong.npz", (3, 30, 30))
+  rng = np.random.default_rng(0)
+  wrong = str(tmp_path / "wrong.npz")
+  np.savez(wrong, x_train=rng.integers(0, 256, (60, 3, 30, 30), dtype=np.uint8),
+           y_train=(np.arange(60) % 10).astype(np.uint8),
+           x_test=rng.integers(0, 256, (10, 3, 30, 30), dtype=np.uint8), y_test=np.arange(10, dtype=np.uint8))
   assert main(["cifar10", "--data-file", wrong, "--out", str(tmp_path / "no"), "--epochs", "1"]) == 2
   (line,) = capsys.readouterr().err.strip().splitlines()
   assert line.startswith(f"bayesbinn-train: error: {wrong}") and "(3, 30, 30)" in line and "(32, 32, 3)" in line

@@ -6,7 +6,9 @@ processes on 127.0.0.1 (CPU backend, gloo collectives), each with one device
 and its own half of every batch, and compares their 10 BayesBiNN steps of two
 moons with one process's, with the train state replicated and split over the
 two processes' devices; the replicated state is also saved through Orbax by
-both processes and restored whole by both.
+both processes and restored whole by both. Each of the three processes (one
+alone, two joined) trains both layouts, one after the other, so that the
+processes start and join once for the two layouts.
 """
 
 from __future__ import annotations
@@ -88,31 +90,35 @@ def test_unreachable_coordinator_and_busy_port_end_in_one_line_quickly():
   assert time.monotonic() - began < 60
 
 
+LAYOUTS = ("replicated", "sharded")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", ["replicated", "sharded"])
-def test_two_processes_train_as_one(tmp_path, layout):
+def test_two_processes_train_as_one(tmp_path):
+  # One process alone and two joined; each trains every layout of LAYOUTS in turn.
   port = _free_port()
   runs = {"one": [("-", 1, 0)], "two": [(f"127.0.0.1:{port}", 2, 0), (f"127.0.0.1:{port}", 2, 1)]}
   procs = []
   for name, members in runs.items():
     for coordinator, count, rank in members:
-      out = tmp_path / f"{name}-{rank}.npz"
-      procs.append((out, subprocess.Popen(
-          [sys.executable, __file__, "train", coordinator, str(count), str(rank), str(out), layout],
+      prefix = str(tmp_path / f"{name}-{rank}")
+      procs.append((prefix, subprocess.Popen(
+          [sys.executable, __file__, "train", coordinator, str(count), str(rank), prefix, ",".join(LAYOUTS)],
           env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
   for _, proc in procs:
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err[-3000:]
-  one, two0, two1 = (dict(np.load(out)) for out, _ in procs)
-  if layout == "replicated":  # saved once through Orbax by both processes, restored by both
-    assert one["checkpoint_roundtrip"] and two0["checkpoint_roundtrip"] and two1["checkpoint_roundtrip"]
-  assert two0.keys() == one.keys() and two1.keys() == one.keys()
-  for key in one:
-    if key != "batch_error":
-      np.testing.assert_array_equal(two1[key], two0[key])  # every process ends with the same numbers
-      np.testing.assert_allclose(two0[key], one[key], rtol=1e-3, atol=1e-3, err_msg=key)
-  assert str(two0["batch_error"]) == ("batch_size=3 must be a multiple of the 2 devices in use (2 processes); "
-                                      "pick a multiple of 2 (--set batch_size=...).")
+  for layout in LAYOUTS:
+    one, two0, two1 = (dict(np.load(f"{prefix}-{layout}.npz")) for prefix, _ in procs)
+    if layout == "replicated":  # saved once through Orbax by both processes, restored by both
+      assert one["checkpoint_roundtrip"] and two0["checkpoint_roundtrip"] and two1["checkpoint_roundtrip"]
+    assert two0.keys() == one.keys() and two1.keys() == one.keys(), layout
+    for key in one:
+      if key != "batch_error":
+        np.testing.assert_array_equal(two1[key], two0[key], err_msg=f"{layout} {key}")  # every process alike
+        np.testing.assert_allclose(two0[key], one[key], rtol=1e-3, atol=1e-3, err_msg=f"{layout} {key}")
+    assert str(two0["batch_error"]) == ("batch_size=3 must be a multiple of the 2 devices in use (2 processes); "
+                                        "pick a multiple of 2 (--set batch_size=...)."), layout
 
 
 # ------------------------------------------------------------------ the subprocesses' side
@@ -132,11 +138,18 @@ def _errors(free_port: str, busy_port: str) -> dict:
   return result
 
 
-def _train(coordinator: str, count: int, rank: int, out: str, layout: str) -> None:
-  """10 BayesBiNN steps of two moons through the engine, as process ``rank`` of ``count``, with
-  the state ``layout``: "replicated", or "sharded" over the devices (one per process)."""
+def _train_layouts(coordinator: str, count: int, rank: int, prefix: str, layouts: list[str]) -> None:
+  """Joins the job as process ``rank`` of ``count``, then runs :func:`_train` for each layout in
+  turn, into ``<prefix>-<layout>.npz`` (the processes of a job share the prefix's folder)."""
   if count > 1:
     distributed.initialize(coordinator, count, rank, timeout_s=60)
+  for layout in layouts:
+    _train(count, f"{prefix}-{layout}.npz", layout)
+
+
+def _train(count: int, out: str, layout: str) -> None:
+  """10 BayesBiNN steps of two moons through the engine, in a job of ``count`` processes, with
+  the state ``layout``: "replicated", or "sharded" over the devices (one per process)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.data import two_moons  # pylint: disable=import-outside-toplevel
@@ -208,4 +221,4 @@ if __name__ == "__main__":
   if sys.argv[1] == "errors":
     print(json.dumps(_errors(*sys.argv[2:4])))
   else:
-    _train(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6])
+    _train_layouts(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6].split(","))

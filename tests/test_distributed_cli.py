@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -31,6 +33,28 @@ def _run(out: str, *extra: str, devices: int = 1) -> dict:
   return read_summary(out)
 
 
+# main(argv) for each argv of the JSON list in sys.argv[1], in turn, in one process; the first
+# non-zero exit status ends it.
+RUNS_IN_ONE_PROCESS = """
+import json, sys
+from bayesbinn_jax.experiments.cli import main
+for argv in json.loads(sys.argv[1]):
+  code = main(argv)
+  if code:
+    sys.exit(code)
+"""
+
+
+def _runs_in_one_process(devices: int, *runs: tuple[str, ...]) -> list[dict]:
+  """The summaries of ``bayesbinn-train ARGS --out OUT EXTRA...`` for each ``(OUT, *EXTRA)`` of
+  ``runs``, run one after the other in one process (one start-up) with ``devices`` devices."""
+  argvs = [[*ARGS, "--out", out, *extra] for out, *extra in runs]
+  result = subprocess.run([sys.executable, "-c", RUNS_IN_ONE_PROCESS, json.dumps(argvs)], cwd=REPO,
+                          env=_env(devices), capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr
+  return [read_summary(out) for out, *_ in runs]
+
+
 @pytest.mark.slow
 def test_two_processes_end_with_the_single_process_summary(tmp_path):
   single = _run(str(tmp_path / "single"), devices=2)
@@ -51,8 +75,8 @@ def test_two_processes_end_with_the_single_process_summary(tmp_path):
 
 @pytest.mark.slow
 def test_sharded_state_on_8_devices_matches_the_replicated_run_at_an_eighth_of_the_bytes(tmp_path):
-  replicated = _run(str(tmp_path / "replicated"), devices=8)
-  sharded = _run(str(tmp_path / "sharded"), "--shard-state", devices=8)
+  replicated, sharded = _runs_in_one_process(8, (str(tmp_path / "replicated"),),
+                                              (str(tmp_path / "sharded"), "--shard-state"))
   assert sharded["shard_state"] is True and replicated["shard_state"] is False
   for key in COMPARED:
     assert sharded[key] == pytest.approx(replicated[key], abs=1e-3), key

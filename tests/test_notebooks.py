@@ -5,6 +5,12 @@ directory ``notebooks/``), never written back. The kernel imports this checkout
 (the repository root is put first on ``PYTHONPATH``). Executing needs nbclient,
 nbformat and ipykernel; without them the execution tests are skipped with the
 reason. The stripping test needs nothing beyond the standard library.
+
+Every cell runs as written except the size constants in :data:`SMALLER`: the
+number of training steps, epochs and images, which set how long a loop runs
+and not which code runs (a notebook still trains, evaluates, plots, exports
+and checks its round trips on the smaller setting). A constant that is no
+longer in its notebook fails the test, so the table follows the notebooks.
 """
 
 from __future__ import annotations
@@ -25,10 +31,36 @@ EXPECTED = ("01_quickstart.ipynb", "02_two_moons.ipynb", "03_snelson.ipynb",
 KERNEL_NAME = "python3"
 CELL_TIMEOUT_S = 300
 
+# Notebook -> {text in a code cell: what the test runs instead}.
+SMALLER = {
+    "01_quickstart.ipynb": {"num_steps = 3000\n": "num_steps = 500\n"},  # 500: one progress line
+    "02_two_moons.ipynb": {"EPOCHS = 3000 ": "EPOCHS = 30 "},  # milestones 15 and 25, a line every 6
+    "03_snelson.ipynb": {"EPOCHS = 5000 ": "EPOCHS = 50 "},
+    "04_continual_learning.ipynb": {"NUM_TRAIN, NUM_TEST = 5000, 2000\n": "NUM_TRAIN, NUM_TEST = 500, 200\n",
+                                    "EPOCHS_PER_TASK = 10\n": "EPOCHS_PER_TASK = 2\n"},  # 3 tasks kept
+    "05_fully_binary.ipynb": {"NUM_TRAIN, NUM_TEST = 10000, 2000\n": "NUM_TRAIN, NUM_TEST = 1000, 200\n",
+                              "HIDDEN, EPOCHS, BATCH_SIZE = 512, 3, 100":
+                                  "HIDDEN, EPOCHS, BATCH_SIZE = 512, 1, 100"},
+}
+
 
 def test_the_research_notebooks_are_present():
   missing = sorted(set(EXPECTED) - set(NOTEBOOKS))
   assert not missing, f"notebooks/ lacks {missing}"
+
+
+def _smaller(name: str, notebook) -> None:
+  """Replaces each of the notebook's :data:`SMALLER` texts, each found exactly once, in place."""
+  code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+  for old, new in SMALLER.get(name, {}).items():
+    found = [cell for cell in code if old in cell.source]
+    assert len(found) == 1 and found[0].source.count(old) == 1, (
+        f"{name}: {old!r} is not in exactly one code cell; update SMALLER in {__file__}")
+    found[0].source = found[0].source.replace(old, new)
+
+
+def test_every_smaller_setting_names_a_notebook():
+  assert set(SMALLER) <= set(NOTEBOOKS), sorted(set(SMALLER) - set(NOTEBOOKS))
 
 
 def _use_a_python3_kernel(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -69,6 +101,7 @@ def test_notebook_runs_top_to_bottom(name, monkeypatch, tmp_path):
       p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
 
   notebook = nbformat.read(os.path.join(NOTEBOOK_DIR, name), as_version=4)
+  _smaller(name, notebook)
   client = nbclient.NotebookClient(
       notebook, timeout=CELL_TIMEOUT_S, kernel_name=KERNEL_NAME,
       resources={"metadata": {"path": NOTEBOOK_DIR}})
