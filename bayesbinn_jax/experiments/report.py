@@ -21,6 +21,7 @@ from bayesbinn_jax.experiments import plots
 from bayesbinn_jax.experiments.specs import ExperimentSpec
 from bayesbinn_jax.train.calibration import apply_temperature, fit_temperature, log_probabilities
 from bayesbinn_jax.train.keys import purpose_key
+from bayesbinn_jax.train.methods import output_scale_labels
 from bayesbinn_jax.train.metrics import (classification_metrics, ood_auroc, predictive_entropy,
                                          reliability_bins, uncertainty_metrics)
 
@@ -97,8 +98,9 @@ def measure_uncertainty(options: RunOptions, state: TrainState, evaluator: Evalu
   x_fit, y_fit = (ds.x_val, ds.y_val) if ds.has_validation else (ds.x_train, ds.y_train)
   x_fit, y_fit = x_fit[:FIT_EXAMPLES], y_fit[:FIT_EXAMPLES]
   summary: dict[str, Any] = {"temperature_fit_split": split}
-  gains = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(state.params)
-           if getattr(path[-1], "key", None) == "scale"]
+  labels = jax.tree_util.tree_leaves(output_scale_labels(state.params))
+  gains = [leaf for label, leaf in zip(labels, jax.tree_util.tree_leaves(state.params))
+           if label == "output_scale"]
   if gains:
     summary["output_scale"] = [float(g) for g in np.ravel(jax.device_get(gains[-1]))]
   keys: list[tuple[str, str, jax.Array | None]] = [("mode", "", None)]
