@@ -235,6 +235,11 @@ def test_init_lambda_signs_and_noise():
   noisy = np.asarray(bayesbinn(1e-3, 10, lambda_init=10.0, lambda_init_std=2.0).init(params).lam["a"])
   deviation = np.abs(noisy) - 10.0
   assert abs(deviation.std() - 2.0) < 0.2
+  # Without noise (no normal draw) the signs are those drawn beside the noise: same key, same signs.
+  same_signs = np.asarray(bayesbinn(1e-3, 10, lambda_init=10.0, lambda_init_std=1e-3).init(params).lam["a"])
+  plain = np.asarray(bayesbinn(1e-3, 10, lambda_init=10.0).init(params).lam["a"])
+  np.testing.assert_array_equal(np.sign(same_signs), np.sign(plain))
+  np.testing.assert_array_equal(np.abs(plain), 10.0)
 
 
 def test_same_key_gives_bitwise_identical_runs_and_other_keys_differ():

@@ -43,6 +43,17 @@ def test_every_spec_builds_its_network_for_its_inputs(name, shape, outputs):
   assert shapes.shape == (2, outputs)
 
 
+def test_the_cifar_specs_differ_only_in_name_and_presets():
+  # Why one CIFAR run in test_cli serves both presets.
+  cifar10, cifar100 = specs.get_spec("cifar10"), specs.get_spec("cifar100")
+  differing = {field.name for field in dataclasses.fields(cifar10)
+               if getattr(cifar10, field.name) != getattr(cifar100, field.name)}
+  assert differing == {"name", "load", "network", "presets"}  # load: the tfds name; network: a lambda each
+  config = {**preset("cifar100", "bayesbinn"), "seed": 0}
+  assert cifar10.network(config, "ste", 100) == cifar100.network(config, "ste", 100)  # flax modules compare by fields
+  assert set(cifar10.presets["bayesbinn"]) == set(cifar100.presets["bayesbinn"])
+
+
 def test_an_unknown_experiment_is_named():
   with pytest.raises(ValueError, match="experiment must be one of two-moons, .*got 'imagenet'"):
     specs.get_spec("imagenet")
