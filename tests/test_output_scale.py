@@ -23,6 +23,7 @@ from bayesbinn_jax.nn.layers import BatchNorm
 from bayesbinn_jax.nn.networks import ContinualMLP, MnistMLP, ToyMLP, VGGBinaryConnect
 from bayesbinn_jax.optim.nested import nonfinite_count
 from bayesbinn_jax.optim.posterior import mode_params, posterior_lambda
+from bayesbinn_jax.train.engine import create_train_state, make_train_step
 from bayesbinn_jax.train.methods import build_method, output_scale_labels, with_learned_output_scale
 
 
@@ -105,6 +106,30 @@ def test_bayesbinn_keeps_the_kernels_and_adam_steps_the_gain(jit):
   np.testing.assert_array_equal(mode["BinaryDense_0"]["kernel"], np.where(lam1 > 0, 1.0, -1.0))
   np.testing.assert_array_equal(mode["BatchNorm_1"]["scale"], new["BatchNorm_1"]["scale"])
   assert int(nonfinite_count(state)) == 0
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_networks_keep_a_float32_gain_trained_by_adam(dtype):
+  """param_dtype bfloat16/float16: the kernels and the sample handed to the model take that
+  dtype, lambda and the BatchNorm gain stay float32, and one jitted engine step moves the gain
+  by Adam's first step, -lr * sign(g), at every logit."""
+  config = _config("bayesbinn", param_dtype=dtype)
+  method = build_method("bayesbinn", config, steps_per_epoch=10, train_set_size=100,
+                        key=jax.random.key(1))
+  model = ContinualMLP(num_classes=4, hidden=8, learned_output_scale=True,
+                       dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(dtype))
+  state = create_train_state(model, method, jnp.zeros((1, 8, 8, 1)), seed=0)
+  assert state.params["BinaryDense_0"]["kernel"].dtype == jnp.dtype(dtype)
+  assert state.params["BatchNorm_2"]["scale"].dtype == jnp.float32
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(posterior_lambda(state.opt_state)))
+  step = make_train_step(method, "classification")
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(16, 8, 8, 1)).astype(np.float32), rng.integers(0, 4, 16)
+  new, metrics = step(state, x, y)
+  assert np.isfinite(float(metrics["loss"]))
+  gain = np.asarray(new.params["BatchNorm_2"]["scale"])
+  assert gain.dtype == np.float32 and new.params["BinaryDense_0"]["kernel"].dtype == jnp.dtype(dtype)
+  np.testing.assert_allclose(np.abs(gain - 1.0), 0.01, rtol=1e-3)  # |g| >> eps at every logit
 
 
 def test_a_nonfinite_step_changes_neither_gain_nor_lambda():
