@@ -102,23 +102,26 @@ def results_table(results: str) -> str:
 
 SEED_RUN = re.compile(r"^(?P<group>.+)-seed(?P<seed>\d+)$")
 SEED_METRICS = ("test_accuracy_at_best_val", "test_accuracy", "test_nll", "test_nll_calibrated",
-                "test_ece", "test_ece_calibrated", "temperature", "ood_auroc")
+                "test_ece", "test_ece_calibrated", "temperature", "ood_auroc",
+                "mc_test_nll_calibrated", "mc_test_ece_calibrated", "mc_ood_auroc")
 
 
 def seed_statistics(results: str) -> dict[str, dict]:
   """Mean and sample standard deviation (ddof 1) over the seeds of each group of runs
   ``<group>-seed<N>`` with two or more finished seeds: ``{group: {"seeds": [...],
   "epochs": ..., metric: {"mean", "std", "values"}}}`` for the metrics of SEED_METRICS
-  present in every seed's summary.json (``ood_auroc`` from ``evaluation/summary.json``, the
-  run evaluated again with ``--evaluate --ood-data-file``). Groups whose seeds ran
-  different epochs raise ValueError naming them."""
+  present in every seed's summary.json (``ood_auroc`` and the Monte Carlo predictive's
+  ``mc_*`` from ``evaluation/summary.json``, the run evaluated again with ``--evaluate
+  --ood-data-file [--set test_samples=C]``). Groups whose seeds ran different epochs raise
+  ValueError naming them."""
   groups: dict[str, list[tuple[int, dict]]] = {}
   for name in sorted(os.listdir(results)):
     match = SEED_RUN.match(name)
     summary = _load(results, name, "summary.json") if match else None
     if summary is not None:
       evaluation = _load(results, name, os.path.join("evaluation", "summary.json")) or {}
-      summary = {**summary, **{k: v for k, v in evaluation.items() if k.endswith("ood_auroc")}}
+      summary = {**summary, **{k: v for k, v in evaluation.items()
+                               if k.endswith("ood_auroc") or k.startswith("mc_")}}
       groups.setdefault(match["group"], []).append((int(match["seed"]), summary))
   statistics = {}
   for group, runs in groups.items():
@@ -145,11 +148,18 @@ def _mean_std(entry: dict, metric: str, scale: float = 1.0, digits: int = 4) -> 
   return f"{scale * entry[metric]['mean']:.{digits}f} +- {scale * entry[metric]['std']:.{digits}f}"
 
 
+def _mc_cell(entry: dict) -> str:
+  if "mc_ood_auroc" not in entry:
+    return ""
+  return f"{_mean_std(entry, 'mc_test_ece_calibrated')} / {_mean_std(entry, 'mc_ood_auroc', 1, 3)}"
+
+
 def seed_table(statistics: dict[str, dict]) -> str:
   """The error-bar table of :func:`seed_statistics` (accuracies in %)."""
   rows = ["| runs | seeds | epochs | test acc. at best val. | final test acc. | test NLL raw | "
-          "test NLL calibrated | test ECE raw | test ECE calibrated | temperature | OOD AUROC | paper (Table 10) |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "test NLL calibrated | test ECE raw | test ECE calibrated | temperature | OOD AUROC | "
+          "MC predictive: ECE calibrated / OOD AUROC | paper (Table 10) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for group, entry in statistics.items():
     paper = PAPER_MNIST.get(entry["optimizer"], "") if entry["experiment"] == "mnist" else ""
     rows.append(
@@ -157,7 +167,8 @@ def seed_table(statistics: dict[str, dict]) -> str:
         f"{_mean_std(entry, 'test_accuracy_at_best_val', 100, 2)} | {_mean_std(entry, 'test_accuracy', 100, 2)} | "
         + " | ".join(_mean_std(entry, m) for m in ("test_nll", "test_nll_calibrated", "test_ece",
                                                    "test_ece_calibrated"))
-        + f" | {_mean_std(entry, 'temperature', 1, 3)} | {_mean_std(entry, 'ood_auroc', 1, 3)} | {paper} |")
+        + f" | {_mean_std(entry, 'temperature', 1, 3)} | {_mean_std(entry, 'ood_auroc', 1, 3)} | "
+        f"{_mc_cell(entry)} | {paper} |")
   return "\n".join(rows) + "\n"
 
 
