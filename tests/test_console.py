@@ -59,3 +59,13 @@ def test_quiet_or_a_file_shows_no_bar():
   assert Console(stream=_Terminal(), quiet=True).show_bar is False
   with Console(stream=_Terminal(), quiet=True).progress(10) as bar:
     assert bar is None
+
+
+def test_a_silent_console_prints_nothing_and_shows_no_bar(capsys):
+  console = Console.silent()
+  console.line("not for stdout")
+  console.config("header", {"lr": 1e-3})
+  with console.progress(5) as bar:
+    assert bar is None
+  assert capsys.readouterr() == ("", "")
+  assert console.show_bar is False

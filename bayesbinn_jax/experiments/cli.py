@@ -12,7 +12,6 @@ damaged.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shlex
@@ -239,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except distributed.DistributedError as error:
       print(f"bayesbinn-train: error: {_one_line(error)}", file=sys.stderr)
       return 2
-  console = Console(quiet=args.quiet) if distributed.is_main_process() else Console(stream=io.StringIO())
+  console = Console(quiet=args.quiet) if distributed.is_main_process() else Console.silent()
   console.config(f"{args.experiment} with {args.optimizer}, output in {out}; settings:", config)
   if ours:
     console.line(note)

@@ -11,6 +11,7 @@ terminal too.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import sys
@@ -50,6 +51,12 @@ class Console:
     self.stream = stream or sys.stdout
     self.show_bar = not quiet and self.stream.isatty()
     self._bar: tqdm | None = None
+
+  @classmethod
+  def silent(cls) -> "Console":
+    """A console that shows nothing: the one of every process but process 0 in a
+    multi-process run (only process 0 reports)."""
+    return cls(quiet=True, stream=io.StringIO())
 
   def line(self, text: str) -> None:
     """One line, printed above the progress bar when one is shown."""

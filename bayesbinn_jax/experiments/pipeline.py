@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
 import os
 import tempfile
@@ -300,7 +299,7 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
   config = dict(options.config)
   main = is_main_process()  # only process 0 writes outputs; every process computes (collectives)
   if not main:
-    console = Console(quiet=True, stream=io.StringIO())
+    console = Console.silent()
   else:
     _check_out_dir(options)  # process 0 only: the others would find its first files
   if options.resume:
