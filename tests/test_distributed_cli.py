@@ -26,13 +26,6 @@ def _free_port() -> int:
     return probe.getsockname()[1]
 
 
-def _run(out: str, *extra: str, devices: int = 1) -> dict:
-  result = subprocess.run(cli_command(*ARGS, "--out", out, *extra), cwd=REPO, env=_env(devices),
-                          capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr
-  return read_summary(out)
-
-
 # main(argv) for each argv of the JSON list in sys.argv[1], in turn, in one process; the first
 # non-zero exit status ends it.
 RUNS_IN_ONE_PROCESS = """
@@ -57,7 +50,7 @@ def _runs_in_one_process(devices: int, *runs: tuple[str, ...]) -> list[dict]:
 
 @pytest.mark.slow
 def test_two_processes_end_with_the_single_process_summary(tmp_path):
-  single = _run(str(tmp_path / "single"), devices=2)
+  (single,) = _runs_in_one_process(2, (str(tmp_path / "single"),))
   out = str(tmp_path / "two")
   address = f"127.0.0.1:{_free_port()}"
   processes = [subprocess.Popen(

@@ -53,15 +53,21 @@ def data_file(tmp_path_factory) -> str:
   return write_images(tmp_path_factory.mktemp("data") / "d.npz", num_train=NUM_TRAIN)
 
 
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory, data_file) -> tuple[str, float]:
-  """An uninterrupted run of ``python -m bayesbinn_jax``: its output dir and wall time."""
-  out = str(tmp_path_factory.mktemp("straight") / "out")
+def _timed_run(out: str, data_file: str) -> float:
+  """The wall time of an uninterrupted run of ``python -m bayesbinn_jax`` into ``out``."""
   began = time.perf_counter()
   result = subprocess.run(cli_command(*_args(data_file), "--out", out), cwd=REPO,
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr
-  return out, time.perf_counter() - began
+  return time.perf_counter() - began
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, data_file) -> str:
+  """The output dir of an uninterrupted run of ``python -m bayesbinn_jax``."""
+  out = str(tmp_path_factory.mktemp("straight") / "out")
+  _timed_run(out, data_file)
+  return out
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +76,14 @@ def run_seconds(tmp_path_factory, straight, data_file) -> float:
   run's programs into the session's compilation cache (tests/conftest.py): the runs that
   :func:`test_sigkill_at_random_moments_then_resume_gives_the_same_summary` kills load them
   from there too, so its moments spread over a run as long as theirs."""
-  out = str(tmp_path_factory.mktemp("again") / "out")
-  began = time.perf_counter()
-  result = subprocess.run(cli_command(*_args(data_file), "--out", out), cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr
-  return time.perf_counter() - began
+  return _timed_run(str(tmp_path_factory.mktemp("again") / "out"), data_file)
 
 
 @pytest.fixture
 def finished(tmp_path, straight) -> str:
   """A copy of the finished run (config, metrics, summary, checkpoints, figures)."""
   out = str(tmp_path / "finished")
-  shutil.copytree(straight[0], out)
+  shutil.copytree(straight, out)
   return out
 
 
@@ -379,13 +380,13 @@ def test_resume_of_a_partial_start_trains_from_scratch(tmp_path, straight, data_
   # the temporary folder of a save that never finished.
   out = tmp_path / "partial"
   (out / "checkpoints" / "1.orbax-checkpoint-tmp-1").mkdir(parents=True)
-  shutil.copy(os.path.join(straight[0], "config.json"), out / "config.json")
+  shutil.copy(os.path.join(straight, "config.json"), out / "config.json")
   (out / "metrics.jsonl").write_text("")
   assert_refused(_args(data_file), str(out), "already holds a run", "--resume")
   assert_refused([*_args(data_file), "--set", "temperature=0.5", "--resume"], str(out),
                  "config.json", "temperature=0.5")
   assert main([*_args(data_file), "--out", str(out), "--resume"]) == 0
-  assert comparable(read_summary(out)) == comparable(read_summary(straight[0]))
+  assert comparable(read_summary(out)) == comparable(read_summary(straight))
   assert [r["epoch"] for r in read_records(out)] == list(range(1, EPOCHS + 1))
 
 
@@ -397,12 +398,11 @@ def test_resume_refuses_a_finished_run_without_checkpoints(finished, data_file):
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_gives_the_same_summary(tmp_path, straight, run_seconds,
                                                                     data_file):
-  out_straight, seconds = straight[0], run_seconds
   rng = np.random.default_rng(8)
   # One moment in each third of the uninterrupted run's time (start-up and data, training,
   # the last epochs and outputs), then one anywhere in the run of the --resume that follows.
-  first_kills = (np.arange(3) + rng.uniform(size=3)) / 3 * seconds
-  for trial, moments in enumerate(zip(first_kills, rng.uniform(0.0, seconds, size=3), strict=True)):
+  first_kills = (np.arange(3) + rng.uniform(size=3)) / 3 * run_seconds
+  for trial, moments in enumerate(zip(first_kills, rng.uniform(0.0, run_seconds, size=3), strict=True)):
     out = str(tmp_path / f"killed{trial}")
     for attempt, moment in enumerate(moments):
       resume = ["--resume"] if attempt else []
@@ -415,7 +415,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_summary(tmp_path, 
     # Whatever the moments (before the output dir, before config.json, inside an epoch, during
     # a save, after the summary), --resume continues the run to the uninterrupted result.
     assert main([*_args(data_file), "--out", out, "--resume"]) == 0, (trial, moments)
-    assert comparable(read_summary(out)) == comparable(read_summary(out_straight)), (trial, moments)
+    assert comparable(read_summary(out)) == comparable(read_summary(straight)), (trial, moments)
     assert [r["epoch"] for r in read_records(out)] == list(range(1, EPOCHS + 1)), (trial, moments)
 
 
@@ -433,11 +433,11 @@ def test_same_seed_gives_bitwise_the_same_lambda_through_the_cli(tmp_path, strai
   again, other = str(tmp_path / "again"), str(tmp_path / "other-seed")
   assert main([*_args(data_file), "--out", again]) == 0
   assert main([*_args(data_file), "--out", other, "--seed", "1"]) == 0
-  reference = _checkpoint_lambda(straight[0])
+  reference = _checkpoint_lambda(straight)
   assert len(reference) == 3  # the three binary kernels of the MLP
   assert all(np.array_equal(a, b) for a, b in zip(reference, _checkpoint_lambda(again), strict=True))
   assert not any(np.array_equal(a, b) for a, b in zip(reference, _checkpoint_lambda(other), strict=True))
-  assert comparable(read_summary(again)) == comparable(read_summary(straight[0]))
+  assert comparable(read_summary(again)) == comparable(read_summary(straight))
 
 
 def _state(optimizer: str = "bayesbinn", hidden: int = 100, seed: int = 0):
