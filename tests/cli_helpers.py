@@ -16,6 +16,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The continual-learning MLP (784-100-100-10) on one task with a validation split: the
 # engine's paths at a fraction of the MNIST MLP's cost.
 SMALL = ["permuted-mnist", "--set", "num_tasks=1", "--set", "val_fraction=0.1"]
+# SMALL without the figures (about 2 s of matplotlib a run), for the tests that read none.
+QUICK = [*SMALL, "--no-figures"]
 
 
 def write_images(path, *, num_train=300, num_test=100, classes=4, shape=(8, 8), seed=0, **replace):

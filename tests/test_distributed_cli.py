@@ -60,6 +60,7 @@ def test_two_processes_end_with_the_single_process_summary(tmp_path):
   outputs = [process.communicate(timeout=300) for process in processes]
   assert [process.returncode for process in processes] == [0, 0], outputs
   assert "results:" in outputs[0][0] and "results:" not in outputs[1][0]  # only process 0 reports
+  assert os.path.exists(os.path.join(out, "two_moons.png"))  # drawn by both, kept by process 0
   summary = read_summary(out)
   assert summary["processes"] == 2 and summary["devices"] == 2 and single["processes"] == 1
   for key in COMPARED:
@@ -68,8 +69,10 @@ def test_two_processes_end_with_the_single_process_summary(tmp_path):
 
 @pytest.mark.slow
 def test_sharded_state_on_8_devices_matches_the_replicated_run_at_an_eighth_of_the_bytes(tmp_path):
-  replicated, sharded = _runs_in_one_process(8, (str(tmp_path / "replicated"),),
-                                              (str(tmp_path / "sharded"), "--shard-state"))
+  # No figures: their predictions run through the same predict_batches as the evaluations; the
+  # two-process test draws them (collectively, process 0 keeping the files).
+  replicated, sharded = _runs_in_one_process(8, (str(tmp_path / "replicated"), "--no-figures"),
+                                              (str(tmp_path / "sharded"), "--shard-state", "--no-figures"))
   assert sharded["shard_state"] is True and replicated["shard_state"] is False
   for key in COMPARED:
     assert sharded[key] == pytest.approx(replicated[key], abs=1e-3), key

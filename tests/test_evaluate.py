@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
-from cli_helpers import SMALL, read_summary, write_images
+from cli_helpers import QUICK, read_summary, write_images
 
 from bayesbinn_jax.experiments.cli import main
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  """A 2-epoch BayesBiNN run (mode and MC predictive, C = 4) on small images."""
+  """A 2-epoch BayesBiNN run (mode and MC predictive, C = 4) on small images, without figures."""
   root = tmp_path_factory.mktemp("evaluate")
   data = write_images(root / "d.npz", classes=4)
   out = str(root / "run")
-  assert main([*SMALL, "--data-file", data, "--out", out, "--epochs", "2", "--quiet",
+  assert main([*QUICK, "--data-file", data, "--out", out, "--epochs", "2", "--quiet",
                "--set", "test_samples=4"]) == 0
   return root, data, out
 
@@ -53,15 +54,18 @@ def test_evaluation_repeats_the_final_metrics_and_adds_ood(trained):
   assert "ood_auroc" not in run
   files = set(os.listdir(os.path.join(out, "evaluation")))
   assert {"summary.json", "reliability.png", "ood_entropy.png"} <= files
+  assert not [name for name in os.listdir(out) if name.endswith(".png")]  # the run's --no-figures
   with open(os.path.join(out, "summary.json"), "rb") as handle:
     assert handle.read() == before  # the run itself is untouched
 
 
 def test_more_monte_carlo_networks(trained):
   _, _, out = trained
-  assert main(["--evaluate", "--out", out, "--set", "test_samples=9", "--quiet"]) == 0
+  shutil.rmtree(os.path.join(out, "evaluation"), ignore_errors=True)
+  assert main(["--evaluate", "--out", out, "--set", "test_samples=9", "--quiet", "--no-figures"]) == 0
   evaluation = read_summary(os.path.join(out, "evaluation"))
   assert evaluation["test_samples"] == 9 and "mc_test_accuracy" in evaluation
+  assert os.listdir(os.path.join(out, "evaluation")) == ["summary.json"]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from cli_helpers import SMALL, read_summary, write_images
+from cli_helpers import QUICK, read_summary, write_images
 
 from bayesbinn_jax.experiments.cli import main
 from bayesbinn_jax.experiments.presets import check_config, preset
@@ -185,7 +185,7 @@ def test_cli_learns_the_gain_and_reports_it(tmp_path):
   fitted temperature, and the config records the setting."""
   path = write_images(tmp_path / "d.npz", classes=4)
   out = str(tmp_path / "run")
-  assert main([*SMALL, "--data-file", path, "--out", out, "--epochs", "2", "--quiet",
+  assert main([*QUICK, "--data-file", path, "--out", out, "--epochs", "2", "--quiet",
                "--set", "output_scale=learned", "--set", "output_scale_lr=0.05"]) == 0
   summary = read_summary(out)
   gains = summary["output_scale"]

@@ -29,7 +29,7 @@ Train a binary neural network with BayesBiNN or a baseline, with the paper's
 settings for the chosen experiment and optimizer (printed at start and saved
 in OUT/config.json). Outputs in OUT: config.json, metrics.jsonl (one line per
 epoch), summary.json, checkpoints/ (every epoch; --resume continues from the
-last complete one), and PNG figures.
+last complete one), and PNG figures (not with --no-figures).
 """
 
 EPILOG = """\
@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "k-1 (default), or none (zero prior, every task)")
   parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a preset value (repeatable); see the keys below")
+  parser.add_argument("--no-figures", dest="figures", action="store_false",
+                      help="write no PNG figures (nor the arrays drawn in them): metrics.jsonl, summary.json "
+                           "and the TensorBoard logs are written as always; e.g. for sweeps")
   parser.add_argument("--quiet", action="store_true",
                       help="no progress bar (a file or pipe never gets one): evaluation lines and results only")
   parser.add_argument("--malloc", choices=("retain", "default"), default="retain",
@@ -179,7 +182,8 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     config = apply_overrides(trained, args.overrides)
     options = RunOptions(experiment=saved.get("experiment", ""), optimizer=saved.get("optimizer", ""),
                          config=config, out_dir=args.out, data_file=args.data_file,
-                         data_dir=args.data_dir, quiet=args.quiet, ood_data_file=args.ood_data_file)
+                         data_dir=args.data_dir, quiet=args.quiet, ood_data_file=args.ood_data_file,
+                         figures=args.figures)
     evaluate_run(options, Console(quiet=args.quiet))
   except (DataError, RunError, CheckpointError, ValueError) as error:
     print(f"bayesbinn-train: error: {_one_line(error)}", file=sys.stderr)
@@ -246,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       experiment=args.experiment, optimizer=args.optimizer, config=config, out_dir=out,
       data_file=args.data_file, data_dir=args.data_dir, resume=args.resume,
       cl_prior=args.cl_prior, quiet=args.quiet, ood_data_file=args.ood_data_file,
-      shard_state=args.shard_state)
+      shard_state=args.shard_state, figures=args.figures)
   try:
     run_experiment(options, console)
   except (DataError, RunError, CheckpointError, ValueError) as error:

@@ -8,7 +8,7 @@ from the :class:`~bayesbinn_jax.experiments.specs.ExperimentSpec`.
 
 Outputs in ``out_dir``: ``config.json``; ``metrics.jsonl`` (a line per epoch,
 appended); TensorBoard event files; ``summary.json``; ``checkpoints/`` (Orbax);
-figures as PNG. A run interrupted and restarted with ``resume=True`` continues
+figures as PNG (unless ``figures`` is False). A run interrupted and restarted with ``resume=True`` continues
 from the last complete checkpoint and ends with the summary of an
 uninterrupted run: batch order, dropout and BayesBiNN samples are functions of
 (seed, epoch, step) and of the checkpointed state only.
@@ -74,6 +74,8 @@ class RunOptions:
   quiet: bool = False
   ood_data_file: str | None = None
   shard_state: bool = False
+  figures: bool = True
+  """False: no PNG figures, nor the arrays drawn in them (e.g. ``two_moons_grid.npz``)."""
 
 
 # ----------------------------------------------------------------------------- data
@@ -393,10 +395,11 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
     summary.update(measured)
     if measured["temperature_fit_split"] == "train":
       console.line("note: no validation split; the temperature was fitted on the training split.")
-  with contextlib.ExitStack() as stack:
-    # The figures' predictions are collective: every process draws them, process 0 keeps the files.
-    out_dir = options.out_dir if main else stack.enter_context(tempfile.TemporaryDirectory())
-    report.figures(spec, records, report.FigureInputs(out_dir, options, summary, state, evaluator, predictives))
+  if options.figures:
+    with contextlib.ExitStack() as stack:
+      # The figures' predictions are collective: every process draws them, process 0 keeps the files.
+      out_dir = options.out_dir if main else stack.enter_context(tempfile.TemporaryDirectory())
+      report.figures(spec, records, report.FigureInputs(out_dir, options, summary, state, evaluator, predictives))
   if main:
     write_json_atomic(_path(options, "summary.json"), summary)
     console.results(summary, options.out_dir)
@@ -440,8 +443,9 @@ def evaluate_run(options: RunOptions, console: Console | None = None) -> dict:
   metrics, ``ood_auroc`` with ``options.ood_data_file``) and writes
   ``out_dir/evaluation/``: ``summary.json`` (with ``evaluated_epoch``) and the
   figures drawn from the final state (reliability, OOD entropy, the spec's
-  decision maps); a previous evaluation there is replaced, nothing else in
-  ``out_dir`` changes. One process only.
+  decision maps; none when ``options.figures`` is False); the files of a
+  previous evaluation there are replaced, nothing else in ``out_dir``
+  changes. One process only.
 
   Raises:
     RunError: no config.json or checkpoint, or a change to another setting.
@@ -487,7 +491,8 @@ def evaluate_run(options: RunOptions, console: Console | None = None) -> dict:
     summary.update(measured)
   out_dir = _path(options, EVALUATION_DIR)
   os.makedirs(out_dir, exist_ok=True)
-  report.prediction_figures(spec, report.FigureInputs(out_dir, options, summary, state, evaluator, predictives))
+  if options.figures:
+    report.prediction_figures(spec, report.FigureInputs(out_dir, options, summary, state, evaluator, predictives))
   write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
   console.line(f"evaluated {spec.name} / {options.optimizer} after epoch {epoch}")
   console.results(summary, out_dir)
