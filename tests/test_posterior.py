@@ -59,6 +59,22 @@ def test_relaxed_sample_formula():
   np.testing.assert_allclose(got, np.tanh((LAMBDAS + 0.5 * u_logit) / 0.5), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("generator", ["counter", "threefry"])
+def test_eager_samples_are_those_drawn_inside_a_jitted_step(generator):
+  # The samplers are jitted themselves: called eagerly or inside a user's jit (temperature
+  # traced, as a schedule gives it), the same program computes the same bits.
+  lam = {"a": jnp.linspace(-3.0, 3.0, 13), "b": jnp.linspace(-20.0, 20.0, 7), "c": jnp.ones((2, 3), jnp.bfloat16)}
+  key = jax.random.PRNGKey(2)
+  for num_samples in (None, 3):
+    step = jax.jit(lambda lam, key, tau: (sample_relaxed(lam, key, tau, num_samples, generator=generator),  # noqa: B023
+                                          sample_binary(lam, key, num_samples, generator=generator)))  # noqa: B023
+    inside = step(lam, key, 0.37)
+    eager = (sample_relaxed(lam, key, 0.37, num_samples, generator=generator),
+             sample_binary(lam, key, num_samples, generator=generator))
+    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(inside), strict=True):
+      np.testing.assert_array_equal(a, b)
+
+
 def test_binary_sample_is_the_zero_temperature_limit_of_the_relaxed_sample():
   lam = {"a": jnp.asarray(LAMBDAS), "b": jnp.zeros((3, 2))}
   key = jax.random.PRNGKey(5)

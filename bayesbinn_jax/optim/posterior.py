@@ -8,7 +8,12 @@ parameter lambda:
 Two layers of functions. The lambda-tree functions (:func:`sample_relaxed`,
 :func:`sample_binary`, :func:`posterior_mode`, :func:`posterior_mean`,
 :func:`posterior_as_prior`) take the tree of lambdas (``state.lam`` of
-:func:`bayesbinn_jax.bayesbinn`) and return trees in lambda's dtype.
+:func:`bayesbinn_jax.bayesbinn`) and return trees in lambda's dtype. The samplers and
+the point estimates are jitted (``num_samples`` and ``generator`` static):
+called eagerly, each is one compiled program per tree structure and shapes
+(the counter generator's hash op by op compiled some twenty programs per
+leaf shape: seconds for a small MLP), and it computes the bits it computes
+inside a jitted step; under an enclosing ``jax.jit`` it is inlined.
 
 The state helpers (:func:`mode_params`, :func:`mean_params`,
 :func:`sample_params`) take the optimizer state, bare or composed
@@ -34,6 +39,7 @@ Example (``labels`` gives "binary" to kernels, "real" to the rest)::
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -63,6 +69,7 @@ def _logistic_noise(lam: PyTree, key: jax.Array, num_samples: int | None, genera
   return jax.tree.unflatten(treedef, noise)
 
 
+@functools.partial(jax.jit, static_argnames=("num_samples", "generator"))
 def sample_relaxed(
     lam: PyTree,
     key: jax.Array,
@@ -91,6 +98,7 @@ def sample_relaxed(
   return jax.tree.map(sample, lam, noise)
 
 
+@functools.partial(jax.jit, static_argnames=("num_samples", "generator"))
 def sample_binary(
     lam: PyTree, key: jax.Array, num_samples: int | None = None, *, generator: str = "counter"
 ) -> PyTree:
@@ -108,11 +116,13 @@ def sample_binary(
   return jax.tree.map(sample, lam, noise)
 
 
+@jax.jit
 def posterior_mode(lam: PyTree) -> PyTree:
   """The most probable network: w = sign(lambda), with lambda <= 0 giving -1."""
   return jax.tree.map(lambda l: jnp.where(l > 0, 1, -1).astype(l.dtype), lam)
 
 
+@jax.jit
 def posterior_mean(lam: PyTree) -> PyTree:
   """The posterior mean of every weight: mu = tanh(lambda)."""
   return jax.tree.map(jnp.tanh, lam)
