@@ -24,7 +24,7 @@ def test_help_is_complete(capsys):
   assert exit_info.value.code == 0
   text = capsys.readouterr().out
   for word in (*EXPERIMENTS, *OPTIMIZERS, "--set", "--resume", "--cl-prior", "--data-file",
-               "--data-dir", "--out", "--seed", "--epochs", "--quiet", "test_samples", "temperature"):
+               "--data-dir", "--out", "--seed", "--epochs", "--quiet", "--no-figures", "test_samples", "temperature"):
     assert word in text, word
 
 
