@@ -8,10 +8,11 @@ from the :class:`~bayesbinn_jax.experiments.specs.ExperimentSpec`.
 
 Outputs in ``out_dir``: ``config.json``; ``metrics.jsonl`` (a line per epoch,
 appended); TensorBoard event files; ``summary.json``; ``checkpoints/`` (Orbax);
-figures as PNG (unless ``figures`` is False). A run interrupted and restarted with ``resume=True`` continues
-from the last complete checkpoint and ends with the summary of an
-uninterrupted run: batch order, dropout and BayesBiNN samples are functions of
-(seed, epoch, step) and of the checkpointed state only.
+figures as PNG (unless ``RunOptions.figures`` is False). A run interrupted and
+restarted with ``resume=True`` continues from the last complete checkpoint and
+ends with the summary of an uninterrupted run: batch order, dropout and
+BayesBiNN samples are functions of (seed, epoch, step) and of the checkpointed
+state only.
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ parameter lambda:
 Two layers of functions. The lambda-tree functions (:func:`sample_relaxed`,
 :func:`sample_binary`, :func:`posterior_mode`, :func:`posterior_mean`,
 :func:`posterior_as_prior`) take the tree of lambdas (``state.lam`` of
-:func:`bayesbinn_jax.bayesbinn`) and return trees in lambda's dtype. The samplers and
-the point estimates are jitted (``num_samples`` and ``generator`` static):
-called eagerly, each is one compiled program per tree structure and shapes
-(the counter generator's hash op by op compiled some twenty programs per
-leaf shape: seconds for a small MLP), and it computes the bits it computes
+:func:`bayesbinn_jax.bayesbinn`) and return trees in lambda's dtype. The
+samplers and the point estimates are jitted (``num_samples`` and ``generator``
+static): called eagerly, each is one compiled program per tree structure and
+shapes (op by op, the counter generator's hash alone compiled some twenty
+programs per leaf shape, seconds for a small MLP) and gives the bits it gives
 inside a jitted step; under an enclosing ``jax.jit`` it is inlined.
 
 The state helpers (:func:`mode_params`, :func:`mean_params`,
