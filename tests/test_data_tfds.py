@@ -82,7 +82,7 @@ def _prepare_tiny_mnist(data_dir, counts, seed=0):
   truth, infos = {}, []
   for split, count in counts.items():
     images = rng.integers(0, 256, (count, 28, 28, 1), dtype=np.uint8)
-    labels = rng.integers(0, 10, count)
+    labels = np.arange(count) % 3  # every test label is a training label (validate_arrays)
     truth[split] = (images, labels)
     writer = array_record.ArrayRecordWriter(
         str(folder / f"mnist-{split}.array_record-00000-of-00001"), "group_size:1"

@@ -129,6 +129,7 @@ def load_idx_dir(
     *,
     filenames: Mapping[str, str] = MNIST_IDX_FILES,
     num_classes: int | None = None,
+    allow_unseen_labels: bool = False,
 ) -> ArrayDataset:
   """Loads MNIST (or a set in the same layout) from its four IDX files.
 
@@ -141,11 +142,14 @@ def load_idx_dir(
     filenames: file names (without ``.gz``) by key ``x_train, y_train,
       x_test, y_test``; defaults to the MNIST names (also Fashion-MNIST's).
     num_classes: the number of classes, or None to infer ``max label + 1``.
+    allow_unseen_labels: accept test labels that the training labels lack
+      (refused by default: see :func:`validate_arrays`).
 
   Raises:
     DataError: naming the directory or the file at fault: missing files,
       bad headers, truncated data, images that are not 3-D, labels that are
-      not 1-D, counts of images and labels that differ, invalid labels.
+      not 1-D, counts of images and labels that differ, invalid labels,
+      test labels the training labels lack.
   """
   folder = os.fspath(directory)
   if not os.path.isdir(folder):
@@ -171,4 +175,5 @@ def load_idx_dir(
           f"{os.path.basename(paths[f'y_{split}'])} has {labels.shape[0]} labels but "
           f"{os.path.basename(paths[f'x_{split}'])} has {images.shape[0]} images",
       )
-  return validate_arrays(arrays, source=folder, num_classes=num_classes)
+  return validate_arrays(arrays, source=folder, num_classes=num_classes,
+                         allow_unseen_labels=allow_unseen_labels)

@@ -79,7 +79,12 @@ def read_npz(
   return arrays
 
 
-def load_npz(path: str | os.PathLike, *, num_classes: int | None = None) -> ArrayDataset:
+def load_npz(
+    path: str | os.PathLike,
+    *,
+    num_classes: int | None = None,
+    allow_unseen_labels: bool = False,
+) -> ArrayDataset:
   """Loads an image classification set from an ``.npz`` archive.
 
   The archive holds ``x_train, y_train, x_test, y_test`` (optionally
@@ -90,9 +95,12 @@ def load_npz(path: str | os.PathLike, *, num_classes: int | None = None) -> Arra
   Args:
     path: the ``.npz`` file.
     num_classes: the number of classes, or None to infer ``max label + 1``.
+    allow_unseen_labels: accept test/validation labels that ``y_train`` lacks
+      (refused by default: see :func:`validate_arrays`).
 
   Raises:
     DataError: ``"<path>: <problem>"`` for an unreadable file or invalid arrays.
   """
   arrays = read_npz(path, CLASSIFICATION_KEYS, VALIDATION_KEYS)
-  return validate_arrays(arrays, source=os.fspath(path), num_classes=num_classes)
+  return validate_arrays(arrays, source=os.fspath(path), num_classes=num_classes,
+                         allow_unseen_labels=allow_unseen_labels)

@@ -82,6 +82,7 @@ def load_tfds(
     splits: tuple[str, str] = ("train", "test"),
     image_key: str = "image",
     label_key: str = "label",
+    allow_unseen_labels: bool = False,
 ) -> ArrayDataset:
   """Loads a tfds image classification set (``"mnist"``, ``"cifar10"``, ``"cifar100"``).
 
@@ -96,6 +97,8 @@ def load_tfds(
     splits: the (train, test) split names.
     image_key: the image feature.
     label_key: the label feature.
+    allow_unseen_labels: accept test labels the training split lacks
+      (refused by default: see :func:`validate_arrays`).
 
   Raises:
     DataError: ``"tfds:<name>[ (data_dir)]: <problem>"`` when the data cannot be
@@ -114,4 +117,5 @@ def load_tfds(
     arrays[f"x_{key}"], arrays[f"y_{key}"] = _read_split(
         data_source, split, image_key, label_key, source
     )
-  return validate_arrays(arrays, source=source, num_classes=num_classes)
+  return validate_arrays(arrays, source=source, num_classes=num_classes,
+                         allow_unseen_labels=allow_unseen_labels)

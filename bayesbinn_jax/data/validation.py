@@ -14,7 +14,15 @@ and optionally ``x_val, y_val``):
   that shape fits the network is checked by :func:`fit_input_shape`;
 - labels are 1-D integers (not bool), one per image, >= 0;
 - ``num_classes`` is given, or inferred as ``max label + 1`` over all
-  splits; it must be >= 2 and every label must be below it.
+  splits; it must be >= 2 and every label must be below it;
+- every label of ``y_test`` (and ``y_val``) occurs in ``y_train``: a label
+  the training split lacks is one no trained network predicts (a split
+  shifted by one gives ~1% accuracy and one class too many). Refused unless
+  ``allow_unseen_labels`` (:func:`check_unseen_labels`).
+
+Whether the values suit the experiment's normalisation is checked by
+:func:`check_value_range` (it needs the normalisation, which the arrays do
+not carry).
 """
 
 from __future__ import annotations
@@ -114,11 +122,82 @@ def _check_labels(value: Any, key: str, num_images: int, source: str) -> np.ndar
   return labels
 
 
+def _label_list(labels: np.ndarray, limit: int = 10) -> str:
+  """``"0-3, 5, 7"``: sorted distinct labels as ranges, the first ``limit`` runs."""
+  runs: list[tuple[int, int]] = []
+  for value in (int(v) for v in labels):
+    if runs and value == runs[-1][1] + 1:
+      runs[-1] = (runs[-1][0], value)
+    else:
+      runs.append((value, value))
+  text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:limit])
+  return text + (f", ... ({labels.size} labels)" if len(runs) > limit else "")
+
+
+def unseen_labels(y_train: Any, **others: Any) -> dict[str, np.ndarray]:
+  """The labels of each other split that ``y_train`` lacks: ``{"y_test": array([10])}``.
+
+  Splits given as None, or holding only labels of ``y_train``, are left out.
+  """
+  seen = np.unique(np.asarray(y_train))
+  found = {}
+  for key, labels in others.items():
+    if labels is None:
+      continue
+    missing = np.setdiff1d(np.unique(np.asarray(labels)), seen, assume_unique=True)
+    if missing.size:
+      found[key] = missing
+  return found
+
+
+def check_unseen_labels(
+    dataset: ArrayDataset, source: str | os.PathLike, *, allow: bool = False
+) -> str | None:
+  """Checks that every test (and validation) label occurs in the training split.
+
+  Args:
+    dataset: the data set, e.g. after a ``train_subset``.
+    source: the file (or label) the data came from, for the message.
+    allow: accept labels the training split lacks (then a note is returned).
+
+  Returns:
+    None when every label is seen in training; with ``allow``, else, the
+    one-line note ``"<source>: y_test has label 10 that y_train lacks
+    (y_train has 0-9)"``.
+
+  Raises:
+    DataError: the same line, when labels are unseen and ``allow`` is False.
+  """
+  return _unseen_problem(
+      str(source), dataset.y_train, {"y_test": dataset.y_test, "y_val": dataset.y_val}, allow)
+
+
+def _unseen_problem(
+    source: str, y_train: np.ndarray, others: Mapping[str, np.ndarray | None], allow: bool
+) -> str | None:
+  found = unseen_labels(y_train, **others)
+  if not found:
+    return None
+  parts = [
+      f"{key} has label{'s' if labels.size > 1 else ''} {_label_list(labels)}"
+      for key, labels in found.items()
+  ]
+  seen = np.unique(np.asarray(y_train))
+  problem = (
+      f"{' and '.join(parts)} that y_train lacks (y_train has {_label_list(seen)}): "
+      "no network trained on y_train predicts them"
+  )
+  if not allow:
+    raise DataError(source, problem + "; unseen labels are refused unless allowed")
+  return str(DataError(source, problem))
+
+
 def validate_arrays(
     arrays: Mapping[str, Any],
     *,
     source: str | os.PathLike,
     num_classes: int | None = None,
+    allow_unseen_labels: bool = False,
 ) -> ArrayDataset:
   """Checks classification arrays and returns them as an :class:`ArrayDataset`.
 
@@ -130,6 +209,8 @@ def validate_arrays(
       every error message.
     num_classes: the number of classes when known (e.g. from tfds metadata);
       None infers ``max label + 1``.
+    allow_unseen_labels: accept test or validation labels that ``y_train``
+      lacks (see :func:`check_unseen_labels` for the note to show then).
 
   Returns:
     The data set with images ``(N, H, W, C)`` or features ``(N, D)``
@@ -187,6 +268,9 @@ def validate_arrays(
             f"y_{s} has label {maxima[s]} out of range for num_classes={num_classes} "
             f"(labels must be in [0, {num_classes}))",
         )
+
+  _unseen_problem(
+      source, labels["train"], {f"y_{s}": labels[s] for s in splits[1:]}, allow_unseen_labels)
 
   def _images(s: str) -> np.ndarray:
     return np.ascontiguousarray(images[s])
@@ -250,3 +334,153 @@ def validate_regression_arrays(
       x_test=checked["x_test"][:, np.newaxis],
       y_test=y_test,
   )
+
+
+# ----------------------------------------------------------------------------- value ranges
+NORMALISATIONS = ("mnist", "per-channel", "standardise")
+"""The ways stored values become network inputs (``ExperimentSpec.normalisation``)."""
+
+FEW_LEVELS = 127
+"""uint8 images whose largest value is at most this use at most half of 0..255."""
+
+_UNIT_TOLERANCE = 1e-3
+"""Float images up to ``1 + _UNIT_TOLERANCE`` count as scaled to [0, 1] (rounding)."""
+
+_INPUT_KEYS = ("x_train", "x_val", "x_test")
+
+
+def _number(value: float) -> str:
+  return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
+
+
+def _interval(low: float, high: float) -> str:
+  return f"[{_number(low)}, {_number(high)}]"
+
+
+def _keys(keys: list[str]) -> str:
+  return keys[0] + " is" if len(keys) == 1 else ", ".join(keys) + " are"
+
+
+def _check_not_constant(array: np.ndarray | None, key: str, source: str) -> None:
+  if array is not None and array.size and float(np.min(array)) == float(np.max(array)):
+    raise DataError(
+        source,
+        f"{key} is constant (every value {_number(float(np.min(array)))}); normalisation "
+        "'standardise' divides by its standard deviation, which is 0",
+    )
+
+
+def check_value_range(
+    dataset: ArrayDataset | RegressionDataset,
+    normalisation: str,
+    source: str | os.PathLike,
+) -> list[str]:
+  """Checks the input values against what ``normalisation`` expects of them.
+
+  ``"mnist"`` and ``"per-channel"`` turn ``uint8`` images, pixels in 0..255,
+  into ``x / 255`` normalised with MNIST's fixed mean and std ("mnist") or
+  ``x_train``'s channel statistics ("per-channel"); float images are used as
+  given (already network inputs). ``"standardise"`` (regression) scales
+  inputs and targets by the training split's mean and standard deviation.
+  Images ``(N, H, W, C)`` are checked, split by split (``x_train``,
+  ``x_val``, ``x_test``); features ``(N, D)`` (two moons' points) are used
+  as given and not checked. The cases:
+
+  ============================================  ===========  ===========
+  inputs                                        "mnist"      "per-channel"
+  ============================================  ===========  ===========
+  uint8, a split's largest value <= 1            error        error when
+  (0/1 images: two values 1/255 apart)                        x_train's is > 1
+                                                              or the reverse
+  uint8, a split's largest value 2..127          note         fine (own stats)
+  uint8, a channel of x_train constant           fine         error (std 0)
+  float, a split in [0, 1] (already scaled)      note         note
+  float, a split >= 0 reaching above 1           error        error
+  (unscaled pixels, e.g. 0..255 as floats)
+  float, a split with negative values            fine (already normalised)
+  ============================================  ===========  ===========
+
+  Errors are the cases where the network would see values far from any
+  normalised input (pixels 0..255 as they are, or 0/1 pixels as two values
+  1/255 apart) or where normalising divides by 0; a note is for inputs that
+  still train but not as the normalisation intends. ``"standardise"``:
+  ``x_train`` or ``y_train`` constant is an error (their standard
+  deviation, 0, is divided by); nothing else is.
+
+  Args:
+    dataset: the checked data set (after :func:`validate_arrays`).
+    normalisation: one of :data:`NORMALISATIONS`.
+    source: the file (or label) the data came from, for the messages.
+
+  Returns:
+    Notes, one line each: ``"<source>: <keys> ... in [low, high] ...;
+    expected ..."`` (empty when nothing is out of the ordinary).
+
+  Raises:
+    DataError: ``"<source>: <key> is <dtype> with values in [low, high]
+      ...; <normalisation> expects ..."`` for an error case above.
+    ValueError: an unknown ``normalisation``.
+  """
+  source = str(source)
+  if normalisation not in NORMALISATIONS:
+    raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}; got {normalisation!r}.")
+  if normalisation == "standardise":
+    _check_not_constant(dataset.x_train, "x_train", source)
+    _check_not_constant(dataset.y_train, "y_train", source)
+    return []
+  if not isinstance(dataset, ArrayDataset) or dataset.x_train.ndim != 4:
+    return []
+  arrays = {k: getattr(dataset, k) for k in _INPUT_KEYS if getattr(dataset, k) is not None}
+  ranges = {k: (float(np.min(a)), float(np.max(a))) for k, a in arrays.items()}
+  name = f"normalisation '{normalisation}'"
+  notes = []
+  if dataset.x_train.dtype == np.uint8:
+    expects = f"{name} expects uint8 pixels 0..255 (divided by 255, then normalised)"
+    few: list[str] = []
+    train_binary = ranges["x_train"][1] <= 1
+    for key, (low, high) in ranges.items():
+      found = f"{key} is uint8 with values in {_interval(low, high)}"
+      if normalisation == "mnist" and high <= 1:
+        raise DataError(
+            source, f"{found}, but {expects} with MNIST's fixed mean and std: 0/1 images become "
+            "two values 1/255 apart. Store the images as 0..255 (x * 255)")
+      if normalisation == "per-channel" and (high <= 1) != train_binary:
+        low_train, high_train = ranges["x_train"]
+        raise DataError(
+            source, f"{found} but x_train in {_interval(low_train, high_train)}: the splits are "
+            f"scaled differently, and {name} uses x_train's statistics for every split")
+      if normalisation == "mnist" and high <= FEW_LEVELS:
+        few.append(key)
+    if few:
+      low = min(ranges[k][0] for k in few)
+      high = max(ranges[k][1] for k in few)
+      notes.append(str(DataError(
+          source, f"{_keys(few)} uint8 with values in {_interval(low, high)}, but {expects} with "
+          f"MNIST's fixed mean and std: the inputs span {high / 255:.0%} of their usual range")))
+    if normalisation == "per-channel":
+      channels = dataset.x_train.reshape(-1, dataset.x_train.shape[-1])
+      constant = np.flatnonzero(channels.min(axis=0) == channels.max(axis=0))
+      if constant.size:
+        c = int(constant[0])
+        raise DataError(
+            source, f"x_train channel {c} is constant (every value {int(channels[0, c])}); {name} "
+            "divides by each channel's standard deviation, which is 0 there")
+    return notes
+  unit: list[str] = []
+  for key, (low, high) in ranges.items():
+    if low < 0:
+      continue  # already normalised: used as given
+    if high > 1 + _UNIT_TOLERANCE:
+      raise DataError(
+          source, f"{key} is {arrays[key].dtype} with values in {_interval(low, high)}, but float "
+          f"images are used as given ({name} applies to uint8 pixels 0..255): the network would "
+          "see unscaled values. Store the pixels as uint8, or as normalised floats")
+    unit.append(key)
+  if unit:
+    low = min(ranges[k][0] for k in unit)
+    high = max(ranges[k][1] for k in unit)
+    notes.append(str(DataError(
+        source, f"{_keys(unit)} {arrays[unit[0]].dtype} with values in {_interval(low, high)} "
+        f"(images already scaled to [0, 1]?): float images are used as given, without {name}, "
+        "which applies to uint8 pixels 0..255; store uint8 pixels to have them normalised")))
+  return notes
