@@ -111,5 +111,5 @@ class Console:
     self.line("results:")
     for key, value in rows:
       self.line(f"  {key:<{width}}  {value}")
-    files = sorted(name for name in os.listdir(out_dir) if not name.startswith("."))
+    files = sorted(name for name in os.listdir(out_dir) if not name.startswith(".") and name != "run.lock")
     self.line(f"outputs in {out_dir}: {', '.join(files)}")

@@ -37,6 +37,8 @@ from bayesbinn_jax.experiments.console import Console
 from bayesbinn_jax.experiments.specs import DataSource, ExperimentSpec, Preprocessing, get_spec, preprocessing
 from bayesbinn_jax.optim.bayesbinn import BayesBiNNState
 from bayesbinn_jax.optim.posterior import posterior_as_prior
+from bayesbinn_jax.data.fingerprint import dataset_fingerprint
+from bayesbinn_jax.train import run_folder
 from bayesbinn_jax.train.checkpoint import Checkpointer, check_metadata
 from bayesbinn_jax.train.engine import TrainState, create_train_state, make_predict, make_predict_mc, make_train_step
 from bayesbinn_jax.train.keys import purpose_key
@@ -291,12 +293,25 @@ class Evaluator:
 def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
   """Runs (or resumes) one experiment and writes every output; returns the summary.
 
+  Process 0 holds the lock of ``out_dir`` while it runs (:mod:`bayesbinn_jax.train.run_folder`).
+
   Raises:
     RunError: bad options, or an output directory in the way (nothing written).
+    RunFolderError: ``out_dir`` is in use by another run, holds files of no run of ours, or
+      has a path Orbax cannot write under; or, on resume, the data differ from the run's.
     DataError: the data cannot be used (nothing written).
     CheckpointError: a checkpoint that cannot be resumed.
     NonFiniteLossError: training diverged (the last good checkpoint is kept).
   """
+  if not is_main_process():
+    return _run_experiment(options, console, None)
+  _check_out_dir(options)
+  with run_folder.claimed(options.out_dir) as folder_note:
+    return _run_experiment(options, console, folder_note)
+
+
+def _run_experiment(options: RunOptions, console: Console | None, folder_note: str | None) -> dict:
+  """:func:`run_experiment` once ``out_dir`` is locked (process 0); ``folder_note`` is said."""
   console = console or Console(quiet=options.quiet)
   spec = get_spec(options.experiment)
   config = dict(options.config)
@@ -308,6 +323,11 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
   if options.resume:
     _check_saved_config(options, _metadata(options, spec, 0))
   run_data = load_data(spec, config, DataSource(options.data_file, options.data_dir))
+  fingerprint = dataset_fingerprint(run_data.dataset)
+  data_source = {"data_file": options.data_file, "data_dir": options.data_dir}
+  data_note = None
+  if main and options.resume and os.path.exists(_path(options, "config.json")):
+    data_note = run_folder.check_data(options.out_dir, fingerprint, data_source)
   ood_images = _load_ood_images(spec, options, run_data)
   training, state = build_training(spec, options, run_data)
   evaluator = Evaluator(spec, training, run_data, int(config["eval_batch_size"]), int(config["seed"]))
@@ -327,7 +347,10 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
     state = training.place(state)
     start = int(meta["progress"]["epoch"])
     console.line(f"resuming {spec.name} / {options.optimizer} after epoch {start} of {total}")
+    if main and data_note:
+      run_folder.write_data_fingerprint(options.out_dir, fingerprint, data_source)
   elif main:
+    run_folder.write_data_fingerprint(options.out_dir, fingerprint, data_source)
     write_json_atomic(_path(options, "config.json"), {
         "experiment": spec.name, "optimizer": options.optimizer,
         "config": _metadata(options, spec, 0)["config"], "data": run_data.describe(),
@@ -340,7 +363,9 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
   except MetricsFileError as error:
     raise RunError(f"{error}; the run cannot be resumed: use another --out.") from error
   console.data(run_data.describe(), training.steps_per_epoch)
-  for note in (run_data.note, writer and writer.note):
+  skipped = [f"skipped the damaged checkpoint {error.folder} (it {error.problem}); resumed from the newest "
+             "intact one" for error in checkpointer.skipped]
+  for note in (folder_note, data_note, *skipped, run_data.note, writer and writer.note):
     if note:
       console.line(f"note: {note}")
   if training.left_whole:
@@ -477,6 +502,9 @@ def evaluate_run(options: RunOptions, console: Console | None = None) -> dict:
   state, meta = checkpointer.restore_latest(
       state, _metadata(dataclasses.replace(options, config=trained), spec, 0))
   checkpointer.close()
+  for error in checkpointer.skipped:
+    console.line(f"note: skipped the damaged checkpoint {error.folder} (it {error.problem}); evaluating the "
+                 "newest intact one")
   state = training.place(state)
   epoch = int(meta["progress"]["epoch"])
   epochs = int(config["epochs"])

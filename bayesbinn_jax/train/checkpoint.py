@@ -19,6 +19,12 @@ A save that fails for want of space or permission (``ENOSPC``, ``EROFS``,
 ``EACCES``, ...) raises :class:`bayesbinn_jax.atomic.OutputWriteError` naming
 the checkpoint, removes what it wrote and leaves the earlier checkpoints as
 they were: :meth:`Checkpointer.latest` still names the last complete one.
+
+Nothing the run did not write is deleted or overwritten: the numbers of the
+checkpoints a run saves are listed in :data:`WRITTEN` (before each save), and
+only those are replaced or pruned (the newest ``max_to_keep`` kept); Orbax's own
+``max_to_keep``, which removes any folder named by a number, is not used. A
+damaged newest checkpoint is skipped on restore, for the newest intact one.
 """
 
 from __future__ import annotations
@@ -56,6 +62,9 @@ FILE_CRCS = "file_crcs.json"
 ADDED_KEYS = {"output_scale": "none", "output_scale_lr": 1e-2}
 """Config keys added since release 0.2, with the value a run started before them had
 implicitly: a saved config without the key reads as that value."""
+WRITTEN = "written.json"
+"""The file, beside the checkpoints, that lists the numbers of those the run saved: the only
+folders its cleanup may remove or replace."""
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"
 """Orbax writes checkpoint ``i`` into ``i`` + this suffix (+ a timestamp in some versions)
 and renames it when complete."""
@@ -65,6 +74,26 @@ _OS_ERROR_CODE = re.compile(r"os_error_code='(\d+)'")
 
 class CheckpointError(ValueError):
   """A checkpoint that cannot be restored into the run asking for it."""
+
+
+class CorruptCheckpointError(CheckpointError):
+  """A checkpoint whose files are damaged or unreadable: ``folder`` and ``problem``
+  (e.g. "is corrupt: its file state/x differs from the CRC-32 saved with it")."""
+
+  def __init__(self, folder: str, problem: str):
+    super().__init__(f"checkpoint {folder} {problem}; use another --out.")
+    self.folder = folder
+    self.problem = problem
+
+
+class NotOurCheckpointError(CheckpointError):
+  """A folder in the way of a save that the run did not write (``folder``): it is left as it is."""
+
+  def __init__(self, folder: str):
+    super().__init__(
+        f"{folder} exists but was not written by this run (it is not listed in {WRITTEN}); it was left "
+        "untouched: move it away or use another --out.")
+    self.folder = folder
 
 
 def _arrays(state: TrainState) -> dict[str, PyTree]:
@@ -83,10 +112,13 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
+    self.max_to_keep = max_to_keep
+    self.skipped: list[CorruptCheckpointError] = []
+    """The damaged checkpoints, newest first, that the last :meth:`restore_latest` skipped."""
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=False, enable_async_checkpointing=False),
+            max_to_keep=None, create=False, enable_async_checkpointing=False),
     )
 
   def save(self, index: int, state: TrainState, metadata: Mapping[str, Any]) -> None:
@@ -106,6 +138,8 @@ class Checkpointer:
     meta = {"version": __version__, **metadata,
             "arrays": _leaf_specs(arrays), "crc32": _crc32(arrays)}
     folder = os.path.join(self.directory, str(index))
+    if jax.process_index() == 0:
+      self._claim(index, folder)
     code = None
     with _quiet_on_failure():
       try:
@@ -129,6 +163,47 @@ class Checkpointer:
         raise OutputWriteError(folder, OSError(code, os.strerror(code)))
     if jax.process_index() == 0:
       write_atomic(os.path.join(folder, FILE_CRCS), json.dumps(_file_crcs(folder), sort_keys=True))
+      self._prune(keep=index)
+
+  def written(self) -> list[int]:
+    """The numbers listed in :data:`WRITTEN`: the checkpoints this run saved (or began to)."""
+    try:
+      with open(os.path.join(self.directory, WRITTEN)) as handle:
+        listed = json.load(handle)
+    except FileNotFoundError:
+      return []
+    except (OSError, ValueError):
+      return []  # unreadable: nothing is known to be ours, so nothing is removed
+    return sorted({int(i) for i in listed if isinstance(i, int)}) if isinstance(listed, list) else []
+
+  def _write_list(self, indices: list[int]) -> None:
+    write_atomic(os.path.join(self.directory, WRITTEN), json.dumps(sorted(set(indices))))
+
+  def _claim(self, index: int, folder: str) -> None:
+    """Lists ``index`` in :data:`WRITTEN` before its save; a folder ``index`` already there
+    is replaced only when it is listed (an unfinished or damaged save of this run)."""
+    written = self.written()
+    if os.path.lexists(folder):
+      if index not in written:
+        raise NotOurCheckpointError(folder)
+      shutil.rmtree(folder)
+      self._manager.reload()
+    if index not in written:
+      os.makedirs(self.directory, exist_ok=True)
+      self._write_list([*written, index])
+
+  def _prune(self, keep: int) -> None:
+    """Removes the listed checkpoints but the newest :attr:`max_to_keep` complete ones (and
+    ``keep``); folders not listed in :data:`WRITTEN` are never touched."""
+    written = self.written()
+    complete = set(self._manager.all_steps())
+    kept = sorted(i for i in written if i in complete)[-self.max_to_keep:] if self.max_to_keep else []
+    removed = [i for i in written if i not in kept and i != keep and i < keep]
+    for index in removed:
+      shutil.rmtree(os.path.join(self.directory, str(index)), ignore_errors=True)
+    if removed:
+      self._write_list([i for i in written if i not in removed])
+      self._manager.reload()
 
   def latest(self) -> int | None:
     """The number of the latest complete checkpoint, or None; after a failed
@@ -142,24 +217,34 @@ class Checkpointer:
     config); any difference, other than progress, raises :class:`CheckpointError`
     naming the key. So does a state whose arrays do not fit the network and
     optimizer of ``template`` (naming the first array that differs, with both
-    shapes), and a checkpoint that is unreadable or damaged (naming the file
-    whose CRC-32 differs from the saved one). Returns None when there is no
-    checkpoint.
+    shapes). A damaged or unreadable checkpoint (naming the file whose CRC-32
+    differs from the saved one) is skipped for the newest intact one before it,
+    and listed in :attr:`skipped`; when every checkpoint is damaged, the newest
+    one's :class:`CorruptCheckpointError` is raised. Returns None when there is
+    no checkpoint.
     """
-    index = self.latest()
-    if index is None:
-      return None
+    self.skipped = []
+    for index in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        return self._restore(index, template, expected)
+      except CorruptCheckpointError as error:
+        self.skipped.append(error)
+    if self.skipped:
+      raise self.skipped[0]
+    return None
+
+  def _restore(self, index: int, template: TrainState, expected: Mapping[str, Any]) -> tuple[TrainState, dict]:
     folder = os.path.join(self.directory, str(index))
     where = f"checkpoint {folder}"
     _check_files(folder, where)
     try:
       meta = self._manager.restore(index, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     except Exception as error:  # noqa: BLE001 - any read failure is a corrupt checkpoint
-      raise CheckpointError(f"{where} is unreadable: {_first_line(error)}") from error
+      raise CorruptCheckpointError(folder, f"is unreadable: {_first_line(error)}") from error
     if not isinstance(meta, Mapping) or not isinstance(meta.get("arrays"), Mapping):
-      raise CheckpointError(
-          f"{where} lists no arrays in its metadata (a damaged file, or a checkpoint of an earlier "
-          "version of bayesbinn_jax); use another --out.")
+      raise CorruptCheckpointError(
+          folder, "lists no arrays in its metadata (a damaged file, or a checkpoint of an earlier "
+          "version of bayesbinn_jax)")
     check_metadata(meta, expected, where)
     difference = _first_difference(meta["arrays"], _leaf_specs(_arrays(template)))
     if difference:
@@ -170,12 +255,10 @@ class Checkpointer:
       arrays = self._manager.restore(
           index, args=ocp.args.Composite(state=ocp.args.StandardRestore(_arrays(template)))).state
     except Exception as error:  # noqa: BLE001 - the arrays fit, so their files are damaged
-      raise CheckpointError(
-          f"{where} is corrupt: its arrays cannot be read ({type(error).__name__}); use another --out."
-      ) from error
+      raise CorruptCheckpointError(
+          folder, f"is corrupt: its arrays cannot be read ({type(error).__name__})") from error
     if _crc32(arrays) != meta.get("crc32"):
-      raise CheckpointError(
-          f"{where} is corrupt: its arrays differ from the CRC-32 saved with them; use another --out.")
+      raise CorruptCheckpointError(folder, "is corrupt: its arrays differ from the CRC-32 saved with them")
     return template.replace(**arrays), meta
 
   def close(self) -> None:
@@ -265,7 +348,7 @@ def _file_crcs(folder: str) -> dict[str, int]:
 
 
 def _check_files(folder: str, where: str) -> None:
-  """Raises :class:`CheckpointError` naming the first file of ``folder`` that is missing
+  """Raises :class:`CorruptCheckpointError` naming the first file of ``folder`` that is missing
   or whose CRC-32 differs from :data:`FILE_CRCS` (when that list was written)."""
   listing = os.path.join(folder, FILE_CRCS)
   if not os.path.exists(listing):
@@ -275,15 +358,14 @@ def _check_files(folder: str, where: str) -> None:
       saved = json.load(handle)
     found = _file_crcs(folder)
   except (OSError, ValueError) as error:
-    raise CheckpointError(f"{where} is unreadable: {_first_line(error)}") from error
+    raise CorruptCheckpointError(folder, f"is unreadable: {_first_line(error)}") from error
   if not isinstance(saved, dict):
-    raise CheckpointError(f"{where} is unreadable: {FILE_CRCS} does not map files to CRC-32s.")
+    raise CorruptCheckpointError(folder, f"is unreadable: {FILE_CRCS} does not map files to CRC-32s")
   for name, crc in sorted(saved.items()):
     if name not in found:
-      raise CheckpointError(f"{where} is corrupt: its file {name} is missing; use another --out.")
+      raise CorruptCheckpointError(folder, f"is corrupt: its file {name} is missing")
     if found[name] != crc:
-      raise CheckpointError(
-          f"{where} is corrupt: its file {name} differs from the CRC-32 saved with it; use another --out.")
+      raise CorruptCheckpointError(folder, f"is corrupt: its file {name} differs from the CRC-32 saved with it")
 
 
 def _host_value(leaf: Any) -> np.ndarray:
