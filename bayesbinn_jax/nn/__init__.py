@@ -11,6 +11,7 @@ from bayesbinn_jax.nn.layers import default_kernel_init
 from bayesbinn_jax.nn.monte_carlo import mc_apply
 from bayesbinn_jax.nn.networks import ACTIVATIONS
 from bayesbinn_jax.nn.networks import ContinualMLP
+from bayesbinn_jax.nn.networks import InputShapeError
 from bayesbinn_jax.nn.networks import MnistMLP
 from bayesbinn_jax.nn.networks import ToyMLP
 from bayesbinn_jax.nn.networks import VGGBinaryConnect
@@ -25,6 +26,7 @@ __all__ = (
     "BinaryDense",
     "ContinualMLP",
     "INPUT_QUANTIZERS",
+    "InputShapeError",
     "MnistMLP",
     "QUANTIZERS",
     "ToyMLP",

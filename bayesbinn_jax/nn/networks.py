@@ -105,6 +105,54 @@ class _Precision:
     return BatchNorm(momentum, epsilon, dtype=jnp.float32, use_scale=self.learned_output_scale)
 
 
+class InputShapeError(ValueError):
+  """An input that cannot pass through a network, raised when the network is called
+  (at init, or at trace time under jit: shapes are static), before any layer.
+
+  Attributes:
+    network: the network's class name.
+    shape: the input's shape, batch axis included.
+    smallest: the smallest input shape that fits, e.g. ``"(N, 8, 8, C)"``.
+  """
+
+  def __init__(self, network: str, shape: tuple[int, ...], problem: str, smallest: str):
+    self.network, self.shape, self.smallest = network, tuple(shape), smallest
+    shown = "(" + ", ".join(str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
+    super().__init__(
+        f"{network}: input shape {shown} {problem}; the smallest input that fits is {smallest}.")
+
+
+def _check_features(network: str, x: Any) -> None:
+  """An MLP's input: a batch axis and at least one feature per example once flattened."""
+  shape = tuple(int(d) for d in jnp.shape(x))
+  if not shape:
+    raise InputShapeError(network, shape, "has no batch axis", "(N, 1)")
+  if any(d == 0 for d in shape[1:]):
+    raise InputShapeError(network, shape, "has no features per example (a size of 0)", "(N, 1)")
+
+
+VGG_MIN_SIZE = 8
+"""Smallest image height and width through the VGG's three 2x2 max-pools (8 -> 4 -> 2 -> 1)."""
+
+
+def _check_images(network: str, x: Any) -> None:
+  """The VGG's input: NHWC images, at least :data:`VGG_MIN_SIZE` pixels high and wide, >= 1 channel."""
+  shape = tuple(int(d) for d in jnp.shape(x))
+  smallest = f"(N, {VGG_MIN_SIZE}, {VGG_MIN_SIZE}, C) with C >= 1 (CIFAR: (N, 32, 32, 3))"
+  if len(shape) != 4:
+    raise InputShapeError(network, shape, f"has {len(shape)} axes, not 4: images are (N, H, W, C)",
+                          smallest)
+  height, width = shape[1:3]
+  if min(height, width) < VGG_MIN_SIZE:
+    pools = sum(pool for _, pool in VGG_CONVS)
+    left = (height // 2 ** pools, width // 2 ** pools)
+    raise InputShapeError(
+        network, shape, f"is too small: its {pools} 2x2 max-pools leave {left[0]} x {left[1]} pixels",
+        smallest)
+  if shape[3] < 1:
+    raise InputShapeError(network, shape, "has no channels", smallest)
+
+
 def _flatten(x: jax.Array) -> jax.Array:
   """Flattens every axis but the leading (batch) one: (N, ...) -> (N, prod(...))."""
   x = jnp.asarray(x)
@@ -168,7 +216,12 @@ class ToyMLP(_Precision, nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """Maps inputs (N, ...) to outputs (N, outputs); (N,) is read as (N, 1)."""
+    """Maps inputs (N, ...) to outputs (N, outputs); (N,) is read as (N, 1).
+
+    Raises:
+      InputShapeError: an input with no batch axis or no features.
+    """
+    _check_features(type(self).__name__, x)
     x = _flatten(x)
     for i, width in enumerate(self.hidden):
       x = self._hidden(self._dense(width, i == 0, use_bias=self.use_bias)(x), jnp.tanh)
@@ -232,7 +285,12 @@ class MnistMLP(_Precision, nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """Maps images (N, 28, 28[, 1]) or vectors (N, 784) to logits (N, num_classes)."""
+    """Maps images (N, 28, 28[, 1]) or vectors (N, 784) to logits (N, num_classes).
+
+    Raises:
+      InputShapeError: an input with no batch axis or no features.
+    """
+    _check_features(type(self).__name__, x)
     x = _flatten(x)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
     for i in range(self.depth):
@@ -310,7 +368,13 @@ class VGGBinaryConnect(_Precision, nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """Maps images (N, 32, 32, 3) to logits (N, num_classes)."""
+    """Maps images (N, 32, 32, 3) to logits (N, num_classes).
+
+    Raises:
+      InputShapeError: not NHWC images, or images under 8 x 8 pixels (the three
+        2x2 max-pools would leave none), or with no channel.
+    """
+    _check_images(type(self).__name__, x)
     use_running_average = not train
     for i, (features, pool) in enumerate(VGG_CONVS):
       x = BinaryConv(features, (3, 3), padding="SAME", quantizer=self.quantizer,
