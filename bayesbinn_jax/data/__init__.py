@@ -1,6 +1,7 @@
 """Data sets for BayesBiNN as plain NumPy arrays.
 
-Loaders (``.npz``, MNIST IDX files, tfds without TensorFlow, Snelson,
+Loaders (``.npz``, MNIST IDX files, class folders of image files or a tar of
+them, tfds without TensorFlow, Snelson,
 out-of-distribution images), the two moons generator, validation of arrays,
 fitting their layout to a network's input shape, the 10% validation split,
 permuted MNIST, seeded minibatches and CIFAR augmentation. The training
@@ -11,6 +12,14 @@ from bayesbinn_jax.data.augment import augment_cifar, pad_crop_flip
 from bayesbinn_jax.data.batching import epoch_order, iterate_batches, num_batches
 from bayesbinn_jax.data.dataset import ArrayDataset, RegressionDataset
 from bayesbinn_jax.data.errors import DataError
+from bayesbinn_jax.data.image_folder import (
+    ImageFolderData,
+    ImageFolderError,
+    default_cache_dir,
+    image_folder_fingerprint,
+    is_image_folder_source,
+    load_image_folder,
+)
 from bayesbinn_jax.data.idx import MNIST_IDX_FILES, load_idx_dir, parse_idx, read_idx
 from bayesbinn_jax.data.npz import load_npz, read_npz
 from bayesbinn_jax.data.ood import load_ood_images
@@ -29,6 +38,8 @@ __all__ = [
     "ArrayDataset",
     "DataError",
     "ExpectedShape",
+    "ImageFolderData",
+    "ImageFolderError",
     "MNIST_IDX_FILES",
     "NORMALISATIONS",
     "RegressionDataset",
@@ -36,15 +47,19 @@ __all__ = [
     "as_generator",
     "augment_cifar",
     "channel_mean_std",
+    "default_cache_dir",
     "check_unseen_labels",
     "check_value_range",
     "describe_shape",
     "epoch_order",
     "fit_images",
     "fit_input_shape",
+    "image_folder_fingerprint",
     "images_to_float",
+    "is_image_folder_source",
     "iterate_batches",
     "load_idx_dir",
+    "load_image_folder",
     "load_npz",
     "load_ood_images",
     "load_snelson",
