@@ -23,7 +23,11 @@ infinity): a grid of :data:`GRID_POINTS` points brackets the best cell, and a
 golden-section search refines it. ``NLL`` is convex in ``1/T`` for
 ``(N, C)`` logits, so the grid's best cell holds the minimum; when it lies at
 a bound (e.g. every prediction right: ``T -> 0``; every prediction wrong:
-``T -> infinity``) that bound is returned. When no temperature in range beats
+``T -> infinity``) that bound is returned, and :func:`temperature_fit` says so
+(``at_bound``): such a T is the edge of the search, not a calibration (a
+network measured on its own training data, right and confident, gets
+``T_min``, and its test predictions become over-confident). When no
+temperature in range beats
 ``T = 1`` (a single class, constant logits, margins so large that the NLL is
 0 in floating point), 1 is returned, so the fitted NLL is never above the NLL
 at ``T = 1``.
@@ -34,7 +38,7 @@ NumPy only and float64 internally, like :mod:`bayesbinn_jax.train.metrics`.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,6 +53,22 @@ GRID_POINTS = 41
 # 40 of them take a two-cell bracket of width 2 * 9.2 / 40 to ~1e-9 in log T.
 DEFAULT_ITERATIONS = 40
 _INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0
+# A fitted log T this close to a bound's is at the bound (the search resolves ~1e-9).
+_AT_BOUND_TOLERANCE = 1e-6
+
+
+class TemperatureFit(NamedTuple):
+  """The result of :func:`temperature_fit`.
+
+  Attributes:
+    temperature: ``T`` in ``[T_min, T_max]``.
+    at_bound: ``"low"`` or ``"high"`` when the optimum lies at (or beyond) that
+      bound of the search, so ``T`` is the bound rather than a minimum of
+      the NLL; None otherwise (including the ``T = 1`` fallback).
+  """
+
+  temperature: float
+  at_bound: str | None
 
 
 def _as_logits(logits: Any) -> np.ndarray:
@@ -144,6 +164,17 @@ def fit_temperature(
     bounds: tuple[float, float] = DEFAULT_BOUNDS,
     iterations: int = DEFAULT_ITERATIONS,
 ) -> float:
+  """:func:`temperature_fit`'s temperature alone (see there)."""
+  return temperature_fit(logits, labels, bounds=bounds, iterations=iterations).temperature
+
+
+def temperature_fit(
+    logits: Any,
+    labels: Any,
+    *,
+    bounds: tuple[float, float] = DEFAULT_BOUNDS,
+    iterations: int = DEFAULT_ITERATIONS,
+) -> TemperatureFit:
   """Fits the temperature ``T`` minimising :func:`temperature_nll` on held-out data.
 
   ``T* = argmin_{T in bounds} NLL(T)`` (Guo et al., 2017, section 4.2),
@@ -164,7 +195,9 @@ def fit_temperature(
       bracket on ``log T`` by a factor 0.618).
 
   Returns:
-    ``T`` as a float in ``[T_min, T_max]``.
+    A :class:`TemperatureFit`: ``T`` as a float in ``[T_min, T_max]``, and
+    ``at_bound``, ``"low"``/``"high"`` when ``T`` is that bound because the
+    NLL still falls beyond it (the best log T within 1e-6 of the bound's).
 
   Raises:
     ValueError: naming ``logits``, ``labels``, ``bounds`` or ``iterations``
@@ -173,9 +206,11 @@ def fit_temperature(
   Example:
     >>> import numpy as np
     >>> z = np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
-    >>> t = fit_temperature(z, np.array([0, 1, 1]))
-    >>> temperature_nll(z, [0, 1, 1], t) <= temperature_nll(z, [0, 1, 1], 1.0)
+    >>> fit = temperature_fit(z, np.array([0, 1, 1]))
+    >>> temperature_nll(z, [0, 1, 1], fit.temperature) <= temperature_nll(z, [0, 1, 1], 1.0)
     True
+    >>> temperature_fit(z, np.array([0, 1, 0]))  # every prediction right: T -> 0
+    TemperatureFit(temperature=0.01, at_bound='low')
   """
   z = _as_logits(logits)
   y = as_labels(labels, z.shape[1], z.shape[2], source="logits")
@@ -206,8 +241,12 @@ def fit_temperature(
     if value < best_value:
       best_log_t, best_value = log_t, value
   if not best_value < _nll(z, y, 1.0):
-    return 1.0
-  return float(min(max(math.exp(best_log_t), low), high))
+    return TemperatureFit(1.0, None)
+  if best_log_t <= math.log(low) + _AT_BOUND_TOLERANCE:
+    return TemperatureFit(low, "low")
+  if best_log_t >= math.log(high) - _AT_BOUND_TOLERANCE:
+    return TemperatureFit(high, "high")
+  return TemperatureFit(float(min(max(math.exp(best_log_t), low), high)), None)
 
 
 def log_probabilities(probs: Any) -> np.ndarray:
