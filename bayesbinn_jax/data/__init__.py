@@ -9,7 +9,7 @@ engine converts the arrays to ``jax`` arrays.
 """
 
 from bayesbinn_jax.data.augment import augment_cifar, pad_crop_flip
-from bayesbinn_jax.data.batching import epoch_order, iterate_batches, num_batches
+from bayesbinn_jax.data.batching import epoch_order, examples_left_out, iterate_batches, num_batches
 from bayesbinn_jax.data.dataset import ArrayDataset, RegressionDataset
 from bayesbinn_jax.data.errors import DataError
 from bayesbinn_jax.data.image_folder import (
@@ -52,6 +52,7 @@ __all__ = [
     "check_value_range",
     "describe_shape",
     "epoch_order",
+    "examples_left_out",
     "fit_images",
     "fit_input_shape",
     "image_folder_fingerprint",

@@ -28,6 +28,18 @@ def num_batches(num_examples: int, batch_size: int, drop_last: bool = False) -> 
   return -(-num_examples // batch_size)
 
 
+def examples_left_out(num_examples: int, batch_size: int) -> int:
+  """Examples an epoch of full batches leaves out: ``N mod B`` (``drop_last``).
+
+  The training loop drops the last partial batch, so these examples (a
+  different draw of them each shuffled epoch) are not seen in that epoch;
+  e.g. 150 examples in batches of 100 give 1 step and leave out 50.
+  """
+  check_integer("num_examples", num_examples, low=0)
+  check_integer("batch_size", batch_size, low=1)
+  return int(num_examples) % int(batch_size)
+
+
 def epoch_order(num_examples: int, seed: SeedLike, epoch: int = 0) -> np.ndarray:
   """The permutation of ``range(num_examples)`` used for ``epoch``."""
   check_integer("epoch", epoch, low=0)
