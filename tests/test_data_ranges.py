@@ -26,8 +26,9 @@ def _dataset(x_train, x_test=None, x_val=None, y_test=None, **kwargs):
 
 # ----------------------------------------------------------------------------- item 6: unseen labels
 def test_a_test_split_shifted_by_one_is_refused_naming_the_file_and_the_label():
-  with pytest.raises(DataError) as error:
+  with pytest.raises(data.UnseenLabelsError) as error:
     _dataset(PIXELS, y_test=LABELS + 1)
+  assert error.value.unseen == {"y_test": (10,)} and isinstance(error.value, DataError)
   message = str(error.value)
   assert message.startswith("d.npz: y_test has label 10 that y_train lacks (y_train has 0-9)")
   assert "\n" not in message

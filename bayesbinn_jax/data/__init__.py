@@ -31,8 +31,9 @@ from bayesbinn_jax.data.snelson import load_snelson
 from bayesbinn_jax.data.split import num_validation, split_validation, train_val_split
 from bayesbinn_jax.data.tfds_loader import load_tfds
 from bayesbinn_jax.data.two_moons import make_moons, two_moons
-from bayesbinn_jax.data.validation import (NORMALISATIONS, check_unseen_labels, check_value_range,
-                                           unseen_labels, validate_arrays, validate_regression_arrays)
+from bayesbinn_jax.data.validation import (NORMALISATIONS, UnseenLabelsError, check_unseen_labels,
+                                           check_value_range, unseen_labels, validate_arrays,
+                                           validate_regression_arrays)
 
 __all__ = [
     "ArrayDataset",
@@ -44,6 +45,7 @@ __all__ = [
     "NORMALISATIONS",
     "RegressionDataset",
     "SeedLike",
+    "UnseenLabelsError",
     "as_generator",
     "augment_cifar",
     "channel_mean_std",

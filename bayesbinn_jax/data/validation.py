@@ -134,6 +134,18 @@ def _label_list(labels: np.ndarray, limit: int = 10) -> str:
   return text + (f", ... ({labels.size} labels)" if len(runs) > limit else "")
 
 
+class UnseenLabelsError(DataError):
+  """Test or validation labels that the training split lacks (see :func:`check_unseen_labels`).
+
+  Attributes:
+    unseen: the labels each split has and ``y_train`` lacks, e.g. ``{"y_test": (10,)}``.
+  """
+
+  def __init__(self, source: str | os.PathLike, problem: str, unseen: Mapping[str, tuple[int, ...]]):
+    super().__init__(source, problem)
+    self.unseen = dict(unseen)
+
+
 def unseen_labels(y_train: Any, **others: Any) -> dict[str, np.ndarray]:
   """The labels of each other split that ``y_train`` lacks: ``{"y_test": array([10])}``.
 
@@ -166,7 +178,8 @@ def check_unseen_labels(
     (y_train has 0-9)"``.
 
   Raises:
-    DataError: the same line, when labels are unseen and ``allow`` is False.
+    UnseenLabelsError: (a :class:`DataError`) the same line, when labels are
+      unseen and ``allow`` is False.
   """
   return _unseen_problem(
       str(source), dataset.y_train, {"y_test": dataset.y_test, "y_val": dataset.y_val}, allow)
@@ -188,7 +201,8 @@ def _unseen_problem(
       "no network trained on y_train predicts them"
   )
   if not allow:
-    raise DataError(source, problem + "; unseen labels are refused unless allowed")
+    raise UnseenLabelsError(source, problem + "; unseen labels are refused unless allowed",
+                            {key: tuple(int(v) for v in labels) for key, labels in found.items()})
   return str(DataError(source, problem))
 
 
