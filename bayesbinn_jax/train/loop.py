@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import itertools
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -21,6 +22,18 @@ class NonFiniteLossError(RuntimeError):
   """Training produced a NaN or Inf loss for too many consecutive steps."""
 
 
+class EpochStopped(Exception):
+  """``train_epoch`` stopped at a step boundary because ``stop()`` said so: ``state`` after
+  ``step`` steps of the epoch, and ``sums`` of their metrics (as ``train_epoch(start_step=step,
+  sums=sums)`` takes them to finish the epoch as if it had not stopped)."""
+
+  def __init__(self, state: TrainState, step: int, sums: dict[str, Any]):
+    super().__init__(f"stopped after step {step} of the epoch")
+    self.state = state
+    self.step = step
+    self.sums = sums
+
+
 def train_epoch(
     state: TrainState,
     step: Callable[[TrainState, Any, Any], tuple[TrainState, dict]],
@@ -35,6 +48,9 @@ def train_epoch(
     augment: Augment | None = None,
     max_nonfinite_steps: int = 0,
     progress: tqdm | None = None,
+    start_step: int = 0,
+    sums: Mapping[str, Any] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[TrainState, dict[str, float]]:
   """Runs one epoch of ``step`` over seeded minibatches; returns the mean metrics.
 
@@ -50,10 +66,17 @@ def train_epoch(
   and ``epoch`` fix the batch order and augmentation. ``progress`` is a tqdm
   bar owned by the caller (one for the whole run): it advances once per step
   and shows the epoch's running loss and accuracy.
+
+  ``stop``, when given, is asked before every step: once it returns True,
+  :class:`EpochStopped` is raised with the state and the metric sums so far.
+  ``start_step`` and ``sums`` continue such an epoch: its first ``start_step``
+  batches are skipped (drawn, so the order and augmentation of the rest are
+  the same) and ``sums`` are those of its steps done; the result is bitwise
+  that of the epoch run without a stop.
   """
   batches = process_batches(x, y, batch_size, mesh=mesh, seed=seed, epoch=epoch, augment=augment)
   total = len(x) // batch_size
-  sums: dict[str, Any] = {}
+  sums: dict[str, Any] = dict(sums or {})
   pending: tuple[int, Any] | None = None  # (batch index, streak) of the step before this one
 
   def check(index: int, streak: Any) -> None:
@@ -64,7 +87,11 @@ def train_epoch(
           f"batch {index + 1}); lower the learning rate, or raise max_nonfinite_steps."
       )
 
-  for index, (xb, yb) in enumerate(batches):
+  for index, (xb, yb) in enumerate(itertools.islice(batches, start_step, None), start=start_step):
+    if stop is not None and stop():
+      if pending is not None:
+        check(*pending)
+      raise EpochStopped(state, index, sums)
     state, metrics = step(state, *shard_process_batch(mesh, batch_size, inputs(xb), yb))
     metrics = dict(metrics)
     streak = metrics.pop("nonfinite_streak")
