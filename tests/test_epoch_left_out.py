@@ -23,3 +23,20 @@ def test_examples_left_out_checks_its_arguments():
     data.examples_left_out(10, 0)
   with pytest.raises(ValueError, match="num_examples"):
     data.examples_left_out(-1, 3)
+
+
+def test_the_data_line_says_how_many_examples_an_epoch_leaves_out():
+  import io  # noqa: PLC0415
+
+  from bayesbinn_jax.experiments.console import Console  # noqa: PLC0415
+
+  described = {"input_shape": [2], "num_train": 150, "num_test": 50, "num_classes": 2, "num_val": 0,
+               "dtype": "float32"}
+  stream = io.StringIO()
+  Console(stream=stream).data(described, 1, left_out=data.examples_left_out(150, 100))
+  assert stream.getvalue() == ("data: 150 train, 50 test; inputs 2 float32; 2 classes; 1 step per epoch "
+                               "(50 of the 150 training examples left out of each epoch: the last partial "
+                               "batch is dropped)\n")
+  stream = io.StringIO()
+  Console(stream=stream).data(dict(described, num_train=200), 2, left_out=0)
+  assert stream.getvalue() == "data: 200 train, 50 test; inputs 2 float32; 2 classes; 2 steps per epoch\n"

@@ -72,8 +72,9 @@ class Console:
     for row in textwrap.wrap(items, WIDTH - 2, break_on_hyphens=False):
       self.line("  " + row)
 
-  def data(self, described: Mapping[str, Any], steps_per_epoch: int) -> None:
-    """The data's shapes, sizes and number of classes."""
+  def data(self, described: Mapping[str, Any], steps_per_epoch: int, left_out: int = 0) -> None:
+    """The data's shapes, sizes and number of classes, the steps per epoch and, when the last
+    partial batch is dropped, how many training examples each epoch leaves out."""
     parts = [f"{described['num_train']} train"]
     if described.get("num_val"):
       parts.append(f"{described['num_val']} validation")
@@ -82,6 +83,9 @@ class Console:
     kind = (f"{described['num_classes']} classes" if "num_classes" in described else "regression")
     dtype = f" {described['dtype']}" if "dtype" in described else ""
     steps = f"{steps_per_epoch} step{'s' if steps_per_epoch != 1 else ''} per epoch"
+    if left_out:
+      steps += (f" ({left_out} of the {described['num_train']} training examples left out of each epoch: "
+                "the last partial batch is dropped)")
     self.line(f"data: {', '.join(parts)}; inputs {shape}{dtype}; {kind}; {steps}")
 
   @contextlib.contextmanager
