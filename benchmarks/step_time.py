@@ -239,24 +239,25 @@ def build_case(key: str, spec: dict[str, Any], mesh: Any, batches: list, num_wei
   (with ``shard``: the state split over ``mesh``'s devices, else replicated on them)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from bayesbinn_jax.experiments.presets import preset  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.experiments.config import build_config, method_of  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train.engine import create_train_state, make_train_step  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train.keys import purpose_key  # pylint: disable=import-outside-toplevel
-  from bayesbinn_jax.train.methods import build_method, learning_rate_schedule  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.train.methods import learning_rate_schedule  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train.sharding import (  # pylint: disable=import-outside-toplevel
       pin_layout, replicate, shard_state, state_bytes_per_device)
 
   start = time.perf_counter()
   name, k, label, options = CASES[key]
-  config = dict(preset(spec["experiment"], name), seed=0)
+  config = build_config(spec["experiment"], name)
   if name == "bayesbinn":
-    config["train_samples"] = k
+    config = config.replace(train_samples=k)
   steps_per_epoch = max(spec["train_set_size"] // spec["batch"], 1)
-  method = build_method(name, config, steps_per_epoch=steps_per_epoch, train_set_size=spec["train_set_size"],
-                        key=purpose_key(0, "optimizer"))
+  method = method_of(config, steps_per_epoch=steps_per_epoch, train_set_size=spec["train_set_size"],
+                     key=purpose_key(0, "optimizer"))
   if key.startswith(REFERENCE):
-    method = dataclasses.replace(method, tx=optax.adam(learning_rate_schedule(config, steps_per_epoch)))
+    schedule = learning_rate_schedule(config.hyper, epochs=config.run.epochs, steps_per_epoch=steps_per_epoch)
+    method = dataclasses.replace(method, tx=optax.adam(schedule))
   model = spec["make"](method.quantizer)
   sample = jnp.zeros((1,) + spec["input_shape"], jnp.float32)
   # create_train_state is eager (dozens of small dispatches); jit it once per optimizer.
@@ -273,7 +274,7 @@ def build_case(key: str, spec: dict[str, Any], mesh: Any, batches: list, num_wei
   init_s = time.perf_counter() - start
 
   compiler_options = {} if options == "xla_default" else None
-  step = make_train_step(method, "classification", mc_loop=config.get("mc_loop", "vmap"),
+  step = make_train_step(method, "classification", mc_loop=config.mc_loop,
                          compiler_options=compiler_options)
   if layout is not None:
     step = pin_layout(step, mesh, layout, compiler_options=compiler_options)

@@ -118,7 +118,7 @@ def test_two_processes_train_as_one(tmp_path):
         np.testing.assert_array_equal(two1[key], two0[key], err_msg=f"{layout} {key}")  # every process alike
         np.testing.assert_allclose(two0[key], one[key], rtol=1e-3, atol=1e-3, err_msg=f"{layout} {key}")
     assert str(two0["batch_error"]) == ("batch_size=3 must be a multiple of the 2 devices in use (2 processes); "
-                                        "pick a multiple of 2 (--set batch_size=...)."), layout
+                                        "pick a multiple of 2."), layout
 
 
 # ------------------------------------------------------------------ the subprocesses' side
@@ -153,19 +153,18 @@ def _train(count: int, out: str, layout: str) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.data import two_moons  # pylint: disable=import-outside-toplevel
-  from bayesbinn_jax.experiments.presets import preset  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.experiments.config import build_config, method_of  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.nn import ToyMLP  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.optim import BayesBiNNState, find_state  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train import sharding  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train.engine import (  # pylint: disable=import-outside-toplevel
       create_train_state, make_predict, make_train_step)
   from bayesbinn_jax.train.keys import purpose_key  # pylint: disable=import-outside-toplevel
-  from bayesbinn_jax.train.methods import build_method  # pylint: disable=import-outside-toplevel
 
   assert jax.process_count() == count and len(jax.local_devices()) == 1
   moons = two_moons(100, 0.1, 0)
   x, y = moons.x_train.astype(np.float32), moons.y_train
-  method = build_method("bayesbinn", dict(preset("two-moons", "bayesbinn"), seed=0),
+  method = method_of(build_config("two-moons", "bayesbinn"),
                         steps_per_epoch=STEPS, train_set_size=len(x), key=purpose_key(0, "optimizer"))
   model = ToyMLP(outputs=2, quantizer=method.quantizer)
   mesh = sharding.data_mesh()

@@ -156,12 +156,11 @@ def test_ste_latent_network_equals_its_packed_binarization(tmp_path):
 
 @pytest.mark.slow
 def test_continual_mlp_trained_with_the_engine_predicts_identically(tmp_path):
-  from bayesbinn_jax.experiments.presets import preset
+  from bayesbinn_jax.experiments.config import build_config, method_of
   from bayesbinn_jax.train.engine import create_train_state, make_predict, make_train_step
-  from bayesbinn_jax.train.methods import build_method
 
-  config = dict(preset("permuted-mnist", "bayesbinn"), seed=0)
-  method = build_method("bayesbinn", config, steps_per_epoch=10, train_set_size=1000, key=KEY)
+  config = build_config("permuted-mnist", "bayesbinn")
+  method = method_of(config, steps_per_epoch=10, train_set_size=1000, key=KEY)
   model = ContinualMLP(quantizer=method.quantizer)
   x = jax.random.normal(KEY, (20, 28, 28))
   y = jnp.arange(20) % 10

@@ -13,13 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bayesbinn_jax.experiments.presets import preset
+from bayesbinn_jax.experiments.config import build_config, method_of
 from bayesbinn_jax.nn import MnistMLP
 from bayesbinn_jax.optim.bayesbinn import BayesBiNNState
 from bayesbinn_jax.optim.nested import find_state
 from bayesbinn_jax.train import host_cpu
 from bayesbinn_jax.train.engine import create_train_state, make_train_step
-from bayesbinn_jax.train.methods import build_method
 
 
 def test_compiler_options_widen_vectors_on_cpu_only():
@@ -32,8 +31,8 @@ def test_compiler_options_widen_vectors_on_cpu_only():
 
 
 def _three_steps(compiler_options):
-  config = preset("mnist", "bayesbinn") | {"seed": 0, "temperature": 0.5}
-  method = build_method("bayesbinn", config, steps_per_epoch=1, train_set_size=100, key=jax.random.key(0))
+  config = build_config("mnist", "bayesbinn").replace(temperature=0.5)
+  method = method_of(config, steps_per_epoch=1, train_set_size=100, key=jax.random.key(0))
   x = jax.random.normal(jax.random.PRNGKey(1), (8, 28, 28))
   y = jnp.arange(8) % 10
   state = create_train_state(MnistMLP(hidden=64, depth=2, quantizer=method.quantizer), method, x[:1], 0)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bayesbinn_jax.experiments.presets import preset
+from bayesbinn_jax.experiments.config import build_config, method_of
 from bayesbinn_jax.nn import MnistMLP, ToyMLP
 from bayesbinn_jax.train.engine import create_train_state, make_predict_mc, make_train_step
 from bayesbinn_jax.optim import BayesBiNNState, PMFState
@@ -19,8 +19,8 @@ Y = jnp.asarray(np.arange(16) % 2, jnp.int32)
 
 
 def make(name, **overrides):
-  config = preset("two-moons", name) | {"seed": 0} | overrides
-  method = build_method(name, config, steps_per_epoch=1, train_set_size=16, key=jax.random.key(0))
+  config = build_config("two-moons", name).replace(**overrides)
+  method = method_of(config, steps_per_epoch=1, train_set_size=16, key=jax.random.key(0))
   state = create_train_state(ToyMLP(quantizer=method.quantizer), method, X[:1], 0)
   return method, state
 
@@ -85,7 +85,7 @@ def test_one_jitted_step_serves_every_optimizer(name):
 
 def test_unknown_optimizer():
   with pytest.raises(ValueError, match="optimizer must be one of"):
-    build_method("sgd", {}, steps_per_epoch=1, train_set_size=1, key=jax.random.key(0))
+    build_method({"lr": 0.1}, epochs=1, steps_per_epoch=1, train_set_size=1, key=jax.random.key(0))
 
 
 def test_a_nonfinite_step_is_skipped_and_leaves_the_state_unchanged():
@@ -105,8 +105,8 @@ def test_bayesbinn_step_keeps_no_copy_of_the_state(train_samples):
   # The donated step must write lambda and the next sample in place: XLA's
   # weight-sized temporaries are the K gradients. A copy of lambda or params (what
   # an unlucky fusion of the update forces, docs/architecture.md) adds one more.
-  config = preset("mnist", "bayesbinn") | {"seed": 0, "train_samples": train_samples}
-  method = build_method("bayesbinn", config, steps_per_epoch=1, train_set_size=100, key=jax.random.key(0))
+  config = build_config("mnist", "bayesbinn").replace(train_samples=train_samples)
+  method = method_of(config, steps_per_epoch=1, train_set_size=100, key=jax.random.key(0))
   model = MnistMLP(hidden=256, depth=2, quantizer=method.quantizer)
   x = jnp.zeros((4, 28, 28))
   state = create_train_state(model, method, x[:1], 0)
@@ -121,12 +121,12 @@ def test_bayesbinn_step_keeps_no_copy_of_the_state(train_samples):
 
 
 def test_bayesbinn_lambda_dtype_comes_from_the_config_and_the_key_is_stored_raw():
-  config = preset("two-moons", "bayesbinn") | {"seed": 0, "lam_dtype": "bfloat16"}
-  method = build_method("bayesbinn", config, steps_per_epoch=1, train_set_size=16, key=jax.random.key(3))
+  hyper = build_config("two-moons", "bayesbinn").hyper
+  method = build_method(hyper, epochs=1, steps_per_epoch=1, train_set_size=16, key=jax.random.key(3),
+                        lam_dtype="bfloat16")
   state = method.tx.init({"w": jnp.zeros(3)})
   assert state.lam["w"].dtype == jnp.bfloat16
   # A typed key is stored as its raw data (Orbax checkpoints hold uint32 arrays).
   np.testing.assert_array_equal(state.key, jax.random.split(jax.random.key_data(jax.random.key(3)))[0])
   with pytest.raises(ValueError, match="lam_dtype must be a floating dtype"):
-    build_method("bayesbinn", config | {"lam_dtype": "int8"}, steps_per_epoch=1, train_set_size=16,
-                 key=jax.random.key(3))
+    build_method(hyper, epochs=1, steps_per_epoch=1, train_set_size=16, key=jax.random.key(3), lam_dtype="int8")

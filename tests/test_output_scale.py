@@ -18,19 +18,18 @@ import pytest
 from cli_helpers import QUICK, read_summary, write_images
 
 from bayesbinn_jax.experiments.cli import main
-from bayesbinn_jax.experiments.presets import check_config, preset
+from bayesbinn_jax.experiments.config import build_config, method_of
 from bayesbinn_jax.nn.layers import BatchNorm
 from bayesbinn_jax.nn.networks import ContinualMLP, MnistMLP, ToyMLP, VGGBinaryConnect
 from bayesbinn_jax.optim.nested import nonfinite_count
 from bayesbinn_jax.optim.posterior import mode_params, posterior_lambda
 from bayesbinn_jax.train.engine import create_train_state, make_train_step
-from bayesbinn_jax.train.methods import build_method, output_scale_labels, with_learned_output_scale
+from bayesbinn_jax.train.methods import output_scale_labels, with_learned_output_scale
 
 
 def _config(optimizer, **changes):
-  config = preset("permuted-mnist", optimizer)
-  config.update(epochs=1, output_scale="learned", output_scale_lr=0.01, **changes)
-  return config
+  return build_config("permuted-mnist", optimizer).replace(epochs=1, output_scale="learned",
+                                                          output_scale_lr=0.01, **changes)
 
 
 def test_batchnorm_gain_scales_the_normalised_output():
@@ -87,7 +86,7 @@ def _tiny_params():
 def test_bayesbinn_keeps_the_kernels_and_adam_steps_the_gain(jit):
   """One step: Adam's first update is -lr * g / (|g| + eps) on the gain; lambda moves
   with BayesBiNN's rule only at the kernel; the mode network keeps the trained gain."""
-  method = build_method("bayesbinn", _config("bayesbinn"), steps_per_epoch=10, train_set_size=100,
+  method = method_of(_config("bayesbinn"), steps_per_epoch=10, train_set_size=100,
                         key=jax.random.key(1))
   params = _tiny_params()
   state = method.tx.init(params)
@@ -114,7 +113,7 @@ def test_low_precision_networks_keep_a_float32_gain_trained_by_adam(dtype):
   dtype, lambda and the BatchNorm gain stay float32, and one jitted engine step moves the gain
   by Adam's first step, -lr * sign(g), at every logit."""
   config = _config("bayesbinn", param_dtype=dtype)
-  method = build_method("bayesbinn", config, steps_per_epoch=10, train_set_size=100,
+  method = method_of(config, steps_per_epoch=10, train_set_size=100,
                         key=jax.random.key(1))
   model = ContinualMLP(num_classes=4, hidden=8, learned_output_scale=True,
                        dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(dtype))
@@ -133,7 +132,7 @@ def test_low_precision_networks_keep_a_float32_gain_trained_by_adam(dtype):
 
 
 def test_a_nonfinite_step_changes_neither_gain_nor_lambda():
-  method = build_method("bayesbinn", _config("bayesbinn"), steps_per_epoch=10, train_set_size=100,
+  method = method_of(_config("bayesbinn"), steps_per_epoch=10, train_set_size=100,
                         key=jax.random.key(1))
   params = _tiny_params()
   state = method.tx.init(params)
@@ -148,7 +147,7 @@ def test_a_nonfinite_step_changes_neither_gain_nor_lambda():
 
 @pytest.mark.parametrize("optimizer", ["ste", "adam", "bop"])
 def test_baselines_train_the_gain_with_adam(optimizer):
-  method = build_method(optimizer, _config(optimizer), steps_per_epoch=10, train_set_size=100,
+  method = method_of(_config(optimizer), steps_per_epoch=10, train_set_size=100,
                         key=jax.random.key(1))
   params = _tiny_params()
   state = method.tx.init(params)
@@ -159,11 +158,11 @@ def test_baselines_train_the_gain_with_adam(optimizer):
 
 def test_pmf_and_several_samples_are_refused_by_name():
   with pytest.raises(ValueError, match="not pmf"):
-    build_method("pmf", _config("pmf"), steps_per_epoch=10, train_set_size=100, key=jax.random.key(1))
+    method_of(_config("pmf"), steps_per_epoch=10, train_set_size=100, key=jax.random.key(1))
   with pytest.raises(ValueError, match="train_samples=1; got 2"):
-    build_method("bayesbinn", _config("bayesbinn", train_samples=2), steps_per_epoch=10,
+    method_of(_config("bayesbinn", train_samples=2), steps_per_epoch=10,
                  train_set_size=100, key=jax.random.key(1))
-  method = build_method("adam", _config("adam"), steps_per_epoch=10, train_set_size=100,
+  method = method_of(_config("adam"), steps_per_epoch=10, train_set_size=100,
                         key=jax.random.key(1))
   with pytest.raises(ValueError, match="train_samples=1; got 3"):
     with_learned_output_scale(dataclasses.replace(method, num_samples=3), 1e-3)
@@ -174,10 +173,8 @@ def test_pmf_and_several_samples_are_refused_by_name():
     ("output_scale_lr", 0.0, "output_scale_lr must be > 0"),
 ])
 def test_config_checks_name_the_key(key, value, message):
-  config = _config("bayesbinn")
-  config[key] = value
   with pytest.raises(ValueError, match=message):
-    check_config(config)
+    _config("bayesbinn").replace(**{key: value})
 
 
 def test_cli_learns_the_gain_and_reports_it(tmp_path):
@@ -212,12 +209,15 @@ def test_xnor_packing_refuses_a_learned_gain():
 
 def test_runs_saved_before_the_setting_resume_as_without_a_gain():
   """A config.json written before output_scale existed reads as output_scale=none."""
+  from bayesbinn_jax.experiments.config import migrate  # noqa: PLC0415
   from bayesbinn_jax.train.checkpoint import CheckpointError, check_metadata  # noqa: PLC0415
 
-  old = {"experiment": "mnist", "optimizer": "bayesbinn", "config": {"lr": 1e-4}}
+  old = migrate({"experiment": "mnist", "optimizer": "bayesbinn", "version": "0.2.0",
+                 "config": {"lr": 1e-4, "generator": "counter"}}, "config.json")
   now = {"experiment": "mnist", "optimizer": "bayesbinn",
-         "config": {"lr": 1e-4, "output_scale": "none", "output_scale_lr": 1e-2}}
-  check_metadata(old, now, "config.json")
+         "config": {"lr": 1e-4, "generator": "counter", "output_scale": "none", "output_scale_lr": 1e-2}}
+  check_metadata(old, now, "config.json", ignored=("activations", "activation_quantizer", "param_dtype",
+                                                   "max_nonfinite_steps", "mc_loop"))
   now["config"]["output_scale"] = "learned"
   with pytest.raises(CheckpointError, match="written with output_scale='none', but this run has "
                                             "output_scale='learned'"):

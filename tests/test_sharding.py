@@ -130,9 +130,9 @@ def test_errors_on_eight_devices_and_the_pinned_layout_of_a_wide_batchnorm_netwo
   # output next to the split weights (jax 0.10); pin_layout keeps every array as it came in.
   assert result["pinned_layout_kept"]
   assert result["batch"] == ("batch_size=12 must be a multiple of the 8 devices in use; "
-                             "pick a multiple of 8 (--set batch_size=...).")
-  assert result["nothing_splits"].startswith("--shard-state: no weight array has an axis that is a "
-                                             "multiple of the 8 devices in use")
+                             "pick a multiple of 8.")
+  assert result["nothing_splits"].startswith("the train state cannot be split: no weight array has an axis "
+                                             "that is a multiple of the 8 devices in use")
   assert "\n" not in result["nothing_splits"]
 
 
@@ -146,12 +146,11 @@ def _init(model, method, sample):
 
 def _train(name: str) -> dict:
   """10 BayesBiNN steps, replicated and sharded, on random batches of ``name``'s shapes."""
-  from bayesbinn_jax.experiments.presets import preset  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.experiments.config import build_config, method_of  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.nn import MnistMLP, ToyMLP  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.optim import BayesBiNNState, find_state  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train.engine import make_predict, make_train_step  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train.keys import purpose_key  # pylint: disable=import-outside-toplevel
-  from bayesbinn_jax.train.methods import build_method  # pylint: disable=import-outside-toplevel
 
   if name == "two-moons":  # the paper's preset: K = 5 samples, momentum 0.99
     shape, batch, classes = (2,), 200, 2
@@ -159,8 +158,8 @@ def _train(name: str) -> dict:
   else:  # the MNIST preset (K = 1, no momentum buffer) on a 784-64-64-10 MLP
     shape, batch, classes = (28, 28), 64, 10
     make = lambda q: MnistMLP(hidden=64, depth=2, quantizer=q)  # noqa: E731
-  config = dict(preset(name, "bayesbinn"), seed=0)
-  method = build_method("bayesbinn", config, steps_per_epoch=10, train_set_size=10 * batch,
+  config = build_config(name, "bayesbinn")
+  method = method_of(config, steps_per_epoch=10, train_set_size=10 * batch,
                         key=purpose_key(0, "optimizer"))
   model = make(method.quantizer)
   mesh = sharding.data_mesh()
@@ -215,11 +214,10 @@ def _samples_equal(mesh, lam) -> bool:
 
 
 def _errors() -> dict:
-  from bayesbinn_jax.experiments.presets import preset  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.experiments.config import build_config, method_of  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.nn import MnistMLP, ToyMLP  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train.engine import make_train_step  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train.keys import purpose_key  # pylint: disable=import-outside-toplevel
-  from bayesbinn_jax.train.methods import build_method  # pylint: disable=import-outside-toplevel
 
   mesh = sharding.data_mesh()
   result = {}
@@ -227,14 +225,14 @@ def _errors() -> dict:
     sharding.check_batch_size(mesh, 12)
   except sharding.ShardingError as error:
     result["batch"] = str(error)
-  method = build_method("bayesbinn", dict(preset("two-moons", "bayesbinn"), seed=0), steps_per_epoch=1,
+  method = method_of(build_config("two-moons", "bayesbinn"), steps_per_epoch=1,
                         train_set_size=10, key=purpose_key(0, "optimizer"))
   state = _init(ToyMLP(hidden=(3, 3), outputs=3, quantizer=method.quantizer), method, jnp.zeros((1, 2)))
   try:
     sharding.state_shardings(state, mesh, num_samples=method.num_samples)
   except sharding.ShardingError as error:
     result["nothing_splits"] = str(error)
-  method = build_method("bayesbinn", dict(preset("mnist", "bayesbinn"), seed=0), steps_per_epoch=1,
+  method = method_of(build_config("mnist", "bayesbinn"), steps_per_epoch=1,
                         train_set_size=64, key=purpose_key(0, "optimizer"))
   state = _init(MnistMLP(hidden=2048, depth=1, quantizer=method.quantizer), method, jnp.zeros((1, 28, 28)))
   state, layout, _ = sharding.shard_state(mesh, state)

@@ -14,7 +14,8 @@ import pytest
 from bayesbinn_jax import data
 from bayesbinn_jax.experiments import report, specs
 from bayesbinn_jax.experiments.pipeline import RunOptions, run_experiment
-from bayesbinn_jax.experiments.presets import check_config, preset
+from bayesbinn_jax.experiments.config import build_config
+from bayesbinn_jax.experiments.presets import preset
 from bayesbinn_jax.nn import ToyMLP
 from bayesbinn_jax.train.methods import OPTIMIZERS
 
@@ -26,9 +27,9 @@ def test_every_spec_has_valid_presets_and_known_figures(name):
   assert set(spec.presets_ours) <= set(OPTIMIZERS)
   assert all(figure in report.FIGURES for figure in spec.figures)
   for optimizer in OPTIMIZERS:
-    config = preset(name, optimizer)
-    check_config(config)
-    assert not set(config) & {"rng", "seed"}
+    assert not set(preset(name, optimizer)) & {"rng", "seed"}
+    config = build_config(name, optimizer)  # every preset value checked by the typed config
+    assert (config.run.num_tasks is not None) == spec.continual
 
 
 @pytest.mark.parametrize("name, shape, outputs", [
@@ -36,8 +37,7 @@ def test_every_spec_has_valid_presets_and_known_figures(name):
     ("permuted-mnist", (28, 28, 1), 10), ("cifar10", (32, 32, 3), 10), ("cifar100", (32, 32, 3), 100)])
 def test_every_spec_builds_its_network_for_its_inputs(name, shape, outputs):
   spec = specs.get_spec(name)
-  config = {**preset(name, "bayesbinn"), "seed": 0}
-  model = spec.network(config, "none", outputs)
+  model = spec.network(build_config(name, "bayesbinn"), "none", outputs)
   x = jnp.zeros((2, *shape), jnp.float32)
   shapes = jax.eval_shape(lambda: model.apply(model.init(jax.random.key(0), x, train=False), x, train=False))
   assert shapes.shape == (2, outputs)
@@ -49,7 +49,7 @@ def test_the_cifar_specs_differ_only_in_name_and_presets():
   differing = {field.name for field in dataclasses.fields(cifar10)
                if getattr(cifar10, field.name) != getattr(cifar100, field.name)}
   assert differing == {"name", "load", "network", "presets"}  # load: the tfds name; network: a lambda each
-  config = {**preset("cifar100", "bayesbinn"), "seed": 0}
+  config = build_config("cifar100", "bayesbinn")
   assert cifar10.network(config, "ste", 100) == cifar100.network(config, "ste", 100)  # flax modules compare by fields
   assert set(cifar10.presets["bayesbinn"]) == set(cifar100.presets["bayesbinn"])
 
@@ -81,7 +81,7 @@ def test_uint8_images_are_normalised_by_the_spec():
 def test_a_new_experiment_is_one_spec(tmp_path, monkeypatch):
   # XOR of two features: a spec added to the registry runs end to end, no branch anywhere else.
   def xor(config, source):
-    rng = np.random.default_rng(config["seed"])
+    rng = np.random.default_rng(config.seed)
     x = rng.uniform(-1, 1, (400, 2)).astype(np.float32)
     y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(np.int32)
     return data.ArrayDataset(x[:300], y[:300], x[300:], y[300:], num_classes=2)
@@ -93,11 +93,11 @@ def test_a_new_experiment_is_one_spec(tmp_path, monkeypatch):
       settings={**two_moons.settings, "batch_size": 100, "epochs": 200, "eval_every": 100},
       figures=("reliability",))
   monkeypatch.setitem(specs.SPECS, "xor", spec)
-  config = {**preset("two-moons", "adam"), **spec.settings, "lr_milestones": [], "seed": 0}
+  config = build_config("xor", "adam", overrides=["lr_milestones=[]"])
   out = str(tmp_path / "xor")
-  summary = run_experiment(RunOptions("xor", "adam", config, out, quiet=True))
+  summary = run_experiment(RunOptions(config, out, quiet=True))
   assert summary["experiment"] == "xor" and summary["test_accuracy"] > 0.95
   assert sorted(os.listdir(out)) == sorted(
-      ["checkpoints", "config.json", "metrics.jsonl", "reliability.png", "summary.json",
+      ["checkpoints", "config.json", "data_fingerprint.json", "metrics.jsonl", "reliability.png", "summary.json",
        "tensorboard", "training_curves.png"])
   assert json.load(open(os.path.join(out, "config.json")))["data"]["num_train"] == 300

@@ -14,15 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import sys
 from typing import NoReturn, Sequence
 
+from bayesbinn_jax._version import __version__
+from bayesbinn_jax.experiments.config import build_config, help_text
 from bayesbinn_jax.experiments.console import Console
-from bayesbinn_jax.experiments.presets import NOT_FROM_THE_PAPER, apply_overrides, preset
+from bayesbinn_jax.experiments.presets import NOT_FROM_THE_PAPER
 from bayesbinn_jax.experiments.specs import EXPERIMENTS
 from bayesbinn_jax.train import distributed
-from bayesbinn_jax.train.methods import OPTIMIZERS
+from bayesbinn_jax.train.hyperparams import OPTIMIZERS
 
 DESCRIPTION = """\
 Train a binary neural network with BayesBiNN or a baseline, with the paper's
@@ -48,21 +51,10 @@ examples:
   bayesbinn-train permuted-mnist --data-file mnist.npz --cl-prior none --set epochs=5
   bayesbinn-train mnist --optimizer ste --data-dir ~/mnist_idx --out runs/ste --resume
 
---set keys (which exist depends on the experiment and optimizer; an unknown key
-lists the valid ones): epochs, batch_size, eval_batch_size, val_fraction,
-train_subset (first N training examples, 0 = all), augment, lr, lr_schedule
-(constant|cosine|geometric|steps), lr_end, lr_milestones, lr_decay, temperature,
-momentum, train_samples (K), test_samples (C, MC networks at evaluation; 0 = mode
-only), eval_every and checkpoint_every (epochs), generator (counter|threefry; was
-rng), mc_loop (vmap|unroll: how the K samples' passes run; unroll for the CIFAR VGG on
-CPU), lambda_init, lambda_init_std, kl_weight, train_set_scale, threshold, gamma,
-gamma_decay, gamma_decay_every, rho, weight_decay, lr_decay_steps, num_tasks,
-activations (real|binary: binary inputs into every binary layer but the first),
-activation_quantizer (ste_sign|approx_sign), param_dtype (float32|bfloat16|float16:
-params and compute; lambda, BatchNorm and the loss stay float32), max_nonfinite_steps
-(stop after that many consecutive NaN/Inf steps, each skipped; 0 = never), output_scale
-(none|learned: a gain per output on the last BatchNorm, trained by Adam beside the
-binary optimizer), output_scale_lr (its Adam learning rate).
+--set keys (from bayesbinn_jax/experiments/config.py; which exist depends on the
+experiment and optimizer, an unknown key lists the valid ones, --show-config prints
+a run's values; the defaults shown are the hyperparameters' own, the presets set most):
+{keys}
 
 evaluate a saved run again (e.g. against new out-of-distribution data, or with more
 Monte Carlo networks): bayesbinn-train --evaluate --out OUT --ood-data-file other.npz
@@ -77,7 +69,7 @@ writes the outputs. Under a cluster launcher (SLURM, Open MPI, Cloud TPU) pass
 exit status: 0 done; 2 bad input or options (one line, nothing written); 3 training
 diverged (the last good checkpoint is kept); 4 an output could not be written (one line
 naming the file, the last complete checkpoint and the command that resumes the run).
-"""
+""".replace("{keys}", help_text())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -167,28 +159,55 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
   if args.epochs is not None or args.coordinator is not None:
     parser.error("--evaluate takes the run's settings from OUT/config.json; drop --epochs/--coordinator.")
   _check_paths(parser, args)
-  from bayesbinn_jax.data import DataError  # noqa: PLC0415
-  from bayesbinn_jax.experiments.pipeline import (EVALUATION_KEYS, RunError, RunOptions,  # noqa: PLC0415
-                                                  evaluate_run, saved_run)
-  from bayesbinn_jax.train.checkpoint import CheckpointError  # noqa: PLC0415
+  from bayesbinn_jax.experiments.config import OverrideError, evaluation_config, read_saved_run  # noqa: PLC0415
+  from bayesbinn_jax.experiments.pipeline import RunOptions, evaluate_run  # noqa: PLC0415
 
   try:
-    saved = saved_run(args.out)
-    trained = {k: v for k, v in saved["config"].items() if k != "cl_prior"}
-    for item in args.overrides:
-      if item.partition("=")[0].strip() not in EVALUATION_KEYS:
-        parser.error(f"--evaluate: --set {item} changes the trained run; only "
-                     f"{', '.join(EVALUATION_KEYS)} may be set.")
-    config = apply_overrides(trained, args.overrides)
-    options = RunOptions(experiment=saved.get("experiment", ""), optimizer=saved.get("optimizer", ""),
-                         config=config, out_dir=args.out, data_file=args.data_file,
-                         data_dir=args.data_dir, quiet=args.quiet, ood_data_file=args.ood_data_file,
-                         figures=args.figures)
-    evaluate_run(options, Console(quiet=args.quiet))
-  except (DataError, RunError, CheckpointError, ValueError) as error:
-    print(f"bayesbinn-train: error: {_one_line(error)}", file=sys.stderr)
+    saved = read_saved_run(args.out)  # config.json, read once
+    options = RunOptions(config=evaluation_config(saved.config, args.overrides), out_dir=args.out,
+                         data_file=args.data_file, data_dir=args.data_dir, quiet=args.quiet,
+                         ood_data_file=args.ood_data_file, figures=args.figures)
+  except OverrideError as error:
+    parser.error(str(error))
+  except ValueError as error:
+    print(f"bayesbinn-train: error: {render_error(error)}", file=sys.stderr)
+    return 2
+  try:
+    evaluate_run(options, Console(quiet=args.quiet), saved=saved)
+  except ValueError as error:  # every error of bad input is one (DataError, RunError, CheckpointError, ...)
+    print(f"bayesbinn-train: error: {render_error(error)}", file=sys.stderr)
     return 2
   return 0
+
+
+def render_error(error: BaseException) -> str:
+  """One line for ``error`` in the CLI's terms: the library's message (which names no flag)
+  with the flag that sets what it names, and the advice that fits."""
+  from bayesbinn_jax.train import checkpoint, sharding  # noqa: PLC0415
+
+  message = _one_line(error).rstrip(".")
+  if isinstance(error, distributed.DistributedError):
+    for name in error.arguments:  # coordinator, num_processes, process_id: the flags that set them
+      message = re.sub(rf"(?<![\w-]){name}(?![\w-])", "--" + name.replace("_", "-"), message)
+    return message + "."
+  if isinstance(error, sharding.BatchSizeError):
+    return f"{message} (--set {error.name}=...)."
+  if isinstance(error, checkpoint.StateMismatchError) and error.release != __version__:
+    return f"{message}; evaluate or resume it with bayesbinn_jax {error.release}, or use another --out."
+  if isinstance(error, sharding.NothingToSplitError):
+    return f"--shard-state: {message}; run without --shard-state."
+  for kind, advice in _CHECKPOINT_ADVICE:
+    if isinstance(error, getattr(checkpoint, kind, ())):
+      return f"{message}; {advice}."
+  return message + "."
+
+
+_CHECKPOINT_ADVICE = (
+    ("SettingsMismatchError", "resume with the same settings, or use another --out"),
+    ("StateMismatchError", "resume with the same data and settings, or use another --out"),
+    ("CheckpointError", "use another --out"),
+)
+"""What to do about each kind of :class:`bayesbinn_jax.train.checkpoint.CheckpointError`."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -201,23 +220,18 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.evaluate:
     return _evaluate(parser, args)
   try:
-    config = preset(args.experiment, args.optimizer)
-    if args.epochs is not None:
-      config["epochs"] = args.epochs
-    config = apply_overrides(config, args.overrides)
-  except ValueError as error:
-    parser.error(str(error))
-  config["seed"] = args.seed
-  try:
+    config = build_config(args.experiment, args.optimizer, seed=args.seed, epochs=args.epochs,
+                          overrides=args.overrides)
     distributed.check_arguments(args.coordinator, args.num_processes, args.process_id)
-  except distributed.DistributedError as error:
-    parser.error(str(error))
+  except ValueError as error:
+    parser.error(render_error(error))
   out = args.out or os.path.join("runs", f"{args.experiment}-{args.optimizer}-seed{args.seed}")
   ours = args.optimizer in NOT_FROM_THE_PAPER.get(args.experiment, ())
   note = (f"note: the paper gives no {args.optimizer} settings for {args.experiment}; "
           "these presets are ours (bayesbinn_jax/experiments/specs.py).")
   if args.show_config:
-    print(json.dumps({"experiment": args.experiment, "optimizer": args.optimizer, "out": out, **config}))
+    print(json.dumps({"experiment": args.experiment, "optimizer": args.optimizer, "out": out,
+                      **config.as_dict()}))
     if ours:
       print(note)
     return 0
@@ -230,9 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.malloc == "retain":
     host_cpu.retain_freed_memory()  # before JAX's threads allocate: see host_cpu
   from bayesbinn_jax.atomic import OutputWriteError  # noqa: PLC0415
-  from bayesbinn_jax.data import DataError  # noqa: PLC0415
-  from bayesbinn_jax.experiments.pipeline import RunError, RunOptions, run_experiment  # noqa: PLC0415
-  from bayesbinn_jax.train.checkpoint import CheckpointError  # noqa: PLC0415
+  from bayesbinn_jax.experiments.pipeline import RunOptions, run_experiment  # noqa: PLC0415
+  from bayesbinn_jax.train.interrupt import Interrupted  # noqa: PLC0415
   from bayesbinn_jax.train.loop import NonFiniteLossError  # noqa: PLC0415
 
   if args.distributed or args.coordinator is not None:
@@ -240,22 +253,25 @@ def main(argv: Sequence[str] | None = None) -> int:
       distributed.initialize(args.coordinator, args.num_processes, args.process_id,
                              timeout_s=args.coordinator_timeout)
     except distributed.DistributedError as error:
-      print(f"bayesbinn-train: error: {_one_line(error)}", file=sys.stderr)
+      print(f"bayesbinn-train: error: {render_error(error)}", file=sys.stderr)
       return 2
   console = Console(quiet=args.quiet) if distributed.is_main_process() else Console.silent()
-  console.config(f"{args.experiment} with {args.optimizer}, output in {out}; settings:", config)
+  console.config(f"{args.experiment} with {args.optimizer}, output in {out}; settings:", config.as_dict())
   if ours:
     console.line(note)
   options = RunOptions(
-      experiment=args.experiment, optimizer=args.optimizer, config=config, out_dir=out,
-      data_file=args.data_file, data_dir=args.data_dir, resume=args.resume,
+      config=config, out_dir=out, data_file=args.data_file, data_dir=args.data_dir, resume=args.resume,
       cl_prior=args.cl_prior, quiet=args.quiet, ood_data_file=args.ood_data_file,
       shard_state=args.shard_state, figures=args.figures)
   try:
     run_experiment(options, console)
-  except (DataError, RunError, CheckpointError, ValueError) as error:
-    print(f"bayesbinn-train: error: {_one_line(error)}", file=sys.stderr)
-    return 2
+  except Interrupted as stopped:  # SIGINT/SIGTERM: stopped at a step boundary, saved there
+    print(f"bayesbinn-train: {stopped}; resume: {_resume_command(argv)}", file=sys.stderr)
+    return stopped.exit_status
+  except KeyboardInterrupt as error:  # a second signal: stopped at once
+    print(f"bayesbinn-train: stopped at once by {error or 'SIGINT'}; resume from the last complete checkpoint in "
+          f"{os.path.join(out, 'checkpoints')}: {_resume_command(argv)}", file=sys.stderr)
+    return 143 if "SIGTERM" in str(error) else 130
   except NonFiniteLossError as error:
     print(f"bayesbinn-train: stopped: {_one_line(error)} The last good checkpoint is in "
           f"{out}/checkpoints.", file=sys.stderr)
@@ -263,7 +279,16 @@ def main(argv: Sequence[str] | None = None) -> int:
   except OutputWriteError as error:
     print(f"bayesbinn-train: stopped: {_one_line(error)}. {_resume_hint(out, argv)}", file=sys.stderr)
     return 4
+  except ValueError as error:  # every error of bad input is one (DataError, RunError, CheckpointError, ...)
+    print(f"bayesbinn-train: error: {render_error(error)}", file=sys.stderr)
+    return 2
   return 0
+
+
+def _resume_command(argv: Sequence[str] | None) -> str:
+  """This run's command line with ``--resume``, quoted for a POSIX shell."""
+  args = list(sys.argv[1:] if argv is None else argv)
+  return shlex.join(["bayesbinn-train", *args, *([] if "--resume" in args else ["--resume"])])
 
 
 def _resume_hint(out: str, argv: Sequence[str] | None) -> str:

@@ -33,6 +33,8 @@ from bayesbinn_jax import data
 from bayesbinn_jax._version import __version__
 from bayesbinn_jax.atomic import write_json_atomic
 from bayesbinn_jax.experiments import report
+from bayesbinn_jax.experiments.config import (SCHEMA_VERSION, RunConfig, SavedRun, check_evaluation, method_of,
+                                              migrate, read_saved_run, resumable_keys)
 from bayesbinn_jax.experiments.console import Console
 from bayesbinn_jax.experiments.specs import DataSource, ExperimentSpec, Preprocessing, get_spec, preprocessing
 from bayesbinn_jax.optim.bayesbinn import BayesBiNNState
@@ -40,10 +42,11 @@ from bayesbinn_jax.optim.posterior import posterior_as_prior
 from bayesbinn_jax.data.fingerprint import dataset_fingerprint
 from bayesbinn_jax.train import run_folder
 from bayesbinn_jax.train.checkpoint import Checkpointer, check_metadata
+from bayesbinn_jax.train.interrupt import Interrupted, StopRequest
 from bayesbinn_jax.train.engine import TrainState, create_train_state, make_predict, make_predict_mc, make_train_step
 from bayesbinn_jax.train.keys import purpose_key
-from bayesbinn_jax.train.loop import NonFiniteLossError, predict_batches, train_epoch
-from bayesbinn_jax.train.methods import Method, build_method
+from bayesbinn_jax.train.loop import EpochStopped, NonFiniteLossError, predict_batches, train_epoch
+from bayesbinn_jax.train.methods import Method
 from bayesbinn_jax.train.metric_writer import MetricsFileError, MetricWriter, read_records
 from bayesbinn_jax.train.metrics import classification_metrics, regression_metrics
 from bayesbinn_jax.train.distributed import is_main_process, process_count
@@ -61,14 +64,11 @@ class RunError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
-  """Everything that defines a run (the CLI's arguments).
+  """Everything that defines a run (the CLI's arguments): the typed ``config`` (which
+  names the experiment, the optimizer and the seed), where the data and the outputs are,
+  and how the run goes."""
 
-  ``config`` is the full preset with overrides applied, including ``seed``.
-  """
-
-  experiment: str
-  optimizer: str
-  config: Mapping[str, Any]
+  config: RunConfig
   out_dir: str
   data_file: str | None = None
   data_dir: str | None = None
@@ -79,6 +79,14 @@ class RunOptions:
   shard_state: bool = False
   figures: bool = True
   """False: no PNG figures, nor the arrays drawn in them (e.g. ``two_moons_grid.npz``)."""
+
+  @property
+  def experiment(self) -> str:
+    return self.config.experiment
+
+  @property
+  def optimizer(self) -> str:
+    return self.config.optimizer
 
 
 # ----------------------------------------------------------------------------- data
@@ -114,7 +122,7 @@ class RunData:
     return described
 
 
-def load_data(spec: ExperimentSpec, config: Mapping[str, Any], source: DataSource) -> RunData:
+def load_data(spec: ExperimentSpec, config: RunConfig, source: DataSource) -> RunData:
   """Loads and checks the data of ``spec``, then applies ``train_subset`` and ``val_fraction``.
 
   ``train_subset > 0`` keeps the first that many training examples;
@@ -125,20 +133,20 @@ def load_data(spec: ExperimentSpec, config: Mapping[str, Any], source: DataSourc
   if spec.image_shape is not None:
     where = source.data_file or source.data_dir or f"tfds:{spec.name}"
     dataset, note = data.fit_input_shape(dataset, spec.image_shape, where)
-  if config["train_subset"]:
-    count = min(int(config["train_subset"]), dataset.num_train)
+  run = config.run
+  if run.train_subset:
+    count = min(run.train_subset, dataset.num_train)
     dataset = dataclasses.replace(dataset, x_train=dataset.x_train[:count], y_train=dataset.y_train[:count])
-  if config["val_fraction"] > 0:
+  if run.val_fraction > 0:
     if dataset.num_train < 2:
       raise RunError(
-          f"val_fraction={config['val_fraction']} needs at least 2 training examples to split; the "
-          f"training set has {dataset.num_train} (train_subset={config['train_subset']}).")
-    dataset = data.split_validation(dataset, config["val_fraction"], config["seed"])
+          f"val_fraction={run.val_fraction} needs at least 2 training examples to split; the "
+          f"training set has {dataset.num_train} (train_subset={run.train_subset}).")
+    dataset = data.split_validation(dataset, run.val_fraction, config.seed)
   permutations = None
   if spec.continual:
     pixels = int(np.prod(dataset.input_shape))
-    permutations = data.task_permutations(
-        int(config["num_tasks"]), pixels, purpose_key(config["seed"], "permutations"))
+    permutations = data.task_permutations(config.num_tasks, pixels, purpose_key(config.seed, "permutations"))
   num_outputs = dataset.num_classes if spec.task == "classification" else 1
   return RunData(dataset, preprocessing(spec, dataset), num_outputs, permutations, note)
 
@@ -177,31 +185,31 @@ def build_training(spec: ExperimentSpec, options: RunOptions, run_data: RunData)
   """The method, the network, the initial train state (on the mesh) and the jitted steps."""
   config = options.config
   dataset = run_data.dataset
-  batch_size = int(config["batch_size"])
+  batch_size = config.run.batch_size
   if batch_size > dataset.num_train:
     raise RunError(
         f"batch_size={batch_size} is larger than the {dataset.num_train} training examples "
         f"(after train_subset and val_fraction); pass --set batch_size={dataset.num_train} or less.")
   mesh = data_mesh()
   check_batch_size(mesh, batch_size)
-  check_batch_size(mesh, int(config["eval_batch_size"]), "eval_batch_size")
+  check_batch_size(mesh, config.run.eval_batch_size, "eval_batch_size")
   steps_per_epoch = dataset.num_train // batch_size
-  method = build_method(options.optimizer, config, steps_per_epoch=steps_per_epoch,
-                        train_set_size=dataset.num_train, key=purpose_key(config["seed"], "optimizer"))
+  method = method_of(config, steps_per_epoch=steps_per_epoch, train_set_size=dataset.num_train,
+                     key=purpose_key(config.seed, "optimizer"))
   model = spec.network(config, method.quantizer, run_data.num_outputs)
   sample_input = run_data.inputs()(dataset.x_train[:1])
-  state = create_train_state(model, method, sample_input, config["seed"])
+  state = create_train_state(model, method, sample_input, config.seed)
   if _uses_prior(spec, options):
     # The prior of the first task is zero; from the second on it is the last posterior.
     state = state.replace(opt_state=_set_prior(state.opt_state, zero=True))
-  train_step = make_train_step(method, spec.task, mc_loop=config.get("mc_loop", "vmap"))
+  train_step = make_train_step(method, spec.task, mc_loop=config.mc_loop)
   layout, left_whole = None, []
   if options.shard_state:
     state, layout, left_whole = shard_state(mesh, state, num_samples=method.num_samples)
     train_step = pin_layout(train_step, mesh, layout)
   else:
     state = replicate(mesh, state)
-  test_samples = int(config.get("test_samples", 0))
+  test_samples = config.test_samples
   training = Training(
       method=method,
       train_step=train_step,
@@ -289,6 +297,78 @@ class Evaluator:
     return result
 
 
+# ----------------------------------------------------------------------------- stages of a run and of --evaluate
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  """What a run and an evaluation build before touching a checkpoint: the checked data and
+  OOD images, the method and compiled steps, the initial train state and the evaluator."""
+
+  spec: ExperimentSpec
+  run_data: RunData
+  ood_images: np.ndarray | None
+  training: Training
+  state: TrainState
+  evaluator: Evaluator
+
+
+def prepare(spec: ExperimentSpec, options: RunOptions) -> Prepared:
+  """Loads and checks the data and the OOD file, builds the method, the network, the train
+  state and the steps (nothing is written)."""
+  config = options.config
+  run_data = load_data(spec, config, DataSource(options.data_file, options.data_dir))
+  ood_images = _load_ood_images(spec, options, run_data)
+  training, state = build_training(spec, options, run_data)
+  evaluator = Evaluator(spec, training, run_data, config.run.eval_batch_size, config.seed)
+  return Prepared(spec, run_data, ood_images, training, state, evaluator)
+
+
+def restore(prepared: Prepared, options: RunOptions, checkpointer: Checkpointer,
+            purpose: str) -> tuple[TrainState, int, list[str]]:
+  """The newest intact checkpoint, checked against the run's settings (those of an earlier
+  release migrated, see ``config.migrate``) and placed on the mesh; its epoch; a note per
+  damaged checkpoint skipped (``purpose``: what the intact one is used for)."""
+  state, meta = checkpointer.restore_latest(
+      prepared.state, _metadata(options, prepared.spec, 0), ignored=resumable_keys(),
+      migrate=lambda saved: migrate(saved, checkpointer.directory))
+  notes = [f"skipped the damaged checkpoint {error.folder} (it {error.problem}); {purpose} the newest "
+           "intact one" for error in checkpointer.skipped]
+  return prepared.training.place(state), int(meta["progress"]["epoch"]), notes
+
+
+def measure(prepared: Prepared, options: RunOptions, state: TrainState, summary: dict) -> list:
+  """A classification run's uncertainty (temperature scaling, Brier score, entropy,
+  misclassification and OOD AUROC) added to ``summary``; returns the predictives."""
+  if prepared.spec.task != "classification":
+    return []
+  measured, predictives = report.measure_uncertainty(options, state, prepared.evaluator, prepared.ood_images)
+  summary.update(measured)
+  return predictives
+
+
+def draw_figures(prepared: Prepared, options: RunOptions, out_dir: str, summary: dict, state: TrainState,
+                 predictives: list, records: list | None = None) -> None:
+  """The figures in ``out_dir`` (none when ``options.figures`` is False): after a run
+  (``records``) the training curves and the spec's figures, after an evaluation those of
+  the final state. Their predictions are collective: every process draws them, process 0
+  keeps the files."""
+  if not options.figures:
+    return
+  with contextlib.ExitStack() as stack:
+    folder = out_dir if is_main_process() else stack.enter_context(tempfile.TemporaryDirectory())
+    inputs = report.FigureInputs(folder, options, summary, state, prepared.evaluator, predictives)
+    if records is None:
+      report.prediction_figures(prepared.spec, inputs)
+    else:
+      report.figures(prepared.spec, records, inputs)
+
+
+def write_summary(out_dir: str, summary: dict, console: Console) -> None:
+  """``out_dir/summary.json`` and the results on the console (process 0)."""
+  if is_main_process():
+    write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
+    console.results(summary, out_dir)
+
+
 # ----------------------------------------------------------------------------- the run
 def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
   """Runs (or resumes) one experiment and writes every output; returns the summary.
@@ -301,231 +381,251 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
       has a path Orbax cannot write under; or, on resume, the data differ from the run's.
     DataError: the data cannot be used (nothing written).
     CheckpointError: a checkpoint that cannot be resumed.
+    SavedRunError: on resume, a config.json this release cannot take over.
     NonFiniteLossError: training diverged (the last good checkpoint is kept).
+    Interrupted: SIGINT or SIGTERM came (one process only): the run stopped at the next step
+      boundary and saved a checkpoint there, which ``Interrupted.checkpoint`` names; resuming
+      gives the summary of the run not interrupted.
   """
-  if not is_main_process():
-    return _run_experiment(options, console, None)
-  _check_out_dir(options)
-  with run_folder.claimed(options.out_dir) as folder_note:
-    return _run_experiment(options, console, folder_note)
+  with StopRequest(enabled=process_count() == 1) as stop:
+    if not is_main_process():
+      return _run_experiment(options, console, None, stop)
+    try:
+      _check_out_dir(options)
+    except RunError:
+      run_folder.check_free(options.out_dir)  # a live run there is the first thing to say
+      raise
+    with run_folder.claimed(options.out_dir) as folder_note:
+      return _run_experiment(options, console, folder_note, stop)
 
 
-def _run_experiment(options: RunOptions, console: Console | None, folder_note: str | None) -> dict:
+def _run_experiment(options: RunOptions, console: Console | None, folder_note: str | None,
+                    stop: StopRequest | None = None) -> dict:
   """:func:`run_experiment` once ``out_dir`` is locked (process 0); ``folder_note`` is said."""
-  console = console or Console(quiet=options.quiet)
-  spec = get_spec(options.experiment)
-  config = dict(options.config)
   main = is_main_process()  # only process 0 writes outputs; every process computes (collectives)
-  if not main:
-    console = Console.silent()
-  else:
+  console = (console or Console(quiet=options.quiet)) if main else Console.silent()
+  spec = get_spec(options.experiment)
+  if main:
     _check_out_dir(options)  # process 0 only: the others would find its first files
   if options.resume:
     _check_saved_config(options, _metadata(options, spec, 0))
-  run_data = load_data(spec, config, DataSource(options.data_file, options.data_dir))
-  fingerprint = dataset_fingerprint(run_data.dataset)
-  data_source = {"data_file": options.data_file, "data_dir": options.data_dir}
-  data_note = None
-  if main and options.resume and os.path.exists(_path(options, "config.json")):
-    data_note = run_folder.check_data(options.out_dir, fingerprint, data_source)
-  ood_images = _load_ood_images(spec, options, run_data)
-  training, state = build_training(spec, options, run_data)
-  evaluator = Evaluator(spec, training, run_data, int(config["eval_batch_size"]), int(config["seed"]))
-
+  prepared = prepare(spec, options)
   checkpointer = Checkpointer(_path(options, "checkpoints"))
-  if options.resume and checkpointer.latest() is None and os.path.exists(_path(options, "summary.json")):
-    raise RunError(
-        f"--out {options.out_dir} holds a finished run (summary.json) but no checkpoint to resume "
-        "from; choose another --out. Nothing was changed.")
-  os.makedirs(options.out_dir, exist_ok=True)
-  epochs = int(config["epochs"])
-  num_tasks = int(config["num_tasks"]) if spec.continual else 1
-  total = epochs * num_tasks
-  start = 0
-  if options.resume and checkpointer.latest() is not None:
-    state, meta = checkpointer.restore_latest(state, _metadata(options, spec, 0))
-    state = training.place(state)
-    start = int(meta["progress"]["epoch"])
-    console.line(f"resuming {spec.name} / {options.optimizer} after epoch {start} of {total}")
-    if main and data_note:
-      run_folder.write_data_fingerprint(options.out_dir, fingerprint, data_source)
-  elif main:
-    run_folder.write_data_fingerprint(options.out_dir, fingerprint, data_source)
-    write_json_atomic(_path(options, "config.json"), {
-        "experiment": spec.name, "optimizer": options.optimizer,
-        "config": _metadata(options, spec, 0)["config"], "data": run_data.describe(),
-        "data_file": options.data_file, "data_dir": options.data_dir,
-        "devices": len(training.mesh.devices.flat), "processes": process_count(),
-        "shard_state": options.shard_state, "version": __version__})
+  state, start, notes = _start(prepared, options, checkpointer, console)
   writer = MetricWriter(options.out_dir) if main else None
   try:
     records = writer.start(start) if writer else read_records(_path(options, "metrics.jsonl"), start)
   except MetricsFileError as error:
     raise RunError(f"{error}; the run cannot be resumed: use another --out.") from error
-  console.data(run_data.describe(), training.steps_per_epoch)
-  skipped = [f"skipped the damaged checkpoint {error.folder} (it {error.problem}); resumed from the newest "
-             "intact one" for error in checkpointer.skipped]
-  for note in (folder_note, data_note, *skipped, run_data.note, writer and writer.note):
+  _say_notes(prepared, console, [folder_note, *notes, prepared.run_data.note, writer and writer.note])
+  state = _train(prepared, options, state, start, checkpointer, writer, records, console, stop)
+  latest = checkpointer.latest()
+  checkpointer.close()
+  if writer:
+    writer.close()
+  if stop is not None and stop.requested:  # after the last step: the last checkpoint holds the trained run
+    raise Interrupted(stop.signum, None if latest is None else os.path.join(checkpointer.directory, str(latest)),
+                      options.config.run.epochs * options.config.num_tasks, 0, prepared.training.steps_per_epoch)
+  summary = report.summarize(spec, options, records, devices=len(prepared.training.mesh.devices.flat))
+  summary.update(processes=process_count(), shard_state=options.shard_state,
+                 state_bytes_per_device=state_bytes_per_device(state.opt_state))
+  predictives = measure(prepared, options, state, summary) if records else []
+  if summary.get("temperature_fit_split") == "train":
+    console.line("note: no validation split; the temperature was fitted on the training split.")
+  draw_figures(prepared, options, options.out_dir, summary, state, predictives, records)
+  write_summary(options.out_dir, summary, console)
+  return summary
+
+
+def _start(prepared: Prepared, options: RunOptions, checkpointer: Checkpointer,
+           console: Console) -> tuple[TrainState, int, list[str]]:
+  """A resumed run's newest intact checkpoint and epoch (its data checked against the
+  fingerprint it saved), or a new run's initial state after writing config.json and the
+  data's fingerprint. Returns the state, the epochs done and notes to say."""
+  main, spec = is_main_process(), prepared.spec
+  fingerprint = dataset_fingerprint(prepared.run_data.dataset)
+  source = {"data_file": options.data_file, "data_dir": options.data_dir}
+  data_note = None
+  if main and options.resume and os.path.exists(_path(options, "config.json")):
+    data_note = run_folder.check_data(options.out_dir, fingerprint, source)
+  resuming = options.resume and checkpointer.latest() is not None
+  if options.resume and not resuming and os.path.exists(_path(options, "summary.json")):
+    raise RunError(
+        f"--out {options.out_dir} holds a finished run (summary.json) but no checkpoint to resume "
+        "from; choose another --out. Nothing was changed.")
+  os.makedirs(options.out_dir, exist_ok=True)
+  if not resuming:
+    if main:
+      run_folder.write_data_fingerprint(options.out_dir, fingerprint, source)
+      write_json_atomic(_path(options, "config.json"), _config_json(prepared, options))
+    return prepared.state, 0, [data_note]
+  state, start, skipped = restore(prepared, options, checkpointer, "resumed from")
+  total = options.config.run.epochs * options.config.num_tasks
+  step = int(checkpointer.progress.get("step", 0))
+  where = (f"at step {step} of {prepared.training.steps_per_epoch} of epoch {start + 1}" if step
+           else f"after epoch {start}")
+  console.line(f"resuming {spec.name} / {options.optimizer} {where} of {total}")
+  if main and data_note:
+    run_folder.write_data_fingerprint(options.out_dir, fingerprint, source)
+  return state, start, [data_note, *skipped]
+
+
+def _config_json(prepared: Prepared, options: RunOptions) -> dict:
+  """What OUT/config.json holds: the settings (``config.SCHEMA_VERSION``), the data, the layout."""
+  return {
+      "schema_version": SCHEMA_VERSION, "experiment": prepared.spec.name, "optimizer": options.optimizer,
+      "config": _metadata(options, prepared.spec, 0)["config"], "data": prepared.run_data.describe(),
+      "data_file": options.data_file, "data_dir": options.data_dir,
+      "devices": len(prepared.training.mesh.devices.flat), "processes": process_count(),
+      "shard_state": options.shard_state, "version": __version__}
+
+
+def _say_notes(prepared: Prepared, console: Console, notes: list[str | None]) -> None:
+  """The data line, then each note given (None: none)."""
+  training = prepared.training
+  console.data(prepared.run_data.describe(), training.steps_per_epoch)
+  for note in notes:
     if note:
       console.line(f"note: {note}")
   if training.left_whole:
     console.line(f"note: --shard-state keeps {len(training.left_whole)} leaves whole (no axis splits over "
                  f"the {len(training.mesh.devices.flat)} devices): {', '.join(training.left_whole)}")
 
-  augment = data.augment_cifar if config.get("augment") else None
-  data_key = purpose_key(config["seed"], "data_order")
-  ds = run_data.dataset
-  with console.progress(total * training.steps_per_epoch, start * training.steps_per_epoch) as bar:
+
+def _train(prepared: Prepared, options: RunOptions, state: TrainState, start: int, checkpointer: Checkpointer,
+           writer: MetricWriter | None, records: list, console: Console,
+           stop: StopRequest | None = None) -> TrainState:
+  """The epoch loop from epoch ``start``: train, evaluate every ``eval_every`` epochs and at
+  each task's end, log the record, checkpoint every ``checkpoint_every`` epochs. A checkpoint
+  saved inside epoch ``start + 1`` (``checkpointer.progress``) continues it from its step.
+  When ``stop()`` says so at a step boundary, the state there is saved and :class:`Interrupted`
+  raised (see :func:`_interrupted`)."""
+  run, spec, training = options.config.run, prepared.spec, prepared.training
+  total = run.epochs * options.config.num_tasks
+  data_key = purpose_key(options.config.seed, "data_order")
+  start_step, start_sums = _partial_epoch(checkpointer.progress)
+  with console.progress(total * training.steps_per_epoch, start * training.steps_per_epoch + start_step) as bar:
     for global_epoch in range(start, total):
-      task, epoch = divmod(global_epoch, epochs)
-      if _uses_prior(spec, options) and epoch == 0 and task > 0:
+      task, epoch = divmod(global_epoch, run.epochs)
+      first_step = start_step if global_epoch == start else 0
+      if _uses_prior(spec, options) and epoch == 0 and task > 0 and first_step == 0:
         state = state.replace(opt_state=_set_prior(state.opt_state))
-      began = time.perf_counter()
-      state, train = train_epoch(
-          state, training.train_step, ds.x_train, run_data.preprocessing.targets,
-          batch_size=int(config["batch_size"]), seed=data_key, epoch=global_epoch,
-          inputs=run_data.inputs(task), mesh=training.mesh, augment=augment,
-          max_nonfinite_steps=int(config["max_nonfinite_steps"]), progress=bar)
-      record = {"epoch": global_epoch + 1, "seconds": time.perf_counter() - began,
-                **{f"train_{k}": v for k, v in train.items()}}
-      if training.method.schedule is not None:
-        record["lr"] = float(training.method.schedule(global_epoch * training.steps_per_epoch))
-      if spec.continual:
-        record["task"] = task + 1
-      last_of_task = epoch == epochs - 1
-      if (global_epoch + 1) % int(config["eval_every"]) == 0 or last_of_task:
-        record.update(evaluator.evaluate_epoch(state, task, global_epoch))
+      try:
+        state, record = _train_epoch(prepared, options, state, global_epoch, data_key, bar, first_step,
+                                     start_sums if global_epoch == start else None, stop)
+      except EpochStopped as stopped:
+        if writer:
+          writer.close()
+        raise _interrupted(stop, stopped, global_epoch, (start, start_step), checkpointer, options, spec,
+                           training.steps_per_epoch) from None
+      last_of_task = epoch == run.epochs - 1
+      if (global_epoch + 1) % run.eval_every == 0 or last_of_task:
+        record.update(prepared.evaluator.evaluate_epoch(state, task, global_epoch))
         console.evaluation(record, total)
       if spec.continual and last_of_task:
-        # Earlier tasks are evaluated here; the current one already is, in this record.
-        prefix = "mc_test" if training.predict_mc is not None else "test"
-        tasks = [evaluator.evaluate(state, ds.x_test, ds.y_test, "test", t, global_epoch)
-                 for t in range(task)] + [record]
-        for metric, name in (("accuracy", "accuracies"), ("nll", "nlls"), ("ece", "eces")):
-          record[f"task_test_{name}"] = [result[f"{prefix}_{metric}"] for result in tasks]
+        _add_task_matrix_row(prepared, state, task, global_epoch, record)
       records.append(record)
       if writer:
         writer.write(record)
-      if (global_epoch + 1) % int(config["checkpoint_every"]) == 0 or last_of_task:
+      if (global_epoch + 1) % run.checkpoint_every == 0 or last_of_task:
         checkpointer.save(global_epoch + 1, state, _metadata(options, spec, global_epoch + 1))
-  checkpointer.close()
-  if writer:
-    writer.close()
+  return state
 
-  summary = report.summarize(spec, options, records, devices=len(training.mesh.devices.flat))
-  summary.update(processes=process_count(), shard_state=options.shard_state,
-                 state_bytes_per_device=state_bytes_per_device(state.opt_state))
-  predictives = []
-  if spec.task == "classification" and records:
-    measured, predictives = report.measure_uncertainty(options, state, evaluator, ood_images)
-    summary.update(measured)
-    if measured["temperature_fit_split"] == "train":
-      console.line("note: no validation split; the temperature was fitted on the training split.")
-  if options.figures:
-    with contextlib.ExitStack() as stack:
-      # The figures' predictions are collective: every process draws them, process 0 keeps the files.
-      out_dir = options.out_dir if main else stack.enter_context(tempfile.TemporaryDirectory())
-      report.figures(spec, records, report.FigureInputs(out_dir, options, summary, state, evaluator, predictives))
-  if main:
-    write_json_atomic(_path(options, "summary.json"), summary)
-    console.results(summary, options.out_dir)
-  return summary
+
+def _train_epoch(prepared: Prepared, options: RunOptions, state: TrainState, global_epoch: int,
+                 data_key: jax.Array, bar: Any, start_step: int = 0, sums: dict | None = None,
+                 stop: StopRequest | None = None) -> tuple[TrainState, dict]:
+  """One epoch of training (from ``start_step`` with the metric ``sums`` of the steps before;
+  :class:`EpochStopped` when ``stop()``); the state and the epoch's record (loss, accuracy, lr, task)."""
+  run, training, run_data = options.config.run, prepared.training, prepared.run_data
+  task = global_epoch // run.epochs
+  began = time.perf_counter()
+  state, train = train_epoch(
+      state, training.train_step, run_data.dataset.x_train, run_data.preprocessing.targets,
+      batch_size=run.batch_size, seed=data_key, epoch=global_epoch, inputs=run_data.inputs(task),
+      mesh=training.mesh, augment=data.augment_cifar if run.augment else None,
+      max_nonfinite_steps=run.max_nonfinite_steps, progress=bar, start_step=start_step, sums=sums, stop=stop)
+  record = {"epoch": global_epoch + 1, "seconds": time.perf_counter() - began,
+            **{f"train_{k}": v for k, v in train.items()}}
+  if training.method.schedule is not None:
+    record["lr"] = float(training.method.schedule(global_epoch * training.steps_per_epoch))
+  if prepared.spec.continual:
+    record["task"] = task + 1
+  return state, record
+
+
+def _add_task_matrix_row(prepared: Prepared, state: TrainState, task: int, global_epoch: int,
+                         record: dict) -> None:
+  """Continual learning, at a task's end: the test accuracy, NLL and ECE of every task so far
+  (earlier tasks evaluated here; the current one already is, in ``record``)."""
+  ds = prepared.run_data.dataset
+  prefix = "mc_test" if prepared.training.predict_mc is not None else "test"
+  tasks = [prepared.evaluator.evaluate(state, ds.x_test, ds.y_test, "test", t, global_epoch)
+           for t in range(task)] + [record]
+  for metric, name in (("accuracy", "accuracies"), ("nll", "nlls"), ("ece", "eces")):
+    record[f"task_test_{name}"] = [result[f"{prefix}_{metric}"] for result in tasks]
 
 
 # ----------------------------------------------------------------------------- evaluation of a saved run
 EVALUATION_DIR = "evaluation"
-EVALUATION_KEYS = ("test_samples", "eval_batch_size")
-"""The settings an evaluation may change: how many networks the MC predictive averages
-and how many examples are predicted at once (neither changes the trained state)."""
 
 
-def saved_run(out_dir: str) -> dict:
-  """``out_dir/config.json``: the experiment, optimizer, config and data of a run.
-
-  Raises:
-    RunError: no readable config.json in ``out_dir``.
-  """
-  path = os.path.join(out_dir, "config.json")
-  try:
-    with open(path) as handle:
-      saved = json.load(handle)
-  except FileNotFoundError:
-    raise RunError(f"--out {out_dir}: no config.json; pass the output directory of a run.") from None
-  except (OSError, ValueError) as error:
-    raise RunError(f"{path} is unreadable ({error!r}); the run cannot be evaluated.") from error
-  if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
-    raise RunError(f"{path} holds no run config; the run cannot be evaluated.")
-  return saved
-
-
-def evaluate_run(options: RunOptions, console: Console | None = None) -> dict:
+def evaluate_run(options: RunOptions, console: Console | None = None, *, saved: SavedRun | None = None) -> dict:
   """Evaluates the last checkpoint of the run in ``options.out_dir`` again.
 
   The experiment, optimizer and settings come from the run's ``config.json``
-  (``options.config`` is that config with changes to :data:`EVALUATION_KEYS`
-  only), the data from ``options.data_file``/``data_dir`` or else the run's
-  own. Measures what a finished classification run reports (the test metrics
-  of the mode network and MC predictive, temperature scaling, uncertainty
-  metrics, ``ood_auroc`` with ``options.ood_data_file``) and writes
-  ``out_dir/evaluation/``: ``summary.json`` (with ``evaluated_epoch``) and the
-  figures drawn from the final state (reliability, OOD entropy, the spec's
-  decision maps; none when ``options.figures`` is False); the files of a
-  previous evaluation there are replaced, nothing else in ``out_dir``
-  changes. One process only.
+  (``saved``, read when not given; ``options.config`` is its config with changes
+  to ``config.evaluation_keys()`` only), the data from
+  ``options.data_file``/``data_dir`` or else the run's own. Measures what a
+  finished classification run reports (the test metrics of the mode network and
+  MC predictive, temperature scaling, uncertainty metrics, ``ood_auroc`` with
+  ``options.ood_data_file``) and writes ``out_dir/evaluation/``: ``summary.json``
+  (with ``evaluated_epoch``) and the figures drawn from the final state
+  (reliability, OOD entropy, the spec's decision maps; none when
+  ``options.figures`` is False); the files of a previous evaluation there are
+  replaced, nothing else in ``out_dir`` changes. One process only.
 
   Raises:
-    RunError: no config.json or checkpoint, or a change to another setting.
+    SavedRunError: no readable config.json, or one this release cannot take over.
+    EvaluationChangeError: ``options.config`` changes another setting.
+    RunError: no checkpoint.
     DataError: the data or OOD file cannot be used.
     CheckpointError: the checkpoint does not fit the saved config.
   """
   console = console or Console(quiet=options.quiet)
-  saved = saved_run(options.out_dir)
-  trained = {k: v for k, v in saved["config"].items() if k != "cl_prior"}
-  changed = sorted(k for k in set(trained) | set(options.config)
-                   if k not in EVALUATION_KEYS and trained.get(k) != options.config.get(k))
-  if changed:
-    raise RunError(f"an evaluation may change only {', '.join(EVALUATION_KEYS)}; got {', '.join(changed)}.")
-  spec = get_spec(saved["experiment"])
+  saved = saved or read_saved_run(options.out_dir)
+  check_evaluation(saved.config, options.config)
   own_data = options.data_file is None and options.data_dir is None
   options = dataclasses.replace(
-      options, experiment=spec.name, optimizer=saved["optimizer"],
-      cl_prior=saved["config"].get("cl_prior") or "posterior",
-      data_file=saved.get("data_file") if own_data else options.data_file,
-      data_dir=saved.get("data_dir") if own_data else options.data_dir)
-  config = options.config
-  run_data = load_data(spec, config, DataSource(options.data_file, options.data_dir))
-  ood_images = _load_ood_images(spec, options, run_data)
-  training, state = build_training(spec, options, run_data)
+      options, cl_prior=saved.cl_prior or "posterior",
+      data_file=saved.data_file if own_data else options.data_file,
+      data_dir=saved.data_dir if own_data else options.data_dir)
+  prepared = prepare(get_spec(options.experiment), options)
   checkpointer = Checkpointer(_path(options, "checkpoints"))
   if checkpointer.latest() is None:
     raise RunError(f"--out {options.out_dir}: no checkpoint to evaluate (the run saved none yet).")
-  state, meta = checkpointer.restore_latest(
-      state, _metadata(dataclasses.replace(options, config=trained), spec, 0))
+  state, epoch, notes = restore(prepared, options, checkpointer, "evaluating")
   checkpointer.close()
-  for error in checkpointer.skipped:
-    console.line(f"note: skipped the damaged checkpoint {error.folder} (it {error.problem}); evaluating the "
-                 "newest intact one")
-  state = training.place(state)
-  epoch = int(meta["progress"]["epoch"])
-  epochs = int(config["epochs"])
-  task = min((epoch - 1) // epochs, int(config["num_tasks"]) - 1) if spec.continual else 0
-  evaluator = Evaluator(spec, training, run_data, int(config["eval_batch_size"]), int(config["seed"]))
-  summary = {"experiment": spec.name, "optimizer": options.optimizer, "evaluated_epoch": epoch,
-             "seed": int(config["seed"]), "test_samples": int(config.get("test_samples", 0)),
-             "ood_data_file": options.ood_data_file, "version": __version__,
-             **evaluator.evaluate_epoch(state, task, epoch - 1)}
-  predictives = []
-  if spec.task == "classification":
-    measured, predictives = report.measure_uncertainty(options, state, evaluator, ood_images)
-    summary.update(measured)
+  for note in notes:
+    console.line(f"note: {note}")
+  summary = _evaluation_summary(prepared, options, state, epoch)
+  predictives = measure(prepared, options, state, summary)
   out_dir = _path(options, EVALUATION_DIR)
   os.makedirs(out_dir, exist_ok=True)
-  if options.figures:
-    report.prediction_figures(spec, report.FigureInputs(out_dir, options, summary, state, evaluator, predictives))
-  write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
-  console.line(f"evaluated {spec.name} / {options.optimizer} after epoch {epoch}")
-  console.results(summary, out_dir)
+  draw_figures(prepared, options, out_dir, summary, state, predictives)
+  console.line(f"evaluated {options.experiment} / {options.optimizer} after epoch {epoch}")
+  write_summary(out_dir, summary, console)
   return summary
+
+
+def _evaluation_summary(prepared: Prepared, options: RunOptions, state: TrainState, epoch: int) -> dict:
+  """The evaluated checkpoint's identity and its metrics on the last task it trained."""
+  config = options.config
+  task = min((epoch - 1) // config.run.epochs, config.num_tasks - 1) if prepared.spec.continual else 0
+  return {"experiment": options.experiment, "optimizer": options.optimizer, "evaluated_epoch": epoch,
+          "seed": config.seed, "test_samples": config.test_samples,
+          "ood_data_file": options.ood_data_file, "version": __version__,
+          **prepared.evaluator.evaluate_epoch(state, task, epoch - 1)}
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -536,11 +636,48 @@ def _path(options: RunOptions, name: str) -> str:
 def _metadata(options: RunOptions, spec: ExperimentSpec, epoch: int) -> dict:
   """What a checkpoint must match to be resumed, and the run's progress."""
   return {
+      "schema_version": SCHEMA_VERSION,
       "experiment": spec.name,
       "optimizer": options.optimizer,
-      "config": {**options.config, "cl_prior": options.cl_prior if spec.continual else None},
+      "config": {**options.config.as_dict(), "cl_prior": options.cl_prior if spec.continual else None},
       "progress": {"epoch": epoch},
   }
+
+
+def _partial_epoch(progress: Mapping[str, Any]) -> tuple[int, dict | None]:
+  """The steps done of the epoch after ``progress["epoch"]`` and their metric sums, saved by a
+  run stopped by a signal (:func:`_interrupted`); ``(0, None)`` at an epoch boundary."""
+  step = int(progress.get("step", 0))
+  if not step:
+    return 0, None
+  return step, {key: np.asarray(value, dtype=jnp.dtype(dtype)) for key, (value, dtype) in progress["sums"].items()}
+
+
+def _interrupted(stop: StopRequest, stopped: EpochStopped, global_epoch: int, resumed_at: tuple[int, int],
+                 checkpointer: Checkpointer, options: RunOptions, spec: ExperimentSpec,
+                 steps_per_epoch: int) -> Interrupted:
+  """Saves the state where a signal stopped the run (``stopped.step`` steps into epoch
+  ``global_epoch + 1``), unless this process trained nothing since ``resumed_at``; returns the
+  :class:`Interrupted` that names the checkpoint to resume from.
+
+  A stop inside an epoch is saved as checkpoint ``global_epoch + 1`` with progress
+  ``{"epoch": global_epoch, "step": ..., "sums": ...}`` (the metric sums as ``[value, dtype]``,
+  exact in JSON): the end of that epoch saves over it."""
+  meta = _metadata(options, spec, global_epoch)
+  if (global_epoch, stopped.step) == resumed_at:
+    index = checkpointer.latest()
+  elif stopped.step == 0:
+    index = global_epoch
+    if checkpointer.latest() != index:
+      checkpointer.save(index, stopped.state, meta)
+  else:
+    index = global_epoch + 1
+    sums = {key: [float(np.asarray(value)), str(np.asarray(value).dtype)] for key, value in stopped.sums.items()}
+    checkpointer.save(index, stopped.state,
+                      {**meta, "progress": {"epoch": global_epoch, "step": stopped.step, "sums": sums}})
+  checkpointer.close()
+  folder = None if index is None else os.path.join(checkpointer.directory, str(index))
+  return Interrupted(stop.signum, folder, global_epoch, stopped.step, steps_per_epoch)
 
 
 def _check_out_dir(options: RunOptions) -> None:
@@ -559,8 +696,9 @@ def _check_out_dir(options: RunOptions) -> None:
 
 
 def _check_saved_config(options: RunOptions, expected: Mapping[str, Any]) -> None:
-  """On resume: the config.json written when the run in ``out_dir`` started must hold
-  this run's settings (checked before any checkpoint exists, e.g. after a kill in epoch 1)."""
+  """On resume: the config.json written when the run in ``out_dir`` started (migrated when
+  an earlier release wrote it) must hold this run's settings (checked before any
+  checkpoint exists, e.g. after a kill in epoch 1)."""
   path = _path(options, "config.json")
   if not os.path.exists(path):
     return
@@ -571,10 +709,9 @@ def _check_saved_config(options: RunOptions, expected: Mapping[str, Any]) -> Non
     raise _cannot_resume(path, f"is unreadable ({error!r})") from error
   if not isinstance(saved, dict):
     raise _cannot_resume(path, "holds no run config")
-  check_metadata(saved, expected, path)
+  check_metadata(migrate(saved, path), expected, path, ignored=resumable_keys())
 
 
 def _cannot_resume(path: str, problem: str) -> RunError:
   """The error of a resumption refused because of the output file ``path``."""
   return RunError(f"{path} {problem}; the run cannot be resumed: use another --out.")
-

@@ -39,7 +39,7 @@ def summarize(spec: ExperimentSpec, options: RunOptions, records: Records, *, de
   last = records[-1] if records else {}
   summary = {
       "experiment": spec.name, "optimizer": options.optimizer,
-      "epochs": int(config["epochs"]), "seed": int(config["seed"]),
+      "epochs": config.run.epochs, "seed": config.seed,
       "train_seconds": float(sum(r["seconds"] for r in records)),
       "devices": devices, "version": __version__,
   }
@@ -105,7 +105,7 @@ def measure_uncertainty(options: RunOptions, state: TrainState, evaluator: Evalu
     summary["output_scale"] = [float(g) for g in np.ravel(jax.device_get(gains[-1]))]
   keys: list[tuple[str, str, jax.Array | None]] = [("mode", "", None)]
   if evaluator.training.predict_mc is not None:
-    keys.append((f"mean, C={options.config['test_samples']}", "mc_", purpose_key(evaluator.seed, "calibration")))
+    keys.append((f"mean, C={options.config.test_samples}", "mc_", purpose_key(evaluator.seed, "calibration")))
   predictives = []
   for name, prefix, key in keys:
     fold = (lambda i: None) if key is None else (lambda i, key=key: jax.random.fold_in(key, i))  # noqa: E731
@@ -155,7 +155,7 @@ def _two_moons(inputs: FigureInputs) -> None:
   if evaluator.training.predict_mc is not None:
     key = purpose_key(evaluator.seed, "figures")
     mc = evaluator.predictions(state, grid, key=key)[:, 1].reshape(gx.shape)
-    panels[f"{inputs.options.optimizer} (mean, C={inputs.options.config['test_samples']})"] = (gx, gy, mc)
+    panels[f"{inputs.options.optimizer} (mean, C={inputs.options.config.test_samples})"] = (gx, gy, mc)
     arrays["mc_prob"] = mc
   np.savez_compressed(inputs.path("two_moons_grid.npz"), **arrays)
   ds = evaluator.run_data.dataset
@@ -171,7 +171,7 @@ def _snelson(inputs: FigureInputs) -> None:
   arrays = {"x_test": ds.x_test.reshape(-1), "mode_mean": mode}
   if evaluator.training.predict_mc is not None:
     outs = evaluator.predictions(state, ds.x_test, key=purpose_key(evaluator.seed, "figures"))
-    curves[f"{optimizer} (MC, C={inputs.options.config['test_samples']})"] = (outs.mean(0), outs.std(0))
+    curves[f"{optimizer} (MC, C={inputs.options.config.test_samples})"] = (outs.mean(0), outs.std(0))
     arrays.update(mc_mean=outs.mean(0), mc_std=outs.std(0))
   np.savez_compressed(inputs.path("snelson_predictions.npz"), **arrays)
   plots.plot_snelson(inputs.path("snelson.png"), ds.x_train.reshape(-1), ds.y_train,

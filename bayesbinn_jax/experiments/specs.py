@@ -12,18 +12,19 @@ from __future__ import annotations
 import dataclasses
 import os
 from importlib import resources
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import flax.linen as nn
 import numpy as np
 
 from bayesbinn_jax import data
 from bayesbinn_jax.nn import ContinualMLP, MnistMLP, ToyMLP, VGGBinaryConnect
+from bayesbinn_jax.train.engine import TASKS
 
-Config = Mapping[str, Any]
+if TYPE_CHECKING:
+  from bayesbinn_jax.experiments.config import RunConfig
+
 Dataset = data.ArrayDataset | data.RegressionDataset
-
-TASKS = ("classification", "regression")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 """The usual MNIST pixel statistics (as the authors' code)."""
 
@@ -45,7 +46,8 @@ class ExperimentSpec:
     task: "classification" (softmax cross-entropy; accuracy, NLL, ECE, ...) or
       "regression" (mean squared error on standardised targets; RMSE, NLL).
     load: ``(config, source) -> dataset``: the raw data, before the generic
-      ``train_subset`` and ``val_fraction`` steps.
+      ``train_subset`` and ``val_fraction`` steps (``config`` is the run's
+      :class:`~bayesbinn_jax.experiments.config.RunConfig`).
     normalisation: how uint8 images become inputs: "mnist" (mean 0.1307, std
       0.3081), "per-channel" (the training images' channel statistics), or
       "standardise" (features and targets to zero mean, unit variance: the
@@ -54,8 +56,10 @@ class ExperimentSpec:
     image_shape: the per-example shape the network needs (None for a free size),
       for a one-line error or a channels-first transpose before training
       (:func:`bayesbinn_jax.data.fit_input_shape`); None when any shape fits.
-    settings: the experiment's own settings (epochs, batch sizes, evaluation...).
-    presets: the paper's settings per optimizer.
+    settings: the experiment's own settings (epochs, batch sizes, evaluation...):
+      values of :class:`~bayesbinn_jax.experiments.config.RunSettings`' fields.
+    presets: the paper's settings per optimizer: values of the fields of its
+      hyperparameters (:mod:`bayesbinn_jax.train.hyperparams`).
     presets_ours: optimizers whose presets the paper does not give.
     figures: names of the experiment's own figures
       (:data:`bayesbinn_jax.experiments.report.FIGURES`).
@@ -64,9 +68,9 @@ class ExperimentSpec:
 
   name: str
   task: str
-  load: Callable[[Config, DataSource], Dataset]
+  load: Callable[[RunConfig, DataSource], Dataset]
   normalisation: str
-  network: Callable[[Config, str, int], nn.Module]
+  network: Callable[[RunConfig, str, int], nn.Module]
   settings: Mapping[str, Any]
   presets: Mapping[str, Mapping[str, Any]]
   image_shape: tuple[int, ...] | None = None
@@ -91,11 +95,11 @@ def _has_idx_files(directory: str) -> bool:
       for suffix in ("", ".gz"))
 
 
-def _images(tfds_name: str) -> Callable[[Config, DataSource], data.ArrayDataset]:
+def _images(tfds_name: str) -> Callable[[RunConfig, DataSource], data.ArrayDataset]:
   """An image set: ``--data-file`` (.npz), else MNIST IDX files in ``--data-dir``,
   else tensorflow-datasets (``--data-dir`` as its data_dir; downloads when online)."""
 
-  def load(config: Config, source: DataSource) -> data.ArrayDataset:
+  def load(config: RunConfig, source: DataSource) -> data.ArrayDataset:
     if source.data_file is not None:
       return data.load_npz(source.data_file)
     if source.data_dir is not None and _has_idx_files(source.data_dir):
@@ -105,14 +109,14 @@ def _images(tfds_name: str) -> Callable[[Config, DataSource], data.ArrayDataset]
   return load
 
 
-def _two_moons(config: Config, source: DataSource) -> data.ArrayDataset:
+def _two_moons(config: RunConfig, source: DataSource) -> data.ArrayDataset:
   """Generated (100 points per class, noise 0.1, a held-out test set), or an .npz of 2-D features."""
   if source.data_file is not None:
     return data.load_npz(source.data_file)
-  return data.two_moons(100, 0.1, config["seed"])
+  return data.two_moons(100, 0.1, config.seed)
 
 
-def _snelson(config: Config, source: DataSource) -> data.RegressionDataset:
+def _snelson(config: RunConfig, source: DataSource) -> data.RegressionDataset:
   """``--data-file`` (x_train, y_train, x_test), or the embedded copy."""
   return data.load_snelson(source.data_file or embedded_snelson_path())
 
@@ -129,19 +133,19 @@ def _settings(epochs: int, batch_size: int, eval_batch_size: int, *, val_fractio
               **more: Any) -> dict[str, Any]:
   return dict(epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size,
               val_fraction=val_fraction, augment=augment, train_subset=0, eval_every=eval_every,
-              checkpoint_every=checkpoint_every, activations="real", activation_quantizer="ste_sign",
-              param_dtype="float32", output_scale="none", output_scale_lr=1e-2, **more)
+              checkpoint_every=checkpoint_every, **more)  # the network's settings: RunSettings' defaults
 
 
-def _network_options(config: Config) -> dict[str, Any]:
+def _network_options(config: RunConfig) -> dict[str, Any]:
   """The network's activations ("real" or "binary": binary inputs into every binary layer
   but the first, through ``activation_quantizer``) and precision (``param_dtype``: the
   params' and the computation's dtype; BatchNorm and the loss stay float32) and output
   scale (``output_scale``: "none", the paper's gainless last BatchNorm, or "learned": a
   gain per output trained by Adam at ``output_scale_lr``, see ``train/methods.py``)."""
-  return dict(activations=config["activations"], activation_quantizer=config["activation_quantizer"],
-              dtype=config["param_dtype"], param_dtype=config["param_dtype"],
-              learned_output_scale=config.get("output_scale", "none") == "learned")
+  run = config.run
+  return dict(activations=run.activations, activation_quantizer=run.activation_quantizer,
+              dtype=run.param_dtype, param_dtype=run.param_dtype,
+              learned_output_scale=run.output_scale == "learned")
 
 
 _MNIST_PRESETS = {

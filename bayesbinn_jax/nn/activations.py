@@ -36,7 +36,9 @@ import jax.numpy as jnp
 
 from bayesbinn_jax._checks import check_choice
 
-INPUT_QUANTIZERS: tuple[str, ...] = ("none", "ste_sign", "approx_sign")
+BINARY_INPUT_QUANTIZERS: tuple[str, ...] = ("ste_sign", "approx_sign")
+"""The quantizers that binarize activations (a network's ``activation_quantizer``)."""
+INPUT_QUANTIZERS: tuple[str, ...] = ("none", *BINARY_INPUT_QUANTIZERS)
 """Accepted values of every ``input_quantizer`` argument."""
 
 

@@ -42,7 +42,7 @@ import shutil
 import sys
 import zlib
 from collections.abc import Iterator
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -54,14 +54,8 @@ from bayesbinn_jax.train.engine import TrainState
 from bayesbinn_jax.train.sharding import to_host
 
 PyTree = Any
-IGNORED_KEYS = ("max_nonfinite_steps", "eval_batch_size", "checkpoint_every", "mc_loop")
-"""Config keys that may differ between a run and its resumption: they change how a
-run is watched, evaluated, saved or looped over its samples, never the trained state."""
 FILE_CRCS = "file_crcs.json"
 """The file, inside each checkpoint's folder, that maps every other file to its CRC-32."""
-ADDED_KEYS = {"output_scale": "none", "output_scale_lr": 1e-2}
-"""Config keys added since release 0.2, with the value a run started before them had
-implicitly: a saved config without the key reads as that value."""
 WRITTEN = "written.json"
 """The file, beside the checkpoints, that lists the numbers of those the run saved: the only
 folders its cleanup may remove or replace."""
@@ -76,12 +70,34 @@ class CheckpointError(ValueError):
   """A checkpoint that cannot be restored into the run asking for it."""
 
 
+class SettingsMismatchError(CheckpointError):
+  """A run's saved setting ``key`` (``saved``, read from ``where``) differs from the
+  ``requested`` one."""
+
+  def __init__(self, where: str, key: str, saved: Any, requested: Any):
+    verb = "by" if key in ("experiment", "optimizer") else "with"
+    super().__init__(f"{where} was written {verb} {key}={saved!r}, but this run has {key}={requested!r}.")
+    self.where, self.key, self.saved, self.requested = where, key, saved, requested
+
+
+class StateMismatchError(CheckpointError):
+  """A checkpoint (``where``) whose arrays do not fit the train state asking for it:
+  ``difference`` names the first array that differs; ``release`` is the version of
+  bayesbinn_jax that wrote the checkpoint."""
+
+  def __init__(self, where: str, difference: str, release: str | None):
+    older = (f" (written by bayesbinn_jax {release}, whose train state differs from {__version__}'s)"
+             if release != __version__ else "")
+    super().__init__(f"{where}{older} does not fit this network and optimizer: {difference}.")
+    self.where, self.difference, self.release = where, difference, release
+
+
 class CorruptCheckpointError(CheckpointError):
   """A checkpoint whose files are damaged or unreadable: ``folder`` and ``problem``
   (e.g. "is corrupt: its file state/x differs from the CRC-32 saved with it")."""
 
   def __init__(self, folder: str, problem: str):
-    super().__init__(f"checkpoint {folder} {problem}; use another --out.")
+    super().__init__(f"checkpoint {folder} {problem}.")
     self.folder = folder
     self.problem = problem
 
@@ -92,7 +108,7 @@ class NotOurCheckpointError(CheckpointError):
   def __init__(self, folder: str):
     super().__init__(
         f"{folder} exists but was not written by this run (it is not listed in {WRITTEN}); it was left "
-        "untouched: move it away or use another --out.")
+        "untouched: move it away.")
     self.folder = folder
 
 
@@ -115,6 +131,8 @@ class Checkpointer:
     self.max_to_keep = max_to_keep
     self.skipped: list[CorruptCheckpointError] = []
     """The damaged checkpoints, newest first, that the last :meth:`restore_latest` skipped."""
+    self.progress: dict = {}
+    """The ``progress`` saved with the checkpoint the last :meth:`restore_latest` restored."""
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -210,14 +228,20 @@ class Checkpointer:
     :meth:`save` the last one that completed (the one to resume from)."""
     return self._manager.latest_step()
 
-  def restore_latest(self, template: TrainState, expected: Mapping[str, Any]) -> tuple[TrainState, dict] | None:
+  def restore_latest(self, template: TrainState, expected: Mapping[str, Any], *,
+                     ignored: Sequence[str] = (),
+                     migrate: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+                     ) -> tuple[TrainState, dict] | None:
     """Restores the latest checkpoint into ``template``'s structure.
 
     ``expected`` is the metadata the run would save (experiment, optimizer,
-    config); any difference, other than progress, raises :class:`CheckpointError`
-    naming the key. So does a state whose arrays do not fit the network and
-    optimizer of ``template`` (naming the first array that differs, with both
-    shapes). A damaged or unreadable checkpoint (naming the file whose CRC-32
+    config); any difference, other than progress and the config keys
+    ``ignored``, raises :class:`SettingsMismatchError` naming the key. The saved
+    metadata first goes through ``migrate`` (e.g. the settings of an earlier
+    release under today's names), whose errors pass through. A state whose
+    arrays do not fit the network and optimizer of ``template`` raises
+    :class:`StateMismatchError` (naming the first array that differs, with both
+    shapes, and the release that wrote the checkpoint). A damaged or unreadable checkpoint (naming the file whose CRC-32
     differs from the saved one) is skipped for the newest intact one before it,
     and listed in :attr:`skipped`; when every checkpoint is damaged, the newest
     one's :class:`CorruptCheckpointError` is raised. Returns None when there is
@@ -226,14 +250,18 @@ class Checkpointer:
     self.skipped = []
     for index in sorted(self._manager.all_steps(), reverse=True):
       try:
-        return self._restore(index, template, expected)
+        restored = self._restore(index, template, expected, ignored, migrate)
       except CorruptCheckpointError as error:
         self.skipped.append(error)
+        continue
+      self.progress = dict(restored[1].get("progress") or {})
+      return restored
     if self.skipped:
       raise self.skipped[0]
     return None
 
-  def _restore(self, index: int, template: TrainState, expected: Mapping[str, Any]) -> tuple[TrainState, dict]:
+  def _restore(self, index: int, template: TrainState, expected: Mapping[str, Any], ignored: Sequence[str],
+               migrate: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None) -> tuple[TrainState, dict]:
     folder = os.path.join(self.directory, str(index))
     where = f"checkpoint {folder}"
     _check_files(folder, where)
@@ -242,15 +270,14 @@ class Checkpointer:
     except Exception as error:  # noqa: BLE001 - any read failure is a corrupt checkpoint
       raise CorruptCheckpointError(folder, f"is unreadable: {_first_line(error)}") from error
     if not isinstance(meta, Mapping) or not isinstance(meta.get("arrays"), Mapping):
+      release = meta.get("version") if isinstance(meta, Mapping) else None
       raise CorruptCheckpointError(
-          folder, "lists no arrays in its metadata (a damaged file, or a checkpoint of an earlier "
-          "version of bayesbinn_jax)")
-    check_metadata(meta, expected, where)
+          folder, "lists no arrays in its metadata (a damaged file, or a checkpoint of bayesbinn_jax "
+          f"{release or 'before 0.1.0'})")
+    check_metadata(migrate(meta) if migrate else meta, expected, where, ignored=ignored)
     difference = _first_difference(meta["arrays"], _leaf_specs(_arrays(template)))
     if difference:
-      raise CheckpointError(
-          f"{where} does not fit this network and optimizer: {difference}; resume with the same "
-          "data and settings, or use another --out.")
+      raise StateMismatchError(where, difference, meta.get("version"))
     try:
       arrays = self._manager.restore(
           index, args=ocp.args.Composite(state=ocp.args.StandardRestore(_arrays(template)))).state
@@ -265,28 +292,20 @@ class Checkpointer:
     self._manager.close()
 
 
-def check_metadata(saved: Mapping[str, Any], expected: Mapping[str, Any], where: str) -> None:
-  """Raises :class:`CheckpointError` naming the first setting in which ``saved`` (the
-  experiment, optimizer and config a run was started with, read from ``where``)
-  differs from ``expected``; the keys of :data:`IGNORED_KEYS` may differ, and a key of
-  :data:`ADDED_KEYS` missing from ``saved`` reads as its value there."""
+def check_metadata(saved: Mapping[str, Any], expected: Mapping[str, Any], where: str, *,
+                   ignored: Sequence[str] = ()) -> None:
+  """Raises :class:`SettingsMismatchError` naming the first setting in which ``saved``
+  (the experiment, optimizer and config a run was started with, read from ``where``)
+  differs from ``expected``; the config keys ``ignored`` may differ."""
   for key in ("experiment", "optimizer"):
     if saved.get(key) != expected.get(key):
-      raise CheckpointError(
-          f"{where} was written by {key}={saved.get(key)!r}, but this run has "
-          f"{key}={expected.get(key)!r}; use another --out or the same {key}."
-      )
+      raise SettingsMismatchError(where, key, saved.get(key), expected.get(key))
   saved_config, config = saved.get("config", {}), expected.get("config", {})
   if not isinstance(saved_config, Mapping):
     raise CheckpointError(f"{where} is unreadable: its config is not a mapping.")
   for key in sorted(set(saved_config) | set(config)):
-    if key in IGNORED_KEYS:
-      continue
-    if saved_config.get(key, ADDED_KEYS.get(key)) != config.get(key):
-      raise CheckpointError(
-          f"{where} was written with {key}={saved_config.get(key, ADDED_KEYS.get(key))!r}, but this run "
-          f"has {key}={config.get(key)!r}; resume with the same settings or use another --out."
-      )
+    if key not in ignored and saved_config.get(key) != config.get(key):
+      raise SettingsMismatchError(where, key, saved_config.get(key), config.get(key))
 
 
 @contextlib.contextmanager

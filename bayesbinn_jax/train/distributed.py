@@ -25,7 +25,15 @@ DEFAULT_TIMEOUT_S = 300.0
 
 
 class DistributedError(ValueError):
-  """The process could not join the job: bad arguments or an unreachable coordinator."""
+  """The process could not join the job: bad arguments or an unreachable coordinator.
+
+  ``arguments`` names the arguments of :func:`initialize` the message is about
+  (``coordinator``, ``num_processes``, ``process_id``), as written in it.
+  """
+
+  def __init__(self, message: str, arguments: tuple[str, ...] = ()):
+    super().__init__(message)
+    self.arguments = arguments
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -38,8 +46,8 @@ def parse_address(address: str) -> tuple[str, int]:
   host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
   if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
     raise DistributedError(
-        f"--coordinator {address!r} must be HOST:PORT with a port in [1, 65535], "
-        "e.g. 10.0.0.1:1234 (the address of process 0).")
+        f"coordinator {address!r} must be HOST:PORT with a port in [1, 65535], "
+        "e.g. 10.0.0.1:1234 (the address of process 0).", ("coordinator",))
   return host, int(port)
 
 
@@ -51,20 +59,20 @@ def check_arguments(coordinator: str | None, num_processes: int | None, process_
       ``num_processes < 1``, when ``process_id`` is not in ``[0, num_processes)``,
       or when ``coordinator`` is not ``HOST:PORT``.
   """
-  given = {"--coordinator": coordinator, "--num-processes": num_processes, "--process-id": process_id}
-  missing = [flag for flag, value in given.items() if value is None]
+  given = {"coordinator": coordinator, "num_processes": num_processes, "process_id": process_id}
+  missing = [name for name, value in given.items() if value is None]
   if missing and len(missing) < len(given):
     raise DistributedError(
-        f"{', '.join(missing)} missing: pass --coordinator, --num-processes and --process-id together, "
-        "or none of them to let JAX detect the cluster (SLURM, Open MPI, TPU pods).")
+        f"{', '.join(missing)} missing: pass coordinator, num_processes and process_id together, "
+        "or none of them to let JAX detect the cluster (SLURM, Open MPI, TPU pods).", tuple(given))
   if missing:
     return
   if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
-    raise DistributedError(f"--num-processes must be an integer >= 1; got {num_processes!r}.")
+    raise DistributedError(f"num_processes must be an integer >= 1; got {num_processes!r}.", ("num_processes",))
   if isinstance(process_id, bool) or not isinstance(process_id, int) or not 0 <= process_id < num_processes:
     raise DistributedError(
-        f"--process-id must be an integer in [0, {num_processes}) for --num-processes {num_processes}; "
-        f"got {process_id!r}.")
+        f"process_id must be an integer in [0, {num_processes}) for num_processes {num_processes}; "
+        f"got {process_id!r}.", ("process_id", "num_processes"))
   parse_address(coordinator)
 
 
@@ -135,7 +143,7 @@ def _check_port_free(port: int) -> None:
       probe.bind(("::" if socket.has_ipv6 else "", port))
     except OSError as error:
       raise DistributedError(
-          f"--coordinator port {port} is not free on process 0 ({error.strerror}); pick another port."
+          f"the coordinator's port {port} is not free on process 0 ({error.strerror}); pick another port."
       ) from error
 
 
@@ -157,7 +165,7 @@ def _wait_for_coordinator(host: str, port: int, timeout_s: float) -> None:
     except OSError as error:
       if time.monotonic() + 0.1 >= deadline:
         raise DistributedError(
-            f"no coordinator answered at --coordinator {host}:{port} within {timeout_s:g} s "
+            f"no coordinator answered at {host}:{port} within {timeout_s:g} s "
             f"({error.strerror or error}); start process 0 there first, or check the address."
         ) from error
       time.sleep(0.1)

@@ -10,7 +10,7 @@ differences so that the engine has no per-optimizer branches.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import jax
 import optax
@@ -21,12 +21,13 @@ from bayesbinn_jax.optim.posterior import mode_params, posterior_lambda, sample_
 from bayesbinn_jax.optim.nested import find_state
 from bayesbinn_jax.optim.pmf import PMFState, pmf, pmf_mode, pmf_weights
 from bayesbinn_jax.optim.ste import ste_adam
+from bayesbinn_jax.train.hyperparams import (OPTIMIZERS, AdamHyper, BayesBiNNHyper, BopHyper, Hyper,  # noqa: F401
+                                             PMFHyper, ScheduleHyper, SteHyper)
 from bayesbinn_jax.train.schedules import epoch_schedule
 
 PyTree = Any
-OPTIMIZERS = ("bayesbinn", "ste", "bop", "pmf", "adam")
 OUTPUT_SCALES = ("none", "learned")
-"""``config["output_scale"]``: "none" (the paper's output BatchNorm without gain) or
+"""``output_scale``: "none" (the paper's output BatchNorm without gain) or
 "learned" (a gain per output trained by Adam beside the binary optimizer)."""
 
 
@@ -68,35 +69,39 @@ class Method:
   schedule: optax.Schedule | None = None
 
 
-def learning_rate_schedule(config: Mapping[str, Any], steps_per_epoch: int) -> optax.Schedule:
-  """The per-epoch schedule named by ``config["lr_schedule"]``."""
+def learning_rate_schedule(hyper: ScheduleHyper, *, epochs: int, steps_per_epoch: int) -> optax.Schedule:
+  """The per-epoch schedule ``hyper.lr_schedule`` over ``epochs`` epochs."""
   return epoch_schedule(
-      config["lr_schedule"],
-      config["lr"],
-      epochs=config["epochs"],
+      hyper.lr_schedule,
+      hyper.lr,
+      epochs=epochs,
       steps_per_epoch=steps_per_epoch,
-      end_learning_rate=config["lr_end"],
-      milestones=config["lr_milestones"],
-      decay=config["lr_decay"],
+      end_learning_rate=hyper.lr_end,
+      milestones=list(hyper.lr_milestones),
+      decay=hyper.lr_decay,
   )
 
 
 def build_method(
-    name: str,
-    config: Mapping[str, Any],
+    hyper: Hyper,
     *,
+    epochs: int,
     steps_per_epoch: int,
     train_set_size: int,
     key: jax.Array,
     prior_lambda: PyTree | None = None,
+    output_scale: str = "none",
+    output_scale_lr: float = 1e-2,
+    lam_dtype: Any = "float32",
 ) -> Method:
-  """Builds the :class:`Method` of optimizer ``name`` from an experiment config.
+  """Builds the :class:`Method` of the optimizer whose hyperparameters are ``hyper``
+  (:mod:`bayesbinn_jax.train.hyperparams`: the class names the optimizer).
 
-  ``key`` is the optimizer's own PRNG key (BayesBiNN's initial lambda and
-  samples; derive it for this purpose alone, e.g. with
-  ``jax.random.fold_in``). BayesBiNN keeps lambda in ``config["lam_dtype"]``
-  (a dtype name, "float32" when absent), the baselines their state in float32
-  or wider, whatever the params' dtype.
+  ``epochs`` and ``steps_per_epoch`` fix the learning-rate schedule. ``key`` is
+  the optimizer's own PRNG key (BayesBiNN's initial lambda and samples; derive it
+  for this purpose alone, e.g. with ``jax.random.fold_in``). BayesBiNN keeps
+  lambda in ``lam_dtype``, the baselines their state in float32 or wider,
+  whatever the params' dtype.
 
   A step whose gradients hold a NaN or Inf leaves params and optimizer state
   (lambda, momentum, key) unchanged, and the training loop stops after
@@ -104,21 +109,26 @@ def build_method(
   (a select fused into its update); the other transforms are wrapped in
   ``optax.apply_if_finite``.
 
-  With ``config["output_scale"] == "learned"`` the network's output BatchNorm
-  has a gain (its ``scale`` leaves), which :func:`with_learned_output_scale`
-  trains with Adam beside the optimizer.
+  With ``output_scale="learned"`` the network's output BatchNorm has a gain
+  (its ``scale`` leaves), which :func:`with_learned_output_scale` trains with
+  Adam at ``output_scale_lr`` beside the optimizer.
 
   Raises:
     ValueError: an unknown optimizer or output scale, or a learned output scale
       with optimizers it cannot join (pmf; BayesBiNN with ``train_samples`` > 1).
   """
-  method = _build(name, config, steps_per_epoch=steps_per_epoch, train_set_size=train_set_size,
-                  key=key, prior_lambda=prior_lambda)
-  output_scale = config.get("output_scale", "none")
+  builder = _BUILDERS.get(type(hyper))
+  if builder is None:
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} (their hyperparameters); "
+                     f"got {type(hyper).__name__}.")
   if output_scale not in OUTPUT_SCALES:
     raise ValueError(f"output_scale must be one of {', '.join(OUTPUT_SCALES)}; got {output_scale!r}.")
+  schedule = (learning_rate_schedule(hyper, epochs=epochs, steps_per_epoch=steps_per_epoch)
+              if isinstance(hyper, ScheduleHyper) else None)
+  method = builder(hyper, _Context(steps_per_epoch, train_set_size, key, prior_lambda,
+                                                  lam_dtype, schedule))
   if output_scale == "learned":
-    method = with_learned_output_scale(method, config["output_scale_lr"])
+    method = with_learned_output_scale(method, output_scale_lr)
   if method.skips_nonfinite:
     return method
   return dataclasses.replace(method, tx=optax.apply_if_finite(method.tx, NEVER_APPLY_NONFINITE))
@@ -166,62 +176,79 @@ NEVER_APPLY_NONFINITE = 2**31 - 1
 steps optax applies the update anyway; the training loop stops long before."""
 
 
-def _build(
-    name: str,
-    config: Mapping[str, Any],
-    *,
-    steps_per_epoch: int,
-    train_set_size: int,
-    key: jax.Array,
-    prior_lambda: PyTree | None,
-) -> Method:
-  if name not in OPTIMIZERS:
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {name!r}.")
-  as_initialised = lambda opt_state, params, sample_key: params  # noqa: E731
-  as_trained = lambda opt_state, params: params  # noqa: E731
-  if name == "bop":
-    gamma = optax.exponential_decay(
-        config["gamma"], steps_per_epoch * config["gamma_decay_every"], config["gamma_decay"],
-        staircase=True)
-    return Method(name, "none", bop(config["threshold"], gamma), 1,
-                  initial_params=lambda s, p, sample_key: binarize_params(p), mode_params=as_trained,
-                  metrics=lambda s: {"flip_fraction": find_state(s, BopState).flip_fraction})
-  if name == "pmf":
-    schedule = optax.exponential_decay(config["lr"], config["lr_decay_steps"], config["lr_decay"],
-                                       staircase=True)
-    return Method(name, "none", pmf(schedule, config["rho"], weight_decay=config["weight_decay"]), 1,
-                  initial_params=lambda s, p, sample_key: pmf_weights(s, p), mode_params=pmf_mode,
-                  metrics=lambda s: {"beta": find_state(s, PMFState).beta}, schedule=schedule)
-  schedule = learning_rate_schedule(config, steps_per_epoch)
-  if name == "bayesbinn":
-    k, tau = config["train_samples"], config["temperature"]
-    tx = bayesbinn(
-        schedule,
-        train_set_size * config["train_set_scale"],
-        temperature=tau,
-        num_samples=k,
-        momentum=config["momentum"],
-        lambda_init=config["lambda_init"],
-        lambda_init_std=config["lambda_init_std"],
-        kl_weight=config["kl_weight"],
-        prior_lambda=prior_lambda,
-        # Raw key data in the state: Orbax checkpoints store uint32 arrays, not typed keys.
-        key=jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key,
-        generator=config["generator"],
-        lam_dtype=config.get("lam_dtype", "float32"),
-        skip_nonfinite=True,
-    )
-    return Method(
-        name, "none", tx, k,
-        initial_params=lambda s, p, sample_key: sample_params(
-            s, p, sample_key, k if k > 1 else None, temperature=tau, generator=config["generator"]),
-        mode_params=mode_params,
-        posterior=posterior_lambda,
-        skips_nonfinite=True,
-        schedule=schedule,
-    )
-  if name == "ste":
-    return Method(name, "ste", ste_adam(schedule), 1, initial_params=as_initialised,
-                  mode_params=as_trained, schedule=schedule)
-  return Method(name, "none", optax.adam(schedule), 1, initial_params=as_initialised,
-                mode_params=as_trained, schedule=schedule)
+@dataclasses.dataclass(frozen=True)
+class _Context:
+  """What an optimizer's builder takes besides its hyperparameters."""
+
+  steps_per_epoch: int
+  train_set_size: int
+  key: jax.Array
+  prior_lambda: PyTree | None
+  lam_dtype: Any
+  schedule: optax.Schedule | None
+
+
+def _as_initialised(opt_state: Any, params: PyTree, sample_key: jax.Array) -> PyTree:
+  return params
+
+
+def _as_trained(opt_state: Any, params: PyTree) -> PyTree:
+  return params
+
+
+def _bop(hyper: BopHyper, context: _Context) -> Method:
+  gamma = optax.exponential_decay(hyper.gamma, context.steps_per_epoch * hyper.gamma_decay_every,
+                                  hyper.gamma_decay, staircase=True)
+  return Method("bop", "none", bop(hyper.threshold, gamma), 1,
+                initial_params=lambda s, p, sample_key: binarize_params(p), mode_params=_as_trained,
+                metrics=lambda s: {"flip_fraction": find_state(s, BopState).flip_fraction})
+
+
+def _pmf(hyper: PMFHyper, context: _Context) -> Method:
+  schedule = optax.exponential_decay(hyper.lr, hyper.lr_decay_steps, hyper.lr_decay, staircase=True)
+  return Method("pmf", "none", pmf(schedule, hyper.rho, weight_decay=hyper.weight_decay), 1,
+                initial_params=lambda s, p, sample_key: pmf_weights(s, p), mode_params=pmf_mode,
+                metrics=lambda s: {"beta": find_state(s, PMFState).beta}, schedule=schedule)
+
+
+def _bayesbinn(hyper: BayesBiNNHyper, context: _Context) -> Method:
+  k, tau, key = hyper.train_samples, hyper.temperature, context.key
+  tx = bayesbinn(
+      context.schedule,
+      context.train_set_size * hyper.train_set_scale,
+      temperature=tau,
+      num_samples=k,
+      momentum=hyper.momentum,
+      lambda_init=hyper.lambda_init,
+      lambda_init_std=hyper.lambda_init_std,
+      kl_weight=hyper.kl_weight,
+      prior_lambda=context.prior_lambda,
+      # Raw key data in the state: Orbax checkpoints store uint32 arrays, not typed keys.
+      key=jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key,
+      generator=hyper.generator,
+      lam_dtype=context.lam_dtype,
+      skip_nonfinite=True,
+  )
+  return Method(
+      "bayesbinn", "none", tx, k,
+      initial_params=lambda s, p, sample_key: sample_params(
+          s, p, sample_key, k if k > 1 else None, temperature=tau, generator=hyper.generator),
+      mode_params=mode_params,
+      posterior=posterior_lambda,
+      skips_nonfinite=True,
+      schedule=context.schedule,
+  )
+
+
+def _ste(hyper: SteHyper, context: _Context) -> Method:
+  return Method("ste", "ste", ste_adam(context.schedule), 1, initial_params=_as_initialised,
+                mode_params=_as_trained, schedule=context.schedule)
+
+
+def _adam(hyper: AdamHyper, context: _Context) -> Method:
+  return Method("adam", "none", optax.adam(context.schedule), 1, initial_params=_as_initialised,
+                mode_params=_as_trained, schedule=context.schedule)
+
+
+_BUILDERS: dict[type, Callable[[Any, _Context], Method]] = {
+    BayesBiNNHyper: _bayesbinn, SteHyper: _ste, AdamHyper: _adam, BopHyper: _bop, PMFHyper: _pmf}

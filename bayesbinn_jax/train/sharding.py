@@ -48,6 +48,22 @@ class ShardingError(ValueError):
   """A batch or a train state that cannot be laid out over the devices in use."""
 
 
+class BatchSizeError(ShardingError):
+  """A batch size (the setting ``name``, ``batch_size``) that does not split over ``devices`` devices."""
+
+  def __init__(self, message: str, name: str, batch_size: int, devices: int):
+    super().__init__(message)
+    self.name, self.batch_size, self.devices = name, batch_size, devices
+
+
+class NothingToSplitError(ShardingError):
+  """A train state none of whose weight arrays splits over ``devices`` devices."""
+
+  def __init__(self, message: str, devices: int):
+    super().__init__(message)
+    self.devices = devices
+
+
 def data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
   """A 1-D mesh named "data" over ``devices`` (all of ``jax.devices()``, every process's, by default)."""
   return Mesh(np.asarray(devices if devices is not None else jax.devices()), (AXIS,))
@@ -62,10 +78,9 @@ def check_batch_size(mesh: Mesh, batch_size: int, name: str = "batch_size") -> N
   """Raises ShardingError unless ``batch_size`` splits evenly over the mesh's devices (every process's)."""
   devices = mesh.devices.size
   if batch_size % devices:
-    raise ShardingError(
-        f"{name}={batch_size} must be a multiple of the {_devices_in_use(mesh)}; "
-        f"pick a multiple of {devices} (--set {name}=...)."
-    )
+    raise BatchSizeError(
+        f"{name}={batch_size} must be a multiple of the {_devices_in_use(mesh)}; pick a multiple of {devices}.",
+        name, batch_size, devices)
 
 
 def process_rows(mesh: Mesh, batch_size: int) -> slice:
@@ -271,9 +286,9 @@ def state_shardings(state: Any, mesh: Mesh, *, num_samples: int = 1) -> tuple[An
       params=jax.tree_util.tree_map_with_path(layout("params/", 1 if num_samples > 1 else 0), state.params),
       opt_state=jax.tree_util.tree_map_with_path(layout("opt_state/", 0), state.opt_state))
   if not split:
-    raise ShardingError(
-        f"--shard-state: no weight array has an axis that is a multiple of the {_devices_in_use(mesh)}, "
-        "so nothing can be split; run without --shard-state or on a device count dividing a layer width.")
+    raise NothingToSplitError(
+        f"the train state cannot be split: no weight array has an axis that is a multiple of the "
+        f"{_devices_in_use(mesh)}; keep it replicated, or use a device count dividing a layer width.", devices)
   return shardings, replicated
 
 
