@@ -71,6 +71,7 @@ import numpy as np
 from bayesbinn_jax._version import __version__
 from bayesbinn_jax.atomic import write_atomic
 from bayesbinn_jax.nn import xnor
+from bayesbinn_jax.nn.packing import check_pm1, pack_bits_np, unpack_bits_np
 
 PyTree = Any
 
@@ -159,30 +160,19 @@ def _is_float(dtype: np.dtype) -> bool:
 
 def _check_binary(name: str, w: np.ndarray) -> None:
   """Raises ValueError naming the leaf unless every element of ``w`` is exactly +-1."""
-  if not (_is_float(w.dtype) or np.issubdtype(w.dtype, np.signedinteger)):
-    raise ValueError(
-        f"{name} has dtype {w.dtype}; a binary leaf must be a real (float or signed integer) "
-        "array of +-1.")
-  values = w if np.issubdtype(w.dtype, np.number) else w.astype(np.float32)  # bfloat16 etc.
-  bad = ~((values == 1) | (values == -1))
-  if bad.any():
-    first = np.unravel_index(int(np.argmax(bad)), w.shape) if w.ndim else ()
-    raise ValueError(
-        f"{name} is not binary: {int(bad.sum())} of {w.size} values are not exactly +-1 "
-        f"(e.g. {float(values[first])!r} at index {tuple(int(i) for i in first)}). Save the mode "
-        "network: bb.posterior_mode(lam), or bb.binarize_params(params) for STE.")
+  check_pm1(name, w, hint=" Save the mode network: bb.posterior_mode(lam), or "
+            "bb.binarize_params(params) for STE.")
 
 
 def pack_bits(w: np.ndarray) -> np.ndarray:
   """``np.packbits(w.ravel() > 0, bitorder="little")``: +1 -> 1, -1 -> 0, 8 weights a byte."""
-  return np.packbits(np.asarray(w).ravel() > 0, bitorder=BIT_ORDER)
+  return pack_bits_np(np.asarray(w).ravel() > 0, np.uint8)
 
 
 def unpack_bits(bits: np.ndarray, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
   """The +-1 array of ``shape`` and ``dtype`` whose packed bits are ``bits``."""
-  size = math.prod(shape)
-  flags = np.unpackbits(np.asarray(bits, np.uint8), count=size, bitorder=BIT_ORDER)
-  return np.array([-1, 1], dtype)[flags].reshape(shape)
+  flags = unpack_bits_np(np.asarray(bits, np.uint8), math.prod(shape))
+  return np.array([-1, 1], dtype)[flags.astype(np.uint8)].reshape(shape)
 
 
 def packed_size_bytes(params: PyTree) -> int:
@@ -515,8 +505,8 @@ def save_xnor(
   meta = dict(metadata) if metadata is not None else {}
   meta[XNOR_KEY] = {**xnor.network_config(model), "num_samples": net.num_samples,
                     "input_shape": list(input_shape) if input_shape is not None else None}
-  save_packed(path, xnor.binary_params(model, variables["params"]), variables["batch_stats"],
-              metadata=meta)
+  params = xnor.binary_params(model, variables, input_shape=input_shape, ensemble=ensemble)
+  save_packed(path, params, variables["batch_stats"], metadata=meta)
 
 
 def load_xnor(path: str | os.PathLike) -> tuple[xnor.XnorNetwork, dict[str, Any]]:

@@ -15,7 +15,9 @@ from bayesbinn_jax.nn.networks import InputShapeError
 from bayesbinn_jax.nn.networks import MnistMLP
 from bayesbinn_jax.nn.networks import ToyMLP
 from bayesbinn_jax.nn.networks import VGGBinaryConnect
+from bayesbinn_jax.nn.xnor import PackingError
 from bayesbinn_jax.nn.xnor import XnorNetwork
+from bayesbinn_jax.nn.xnor import pack
 from bayesbinn_jax.nn.xnor import pack_ensemble
 from bayesbinn_jax.nn.xnor import pack_network
 
@@ -28,6 +30,7 @@ __all__ = (
     "INPUT_QUANTIZERS",
     "InputShapeError",
     "MnistMLP",
+    "PackingError",
     "QUANTIZERS",
     "ToyMLP",
     "VGGBinaryConnect",
@@ -35,6 +38,7 @@ __all__ = (
     "approx_sign",
     "default_kernel_init",
     "mc_apply",
+    "pack",
     "pack_ensemble",
     "pack_network",
     "ste_sign",

@@ -1,369 +1,1025 @@
-"""Bit-packed xnor/popcount inference of a fully binary network, equal to its float simulation.
+"""Bit-packed xnor/popcount inference of any network built from the binary layers, equal to
+its float simulation.
 
-A fully binary network (``activations="binary"``, +-1 weights, e.g. BayesBiNN's
-mode ``sign(lambda)``) computes in every hidden binary layer ``z = a . w`` with
-``a, w`` in {-1, +1}^n. Encoding +1 as bit 1 and -1 as bit 0 and packing 32
-values per ``uint32`` word (bit j of word k holds element 32 k + j; the padding
-bits of the last word are 0 in both ``a`` and ``w``, so they never differ)::
+**What packs.** Any function of the input built from :class:`~bayesbinn_jax.nn.BinaryDense`,
+:class:`~bayesbinn_jax.nn.BinaryConv` (any kernel size, strides, "SAME", "VALID" or
+explicit padding, any leading batch axes) and BatchNorm (``flax.linen.BatchNorm``,
+e.g. :func:`~bayesbinn_jax.nn.BatchNorm`), with whatever plain JAX between them:
+flatten and reshapes, max and average pooling, real-valued residual additions
+(Bi-Real / ReActNet: a binary convolution's integer sum, BatchNorm, plus a float
+shortcut, then the next layer's sign), dropout in eval mode. No network class list,
+no generated names.
 
-  a . w = n - 2 popcount(a XOR w)                       (XNOR-Net, BinaryNet)
+**How it sees the network (tracing).** The model is applied once to an example
+input under ``jax.make_jaxpr`` with a ``flax.linen.intercept_methods`` interceptor
+that wraps every call of a binary layer or BatchNorm in a marker primitive
+``bayesbinn_layer(y, x)`` (value ``y``, the layer's output, and its input ``x``),
+recording the module's path, attributes and variables. Everything else is the
+plain jaxpr of the user's code, with Flax's module names in each equation's name
+stack. :func:`pack` then *interprets* that jaxpr once per input shape:
 
-computed with ``jnp.bitwise_xor``, ``jax.lax.population_count`` and int32 sums, as
-a Python-unrolled loop over the words (one fused elementwise pass per word; a
-``(batch, units, words)`` broadcast would be many times slower).
+- a binary layer whose input quantizer is a sign (``"ste_sign"``, ``"approx_sign"``;
+  every sign has 0 -> +1) is replaced by xnor/popcount on packed bits of its input:
+  ``a . w = n - 2 popcount(a XOR w)`` (XNOR-Net, BinaryNet), an exact integer;
+- a BatchNorm of such an integer, when a sign reads it, becomes an integer
+  threshold per channel: the float network computes ``y = BN(z)`` in float32 and
+  the next layer ``sign(y)`` with 0 -> +1; ``BN`` is monotone non-decreasing in
+  ``z`` (no gain, or a positive one), so ``sign(y) = +1`` iff ``z >= t`` with ``t``
+  the smallest integer for which the BatchNorm *of the traced network* (its own
+  equations, replayed) gives ``y >= 0``: bisection, ties included;
+- reshapes and max pooling act on the integers or the bits directly (max commutes
+  with a monotone threshold: a 2x2 max pool of bits is an OR);
+- every other equation (average pooling, residual additions, the output
+  BatchNorm, a user's ReLU on the real stream, the first layer with real inputs)
+  is replayed as it is in the float network, on values that equal the float
+  network's bit for bit (an integer sum below 2^24 is exact in float32). Hence
+  the packed network's output equals the float simulation's, not approximately.
 
-BatchNorm (no gain or bias) then sign is a threshold: the float network computes
-``y = (z - mean) * rsqrt(var + eps)`` in float32 and the next layer's ``sign(y)``
-with 0 -> +1. Both steps are monotone non-decreasing in ``z`` (float rounding is
-monotone and ``rsqrt(var + eps) > 0``), so ``sign(y) = +1`` iff ``z >= t`` with
-``t`` the smallest integer for which the float32 formula gives ``y >= 0``.
-:func:`pack_network` finds ``t`` per unit by bisection on that very formula
-(evaluated by XLA, as in the network), hence exact equality with the float
-simulation, ties included. In popcount terms the output bit is
-``popcount <= P`` with ``P = floor((n - t) / 2)``.
+**Integer inputs.** A first binary layer (input quantizer "none") fed an
+unsigned-integer input cast to float (e.g. ``uint8`` images, ``x.astype(float32)``)
+runs on bit-planes: with ``u = sum_b 2^b u_b`` and ``w = 2 v - 1``,
+``u . w = sum_b 2^b (popcount(v) - popcount(u_b XOR v))``, one popcount product on
+8 planes, exact, and no float matrix product is left. A normalisation with a
+power-of-two scale and an integer offset (``x / 256``, ``x / 128 - 1``) is folded
+in: the float sums of such values are exact, and the integer sum times the scale
+reproduces them. A normalisation that is not exact in float (``x / 255``) keeps
+the float first layer, so the result stays equal to the float network's.
 
-Convolutions (3x3, "SAME"): the float network pads with zeros, which are not
-+-1. The packed input is padded with 0 words, so a padded tap adds
-``popcount(w_tap)`` (the +1 weights of that tap) to the count and no valid
-input; per output position ``p`` the true product is
-``z = n_valid(p) - 2 (popcount - c(p))`` with ``c(p)`` the +1 weights on the
-padded taps and ``n_valid(p)`` the in-image taps times channels, both folded
-into a per-position, per-channel integer threshold ``P(p, o)``. 2x2 max pooling
-before a BatchNorm commutes with the monotone threshold and becomes an OR of
-bits: ``sign(BN(max z)) = max sign(BN(z))``.
+**Refusals** (:class:`PackingError`, a ValueError; one line starting with the
+module path, raised before anything is written): a binary layer with real inputs
+after a binary layer (``activations="real"``), kernels not exactly +-1 (pack the
+mode network), BatchNorm in training mode or with statistics that are not finite,
+a layer computing in a dtype other than float32/float64 (pack the float32 clone),
+a binary layer inside a transformed function other than jit, and a network with
+no binary layer that takes binary inputs.
 
-The first layer takes real inputs and stays float (the network's own layer and
-BatchNorm, so its bits equal the float network's); the last layer's integer
-output goes through its BatchNorm in float32 to the real logits, as in the
-float network. Supported networks: :class:`~bayesbinn_jax.nn.MnistMLP` (and
-``ContinualMLP``) and :class:`~bayesbinn_jax.nn.VGGBinaryConnect` with
-``activations="binary"``. Equality holds against the float32 simulation; a
-network trained in bfloat16 packs the same way (its weights and statistics are
-what matter) and predicts as its float32 simulation.
+**Kernels.** The popcount product runs in :mod:`bayesbinn_jax.nn.xnor_kernel`: a
+native XLA FFI kernel compiled on first use, or pure XLA when no compiler is
+present; both give the same integers (tested).
 
-K-sample ensembles: :func:`pack_ensemble` packs K posterior samples of the
-binary weights (K bits per weight, one set of BatchNorm statistics) and predicts
-the Monte Carlo average of the K networks' softmax probabilities.
+K-sample ensembles: :func:`pack_ensemble` packs K posterior samples of the binary
+weights (params with a leading axis K, one set of BatchNorm statistics) and
+predicts the Monte Carlo average of the K networks' softmax probabilities.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+import inspect
+from typing import Any, Callable, Mapping, Sequence
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import core as jex_core
+from jax.interpreters import mlir
 
-from bayesbinn_jax.nn.layers import BatchNorm, BinaryConv, BinaryDense
-from bayesbinn_jax.nn.networks import (
-    VGG_CONVS,
-    VGG_DENSES,
-    ContinualMLP,
-    MnistMLP,
-    VGGBinaryConnect,
+from bayesbinn_jax.nn import xnor_kernel
+from bayesbinn_jax.nn.layers import BinaryConv, BinaryDense
+from bayesbinn_jax.nn.networks import ContinualMLP, MnistMLP, ToyMLP, VGGBinaryConnect
+from bayesbinn_jax.nn.packing import NotBinaryError, check_pm1, pack_bits, pack_bits_np
+
+__all__ = (
+    "PackingError",
+    "XnorNetwork",
+    "pack",
+    "pack_ensemble",
+    "pack_network",
+    "pack_words",
+    "trace_layers",
 )
 
 WORD_BITS = 32
-"""Bits per packed word (``uint32``)."""
+"""Bits per packed word (``uint32``; the native kernel reads pairs as ``uint64``)."""
 
-SUPPORTED_NETWORKS: tuple[type, ...] = (MnistMLP, VGGBinaryConnect)
-"""Network classes (and subclasses, e.g. ContinualMLP) :func:`pack_network` packs."""
+NETWORKS: dict[str, type] = {cls.__name__: cls for cls in (MnistMLP, ContinualMLP,
+                                                            VGGBinaryConnect, ToyMLP)}
+"""The library's networks :func:`network_from_config` rebuilds, by class name."""
 
-NETWORKS: dict[str, type] = {cls.__name__: cls for cls in (MnistMLP, ContinualMLP, VGGBinaryConnect)}
-"""The networks :func:`network_from_config` rebuilds, by class name."""
+DEFAULT_INPUT_SHAPES: dict[type, tuple[int, ...]] = {MnistMLP: (1, 784),
+                                                     VGGBinaryConnect: (1, 32, 32, 3)}
+"""Example input shapes of the library's networks when no ``input_shape`` is given."""
 
 _DTYPE_FIELDS = ("dtype", "param_dtype")
+_EXACT_FLOATS = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
+_HINT = (" Pack the mode network: bb.posterior_mode(lam), or bb.binarize_params(params) "
+         "for STE.")
+
+pack_words = pack_bits
+"""Packs booleans along the last axis into uint32 words (see :mod:`bayesbinn_jax.nn.packing`)."""
 
 
-# --------------------------------------------------------------------------- bits
+class PackingError(ValueError):
+  """A network, or one of its layers, that cannot be packed; ``path`` names the module."""
+
+  def __init__(self, path: str, reason: str):
+    super().__init__(f"{path}: {reason}")
+    self.path, self.reason = path, reason
 
 
-def pack_words(bits: jax.Array) -> jax.Array:
-  """Packs booleans along the last axis into uint32 words: (..., n) -> (..., ceil(n / 32)).
+# --------------------------------------------------------------------------- tracing
 
-  Bit j of word k holds element ``32 k + j``; the padding bits of the last word are 0.
-  Works on NumPy and JAX arrays (returns a JAX array).
+_MARK = jex_core.Primitive("bayesbinn_layer")
+_MARK.def_impl(lambda y, x, *, index: y)
+_MARK.def_abstract_eval(lambda y, x, *, index: y)
+mlir.register_lowering(_MARK, lambda ctx, y, x, *, index: [y])
+
+
+@dataclasses.dataclass
+class LayerRecord:
+  """One traced call of a binary layer or BatchNorm.
+
+  Attributes:
+    index: call order in the trace.
+    kind: "dense", "conv" or "batchnorm".
+    path: the module's path ("BinaryDense_1", "Block_0/BinaryConv_0").
+    module: the module (its attributes: quantizers, kernel size, strides, ...).
+    variables: its variables as host arrays ({"params": ...}, {"batch_stats": ...}).
+    in_shape, out_shape: shapes of its input and output in the trace.
+    out_dtype: its output dtype.
+    running_average: BatchNorm only: eval mode.
   """
-  bits = jnp.asarray(bits)
-  n = bits.shape[-1]
-  pad = (-n) % WORD_BITS
-  bits = jnp.pad(bits, [(0, 0)] * (bits.ndim - 1) + [(0, pad)])
-  bits = jnp.reshape(bits, bits.shape[:-1] + (-1, WORD_BITS)).astype(jnp.uint32)
-  shifts = jnp.arange(WORD_BITS, dtype=jnp.uint32)
-  return jnp.sum(bits << shifts, axis=-1, dtype=jnp.uint32)
 
-
-def _pack_words_np(bits: np.ndarray) -> np.ndarray:
-  """NumPy :func:`pack_words` for the weights at packing time: (..., n) -> (..., words) uint32."""
-  n = bits.shape[-1]
-  pad = (-n) % WORD_BITS
-  bits = np.pad(bits.astype(np.uint64), [(0, 0)] * (bits.ndim - 1) + [(0, pad)])
-  bits = bits.reshape(bits.shape[:-1] + (-1, WORD_BITS))
-  return (bits << np.arange(WORD_BITS, dtype=np.uint64)).sum(-1).astype(np.uint32)
-
-
-def _popcount_sum(terms: Sequence[tuple[jax.Array, jax.Array]]) -> jax.Array:
-  """``sum_k popcount(a_k XOR w_k)`` in int32 over ``terms`` of broadcastable (a_k, w_k)."""
-  total = None
-  for a, w in terms:
-    count = jax.lax.population_count(jnp.bitwise_xor(a, w)).astype(jnp.int32)
-    total = count if total is None else total + count
-  return total
-
-
-# --------------------------------------------------------------------------- thresholds
-
-
-def _bn_apply(momentum: float, epsilon: float, stats: Mapping[str, Any], z: jax.Array) -> jax.Array:
-  """The network's eval-mode BatchNorm (float32) applied to ``z``."""
-  return BatchNorm(momentum, epsilon, dtype=jnp.float32).apply(
-      {"batch_stats": stats}, z, use_running_average=True)
-
-
-def _thresholds(bn: Callable[[jax.Array], jax.Array], units: int, n: int) -> np.ndarray:
-  """Per unit, the smallest integer ``t`` in [-n, n + 1] with ``bn(t) >= 0`` (n + 1: never).
-
-  Bisection on the float32 BatchNorm itself, valid because ``bn`` is monotone
-  non-decreasing in its input.
-  """
-  lo = np.full(units, -n, np.int64)
-  hi = np.full(units, n + 1, np.int64)
-  evaluate = jax.jit(lambda z: bn(z[None, :].astype(jnp.float32))[0] >= 0)
-  while np.any(lo < hi):
-    mid = (lo + hi) // 2
-    ok = np.asarray(evaluate(jnp.asarray(mid, jnp.float32)))
-    hi = np.where(ok & (lo < hi), mid, hi)
-    lo = np.where(~ok & (lo < hi), mid + 1, lo)
-  return lo
-
-
-def _count_threshold(n_valid: np.ndarray, t: np.ndarray) -> np.ndarray:
-  """``floor((n_valid - t) / 2)``: the largest mismatch count that gives ``z >= t``."""
-  return np.floor_divide(n_valid - t, 2)
-
-
-# --------------------------------------------------------------------------- layers
-
-
-class _Layer(NamedTuple):
-  """One packed layer: ``kind``, static ``config`` and the ``arrays`` it computes with."""
-
+  index: int
   kind: str
-  config: tuple
-  arrays: dict
+  path: str
+  module: Any
+  variables: dict
+  in_shape: tuple[int, ...]
+  out_shape: tuple[int, ...]
+  out_dtype: Any
+  running_average: bool = True
 
 
-def _first_dense(kernel: np.ndarray, bn_stats: Any, bn: tuple[float, float]) -> _Layer:
-  return _Layer("first_dense", (kernel.shape[1], bn), {"kernel": jnp.asarray(kernel, jnp.float32),
-                                                       "stats": bn_stats})
+def _kind(module: Any) -> str | None:
+  if isinstance(module, BinaryDense):
+    return "dense"
+  if isinstance(module, BinaryConv):
+    return "conv"
+  if isinstance(module, nn.BatchNorm):
+    return "batchnorm"
+  return None
 
 
-def _xnor_dense(kernel: np.ndarray, bn_stats: Any, bn: tuple[float, float], last: bool) -> _Layer:
-  n, units = kernel.shape
-  words = jnp.asarray(_pack_words_np(kernel.T > 0).T)  # (words, units)
-  if last:
-    return _Layer("xnor_dense_out", (n, bn), {"words": words, "stats": bn_stats})
-  t = _thresholds(lambda z: _bn_apply(*bn, bn_stats, z), units, n)
-  limit = _count_threshold(np.int64(n), t)
-  return _Layer("xnor_dense", (), {"words": words, "limit": jnp.asarray(limit, jnp.int32)})
+def _module_path(module: Any) -> str:
+  path = "/".join(str(p) for p in module.path) if module.path else ""
+  return path or type(module).__name__
 
 
-def _first_conv(kernel: np.ndarray, bn_stats: Any, bn: tuple[float, float], pool: bool) -> _Layer:
-  return _Layer("first_conv", (kernel.shape[-1], pool, bn),
-                {"kernel": jnp.asarray(kernel, jnp.float32), "stats": bn_stats})
+def trace_layers(apply: Callable[[Any, jax.Array], Any], variables: Any,
+                 example: jax.ShapeDtypeStruct | jax.Array) -> tuple[Any, list[LayerRecord]]:
+  """Traces ``apply(variables, x)`` into a jaxpr with every binary layer and BatchNorm marked.
+
+  This is the one entry point an adapter needs (e.g. Flax NNX through linen
+  layers): any function that calls the linen layers of :mod:`bayesbinn_jax.nn`.
+
+  Returns:
+    ``(closed_jaxpr, records)``: the jaxpr of ``x -> outputs`` (``variables``
+    closed over as constants) and one :class:`LayerRecord` per marked call.
+  """
+  records: list[LayerRecord] = []
+
+  def interceptor(next_fun, args, kwargs, context):
+    module = context.module
+    kind = _kind(module)
+    if context.method_name != "__call__" or kind is None or not args:
+      return next_fun(*args, **kwargs)
+    x = args[0]
+    y = next_fun(*args, **kwargs)
+    running = True
+    if kind == "batchnorm":
+      flag = kwargs.get("use_running_average", args[1] if len(args) > 1 else None)
+      running = bool(nn.merge_param("use_running_average", module.use_running_average, flag))
+    record = LayerRecord(len(records), kind, _module_path(module), module,
+                         _host(module.variables), tuple(jnp.shape(x)), tuple(jnp.shape(y)),
+                         jnp.dtype(jnp.result_type(y)), running)
+    records.append(record)
+    return _MARK.bind(y, jnp.asarray(x), index=record.index)
+
+  shape = jax.ShapeDtypeStruct(jnp.shape(example), jnp.result_type(example))
+  with nn.intercept_methods(interceptor):
+    closed = jax.make_jaxpr(lambda x: apply(variables, x))(shape)
+  return closed, records
 
 
-def _xnor_conv(kernel: np.ndarray, bn_stats: Any, bn: tuple[float, float], pool: bool,
-               spatial: tuple[int, int]) -> _Layer:
-  """A 3x3 stride-1 "SAME" binary convolution on an input of ``spatial`` (H, W)."""
-  kh, kw, channels, units = kernel.shape
-  height, width = spatial
-  (pt, _), (pl, _) = jax.lax.padtype_to_pads(spatial, (kh, kw), (1, 1), "SAME")
-  positive = kernel > 0
-  words = jnp.asarray(_pack_words_np(np.moveaxis(positive, 3, 2)))  # (kh, kw, units, words)
-  words = jnp.moveaxis(words, 3, 2)                                 # (kh, kw, words, units)
-  # valid[i, j, a, b]: tap (a, b) of output position (i, j) reads an in-image pixel.
-  rows = np.arange(height)[:, None] + np.arange(kh)[None, :] - pt   # (H, kh)
-  cols = np.arange(width)[:, None] + np.arange(kw)[None, :] - pl    # (W, kw)
-  valid = (((rows >= 0) & (rows < height))[:, None, :, None]
-           & ((cols >= 0) & (cols < width))[None, :, None, :])      # (H, W, kh, kw)
-  taps_positive = positive.sum(axis=2).astype(np.int64)              # (kh, kw, units)
-  padded_count = np.einsum("hwab,abo->hwo", (~valid).astype(np.int64), taps_positive)
-  n_valid = channels * valid.sum(axis=(2, 3)).astype(np.int64)       # (H, W)
-  t = _thresholds(lambda z: _bn_apply(*bn, bn_stats, z), units, kh * kw * channels)
-  limit = padded_count + _count_threshold(n_valid[:, :, None], t[None, None, :])
-  return _Layer("xnor_conv", ((kh, kw), (pt, pl), pool),
-                {"words": words, "limit": jnp.asarray(limit, jnp.int32)})
+def _host(tree: Any) -> dict:
+  """Variables as nested dicts of NumPy arrays (None for values computed in the trace, e.g.
+  the batch statistics of a BatchNorm in training mode)."""
+  def get(leaf):
+    if isinstance(leaf, jax.core.Tracer):
+      return None
+    return np.asarray(jax.device_get(leaf))
+  return jax.tree.map(get, jax.tree.map(lambda t: t, dict(tree)))
 
 
-def _run_layer(layer: _Layer, x: jax.Array) -> jax.Array:
-  """Applies one packed layer: real or boolean input -> boolean bits (or real logits)."""
-  a = layer.arrays
-  if layer.kind == "first_dense":
-    features, bn = layer.config
-    x = jnp.reshape(x, (x.shape[0], -1))
-    z = BinaryDense(features, dtype=jnp.float32).apply({"params": {"kernel": a["kernel"]}}, x)
-    return _bn_apply(*bn, a["stats"], z) >= 0
-  if layer.kind == "first_conv":
-    features, pool, bn = layer.config
-    z = BinaryConv(features, (3, 3), padding="SAME", dtype=jnp.float32).apply(
-        {"params": {"kernel": a["kernel"]}}, x)
-    if pool:
-      z = nn.max_pool(z, window_shape=(2, 2), strides=(2, 2))
-    return _bn_apply(*bn, a["stats"], z) >= 0
-  if layer.kind in ("xnor_dense", "xnor_dense_out"):
-    packed = pack_words(jnp.reshape(x, (x.shape[0], -1)))
-    words = a["words"]
-    count = _popcount_sum([(packed[:, k:k + 1], words[k][None, :]) for k in range(words.shape[0])])
-    if layer.kind == "xnor_dense":
-      return count <= a["limit"]
-    n, bn = layer.config
-    return _bn_apply(*bn, a["stats"], (n - 2 * count).astype(jnp.float32))
-  if layer.kind == "xnor_conv":
-    (kh, kw), (pt, pl), pool = layer.config
-    packed = pack_words(x)                                           # (B, H, W, words)
-    _, height, width, num_words = packed.shape
-    padded = jnp.pad(packed, ((0, 0), (pt, kh - 1 - pt), (pl, kw - 1 - pl), (0, 0)))
-    words = a["words"]
-    count = _popcount_sum([
-        (padded[:, i:i + height, j:j + width, k:k + 1], words[i, j, k])
-        for i in range(kh) for j in range(kw) for k in range(num_words)])
-    bits = count <= a["limit"]
-    if pool:
-      bits = jax.lax.reduce_window(bits, False, jax.lax.bitwise_or, (1, 2, 2, 1), (1, 2, 2, 1),
-                                   "VALID")
-    return bits
-  raise AssertionError(layer.kind)
+# --------------------------------------------------------------------------- values
 
 
-def _run(layers: Sequence[_Layer], x: jax.Array) -> jax.Array:
-  for layer in layers:
-    x = _run_layer(layer, x)
-  return x
+class _Value:
+  """A value of the traced network during interpretation.
+
+  ``value`` is the array the float network has there (bit for bit); ``integer``,
+  when known, the same numbers as int32, with ``bounds`` their range; ``bits`` a
+  function giving ``value >= 0`` more cheaply (thresholds on the integers);
+  ``after_layer``: it depends on a binary layer's output; ``planes``: ``value ==
+  (u + offset) * scale`` exactly for an unsigned integer input ``u`` of ``depth``
+  bits, as (u, offset, scale, depth).
+  """
+
+  __slots__ = ("value", "integer", "bounds", "_bits", "_bits_value", "after_layer", "planes")
+
+  def __init__(self, value: Any, *, integer: Any = None, bounds: tuple[int, int] | None = None,
+               bits: Callable[[], jax.Array] | None = None, after_layer: bool = False,
+               planes: tuple | None = None):
+    self.value = value
+    self.integer = integer
+    self.bounds = bounds
+    self._bits = bits
+    self._bits_value = None
+    self.after_layer = after_layer
+    self.planes = planes
+
+  def bits(self) -> jax.Array:
+    """``value >= 0`` (the sign with 0 -> +1, NaN -> -1), bool."""
+    if self._bits_value is None:
+      if self._bits is not None:
+        self._bits_value = self._bits()
+      elif self.integer is not None:
+        self._bits_value = self.integer >= 0
+      else:
+        self._bits_value = jnp.asarray(self.value) >= 0
+    return self._bits_value
 
 
-# --------------------------------------------------------------------------- packing
+_LAYOUT = {"reshape", "squeeze", "expand_dims", "transpose", "copy", "copy_p", "slice",
+           "rev", "broadcast_in_dim"}
 
 
-def _binary_kernel(model: nn.Module, name: str, kernel: Any) -> np.ndarray:
-  """The +-1 kernel the float network multiplies with, or ValueError naming the layer."""
-  w = np.asarray(jax.device_get(kernel))
-  if not jnp.issubdtype(w.dtype, jnp.floating):
-    raise ValueError(f"{name}: kernel has dtype {w.dtype}; a binary kernel is a float array of +-1.")
-  w = w.astype(np.float32)
-  if model.quantizer == "ste":
-    return np.where(w >= 0, 1.0, -1.0).astype(np.float32)
-  bad = ~((w == 1) | (w == -1))
-  if bad.any():
-    raise ValueError(
-        f"{name}: weights not +-1 ({int(bad.sum())} of {w.size} values, e.g. "
-        f"{float(w.ravel()[np.argmax(bad.ravel())])!r}); pack the mode network: "
-        "bb.posterior_mode(lam), or bb.binarize_params(params) for STE.")
-  return w
+def _bind(eqn: Any, *args: Any) -> Any:
+  """Applies the equation's primitive, with its parameters and context, to ``args``."""
+  params = eqn.primitive.get_bind_params(eqn.params)
+  with eqn.ctx.manager:
+    return eqn.primitive.bind(*args, **params)
 
 
-def _bn_stats(name: str, batch_stats: Mapping[str, Any], epsilon: float) -> dict:
-  """The float32 statistics of BatchNorm ``name``, or ValueError naming it."""
-  if name not in batch_stats:
-    raise ValueError(f"{name}: no batch_stats for this BatchNorm; pass the trained batch_stats.")
-  mean = np.asarray(jax.device_get(batch_stats[name]["mean"]), np.float32)
-  var = np.asarray(jax.device_get(batch_stats[name]["var"]), np.float32)
-  if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var)) and np.all(var + epsilon > 0)):
-    raise ValueError(f"{name}: statistics not finite or var + epsilon <= 0; the BatchNorm is "
-                     "not a monotone threshold.")
-  return {"mean": jnp.asarray(mean), "var": jnp.asarray(var)}
+def _contains_mark(jaxpr: Any) -> bool:
+  for eqn in jaxpr.eqns:
+    if eqn.primitive is _MARK:
+      return True
+    for sub in jex_core.jaxprs_in_params(eqn.params):
+      if _contains_mark(sub):
+        return True
+  return False
 
 
-def _check_model(model: Any) -> None:
-  if not isinstance(model, SUPPORTED_NETWORKS):
-    raise ValueError(
-        f"{type(model).__name__}: unsupported network for xnor packing; supported: "
-        f"{', '.join(c.__name__ for c in SUPPORTED_NETWORKS)} (and subclasses) with "
-        "activations=\"binary\".")
-  if isinstance(model, MnistMLP) and model.depth == 0:
-    raise ValueError("BinaryDense_0: the only layer takes real inputs; nothing to pack "
-                     "(depth must be >= 1).")
-  if model.learned_output_scale:
-    raise ValueError(
-        "learned_output_scale=True: xnor packing supports the paper's output BatchNorm without "
-        "gain; pack a network trained with output_scale=none.")
-  if model.activations != "binary":
-    second = "BinaryDense_1" if isinstance(model, MnistMLP) else "BinaryConv_1"
-    raise ValueError(
-        f"{second}: real-valued inputs (activations={model.activations!r}); xnor packing needs "
-        "binary activations into every binary layer but the first: build the network with "
-        "activations=\"binary\".")
+def _scalar_const(value: Any) -> float | None:
+  array = np.asarray(value)
+  if array.size != 1 or not np.issubdtype(array.dtype, np.number):
+    return None
+  return float(array.reshape(()))
 
 
-def _mlp_layers(model: MnistMLP, kernels: Mapping, stats: Mapping) -> list[_Layer]:
-  bn = (model.bn_momentum, model.bn_epsilon)
-  layers = []
-  for i in range(model.depth + 1):
-    kernel = kernels[f"BinaryDense_{i}"]["kernel"]
-    bn_stats = _bn_stats(f"BatchNorm_{i}", stats, model.bn_epsilon)
-    if i == 0:
-      layers.append(_first_dense(kernel, bn_stats, bn))
+def _power_of_two(value: float) -> bool:
+  if not np.isfinite(value) or value <= 0:
+    return False
+  mantissa, _ = np.frexp(value)
+  return mantissa == 0.5
+
+
+# --------------------------------------------------------------------------- program
+
+
+class _Program:
+  """The traced network for one input shape and dtype, interpreted with packed layers.
+
+  Packing work (bit-packed weights, thresholds, padding corrections) is cached in
+  ``cache``, shared by the programs of every input shape of one network.
+  """
+
+  def __init__(self, closed: Any, records: list[LayerRecord], kernel: str, cache: dict,
+               name: str):
+    self.closed = closed
+    self.records = records
+    self.kernel = kernel
+    self.cache = cache
+    self.name = name
+    self.packed: list[int] = []        # indices of layers run on bits
+    self.input_kinds: dict[int, str] = {}
+    self.features: jax.Array | None = None
+    self._producers: dict[Any, Any] = {}
+
+  # ------------------------------------------------------------------ driver
+
+  def run(self, x: jax.Array) -> list[jax.Array]:
+    """The float network's outputs, computed with the packed layers."""
+    self.packed, self.features = [], None
+    jaxpr, consts = self.closed.jaxpr, self.closed.consts
+    x = jnp.asarray(x)
+    input_value = _Value(x)
+    if jnp.issubdtype(x.dtype, jnp.unsignedinteger):
+      depth = 8 * x.dtype.itemsize
+      input_value = _Value(x, integer=x.astype(jnp.int32) if depth < 32 else None,
+                           bounds=(0, 2 ** depth - 1), planes=(x, 0, 1.0, depth))
+    outs = self._interpret(jaxpr, consts, [input_value])
+    if not self.packed:
+      raise PackingError(self.name, "no binary layer takes binary inputs; nothing to pack "
+                         "(build the network with binary activations, e.g. "
+                         "activations=\"binary\").")
+    return [jnp.asarray(o.value) for o in outs]
+
+  def _interpret(self, jaxpr: Any, consts: Sequence[Any], args: Sequence[_Value]) -> list[_Value]:
+    env: dict[Any, _Value] = {}
+    for var, const in zip(jaxpr.constvars, consts):
+      env[var] = _Value(const)
+    for var, arg in zip(jaxpr.invars, args):
+      env[var] = arg
+    producers = {v: eqn for eqn in jaxpr.eqns for v in eqn.outvars}
+    self._producers.update(producers)
+    needed = self._needed(jaxpr, producers)
+
+    def read(atom: Any) -> _Value:
+      if isinstance(atom, jex_core.Literal):
+        return _Value(atom.val)
+      return env[atom]
+
+    for eqn in jaxpr.eqns:
+      if not any(v in needed for v in eqn.outvars):
+        continue
+      if eqn.primitive is _MARK:
+        y_atom, x_atom = eqn.invars
+        y, x = env.get(y_atom), read(x_atom)
+        env[eqn.outvars[0]] = self._layer(eqn, y, x, env, jaxpr, consts)
+        continue
+      invals = [read(a) for a in eqn.invars]
+      subs = list(jex_core.jaxprs_in_params(eqn.params))
+      if any(_contains_mark(s) for s in subs):
+        if eqn.primitive.name not in ("pjit", "jit", "closed_call", "core_call"):
+          raise PackingError(self._where(eqn), f"a binary layer inside {eqn.primitive.name}; "
+                             "only jit-wrapped code can hold layers.")
+        inner = eqn.params.get("jaxpr") or eqn.params.get("call_jaxpr")
+        inner_jaxpr = getattr(inner, "jaxpr", inner)
+        inner_consts = getattr(inner, "consts", ())
+        outs = self._interpret(inner_jaxpr, inner_consts, invals)
+        for var, out in zip(eqn.outvars, outs):
+          env[var] = out
+        continue
+      outs = self._replay(eqn, invals)
+      for var, out in zip(eqn.outvars, outs):
+        env[var] = out
+    return [read(v) for v in jaxpr.outvars]
+
+  def _needed(self, jaxpr: Any, producers: dict) -> set:
+    """Variables the outputs depend on; a layer run on bits needs only its input."""
+    needed: set = set()
+    stack = [v for v in jaxpr.outvars if not isinstance(v, jex_core.Literal)]
+    while stack:
+      var = stack.pop()
+      if var in needed:
+        continue
+      needed.add(var)
+      eqn = producers.get(var)
+      if eqn is None:
+        continue
+      inputs = eqn.invars
+      if eqn.primitive is _MARK:
+        record = self.records[eqn.params["index"]]
+        if record.kind in ("dense", "conv") and record.module.input_quantizer != "none":
+          inputs = eqn.invars[1:]
+      stack.extend(v for v in inputs if not isinstance(v, jex_core.Literal))
+    return needed
+
+  def _where(self, eqn: Any) -> str:
+    stack = str(eqn.source_info.name_stack)
+    return stack or self.name
+
+  # ------------------------------------------------------------------ replay
+
+  def _replay(self, eqn: Any, invals: list[_Value]) -> list[_Value]:
+    """An equation of the user's code, on the float network's values (exact)."""
+    name = eqn.primitive.name
+    after = any(v.after_layer for v in invals)
+    if len(invals) == 1 and len(eqn.outvars) == 1:
+      (a,) = invals
+      if name in _LAYOUT:
+        out = _bind(eqn, a.value)
+        integer = _bind(eqn, a.integer) if a.integer is not None else None
+        bits = None
+        if a._bits is not None:
+          bits = lambda a=a: _bind(eqn, a.bits())
+        planes = None
+        if a.planes is not None:
+          planes = (_bind(eqn, a.planes[0]),) + tuple(a.planes[1:])
+        return [_Value(out, integer=integer, bounds=a.bounds, bits=bits, after_layer=after,
+                       planes=planes)]
+      if name == "reduce_window_max":
+        out = _bind(eqn, a.value)
+        integer = _bind(eqn, a.integer) if a.integer is not None else None
+        bits = None
+        if a._bits is not None:
+          bits = lambda a=a: _bind(eqn, a.bits().astype(jnp.int8)) > 0
+        return [_Value(out, integer=integer, bounds=a.bounds, bits=bits, after_layer=after)]
+      if name == "convert_element_type":
+        out = _bind(eqn, a.value)
+        new = jnp.dtype(eqn.params["new_dtype"])
+        keep = new in _EXACT_FLOATS or jnp.issubdtype(new, jnp.signedinteger)
+        planes = a.planes if keep and new in _EXACT_FLOATS else None
+        return [_Value(out, integer=a.integer if keep else None, bounds=a.bounds,
+                       after_layer=after, planes=planes)]
+    if len(invals) == 2 and name in ("mul", "add") and invals[1].planes and not invals[0].planes:
+      invals = invals[::-1]
+      eqn_args = [v.value for v in invals[::-1]]
     else:
-      layers.append(_xnor_dense(kernel, bn_stats, bn, last=i == model.depth))
-  return layers
+      eqn_args = [v.value for v in invals]
+    if len(invals) == 2 and name in ("mul", "div", "add", "sub") and invals[0].planes:
+      folded = self._fold(name, invals[0], invals[1])
+      if folded is not None:
+        out = _bind(eqn, *eqn_args)
+        return [_Value(out, after_layer=after, planes=folded)]
+    outs = _bind(eqn, *eqn_args)
+    outs = outs if eqn.primitive.multiple_results else [outs]
+    return [_Value(o, after_layer=after) for o in outs]
 
+  @staticmethod
+  def _fold(name: str, a: _Value, b: _Value) -> tuple | None:
+    """The bit-plane description of ``a (op) b`` for a scalar constant ``b``, if exact."""
+    c = _scalar_const(b.value) if not isinstance(b.value, jax.core.Tracer) else None
+    if c is None:
+      return None
+    u, offset, scale, depth = a.planes
+    if name in ("mul", "div"):
+      factor = c if name == "mul" else (1.0 / c if c != 0 else 0.0)
+      if not (_power_of_two(factor) and (name == "mul" or _power_of_two(c))):
+        return None
+      return (u, offset, scale * factor, depth)
+    shift = c if name == "add" else -c
+    steps = shift / scale
+    if steps != round(steps) or abs(steps) > 2 ** 20:
+      return None
+    return (u, offset + int(round(steps)), scale, depth)
 
-def _vgg_layers(model: VGGBinaryConnect, kernels: Mapping, stats: Mapping,
-                spatial: tuple[int, int]) -> list[_Layer]:
-  conv_bn = (model.conv_bn_momentum, model.conv_bn_epsilon)
-  dense_bn = (model.dense_bn_momentum, model.dense_bn_epsilon)
-  layers = []
-  for i, (_, pool) in enumerate(VGG_CONVS):
-    kernel = kernels[f"BinaryConv_{i}"]["kernel"]
-    bn_stats = _bn_stats(f"BatchNorm_{i}", stats, model.conv_bn_epsilon)
-    if i == 0:
-      layers.append(_first_conv(kernel, bn_stats, conv_bn, pool))
+  # ------------------------------------------------------------------ layers
+
+  def _layer(self, eqn: Any, y: _Value | None, x: _Value, env: dict, jaxpr: Any,
+             consts: Sequence[Any]) -> _Value:
+    record = self.records[eqn.params["index"]]
+    if record.kind == "batchnorm":
+      return self._batchnorm(record, eqn, y, x, jaxpr, consts)
+    if record.out_dtype not in _EXACT_FLOATS:
+      raise PackingError(record.path, f"computes in {record.out_dtype.name}; xnor packing "
+                         "reproduces the float32 simulation: pack a float32 clone "
+                         "(dtype=float32, param_dtype=float32).")
+    words, bias = self._weights(record)
+    quantizer = record.module.input_quantizer
+    if quantizer == "none":
+      if x.after_layer:
+        raise PackingError(record.path, "real-valued inputs (input_quantizer='none') after "
+                           "a binary layer; xnor packing needs binary activations into every "
+                           "binary layer but the first (e.g. activations=\"binary\").")
+      if x.planes is not None and self._planes_fit(record, x):
+        self.input_kinds[record.index] = "integer bit-planes"
+        self.packed.append(record.index)
+        return self._planes_layer(record, words, bias, x)
+      self.input_kinds[record.index] = "float"
+      return _Value(y.value, after_layer=True)
+    self.input_kinds[record.index] = "binary"
+    self.packed.append(record.index)
+    bits = x.bits()
+    self.features = bits
+    if record.kind == "dense":
+      z = self._dense_counts(record, words, bits)
     else:
-      layers.append(_xnor_conv(kernel, bn_stats, conv_bn, pool, spatial))
-    if pool:
-      spatial = (spatial[0] // 2, spatial[1] // 2)
-  for i in range(len(VGG_DENSES) + 1):
-    kernel = kernels[f"BinaryDense_{i}"]["kernel"]
-    bn_stats = _bn_stats(f"BatchNorm_{len(VGG_CONVS) + i}", stats, model.dense_bn_epsilon)
-    layers.append(_xnor_dense(kernel, bn_stats, dense_bn, last=i == len(VGG_DENSES)))
-  return layers
+      z = self._conv_counts(record, words, bits)
+    if bias is not None:
+      z = z + bias
+    n = int(np.prod(record.variables["params"]["kernel"].shape[:-1]))
+    extra = 1 if bias is not None else 0
+    return _Value(z.astype(record.out_dtype), integer=z, bounds=(-n - extra, n + extra),
+                  after_layer=True)
+
+  def _weights(self, record: LayerRecord) -> tuple[jax.Array, jax.Array | None]:
+    """(packed kernel words in the kernel's layout, bias as int32 or None), cached."""
+    key = ("weights", record.index)
+    if key not in self.cache:
+      params = record.variables.get("params", {})
+      kernel = params.get("kernel")
+      if kernel is None:
+        raise PackingError(record.path, "no kernel in params; params do not match the network.")
+      signs = self._signs(record, "kernel", kernel)
+      units = signs.shape[-1]
+      # (units, ..., in) with the input channels last: one word row per tap.
+      rows = np.moveaxis(signs > 0, -1, 0)
+      words = pack_bits_np(rows, np.uint32).reshape(units, -1)
+      if words.shape[1] % 2:  # even word counts let the native kernel read uint64
+        words = np.pad(words, ((0, 0), (0, 1)))
+      bias = None
+      if getattr(record.module, "use_bias", False) and "bias" in params:
+        bias = self._signs(record, "bias", params["bias"]).astype(np.int32)
+      self.cache[key] = (xnor_kernel.weight_layout(words, self.kernel), bias)
+      self.cache[("positive", record.index)] = (signs > 0).sum(
+          axis=tuple(range(signs.ndim - 1))).astype(np.int64)
+      self.cache[("signs", record.index)] = signs
+    return self.cache[key]
+
+  def _signs(self, record: LayerRecord, name: str, w: np.ndarray) -> np.ndarray:
+    if not jnp.issubdtype(w.dtype, jnp.floating):
+      raise PackingError(record.path, f"{name} has dtype {w.dtype}; a binary {name} is a "
+                         "float array of +-1.")
+    w = w.astype(np.float32)
+    if record.module.quantizer == "ste":
+      return np.where(w >= 0, 1.0, -1.0).astype(np.float32)
+    try:
+      return check_pm1(name, w, hint=_HINT).astype(np.float32)
+    except NotBinaryError as error:
+      raise PackingError(record.path, str(error)) from None
+
+  def _pack_input(self, bits: jax.Array, words: int) -> jax.Array:
+    packed = pack_bits(bits)
+    if packed.shape[-1] < words:
+      packed = jnp.pad(packed, [(0, 0)] * (packed.ndim - 1) + [(0, words - packed.shape[-1])])
+    return packed
+
+  def _words_k(self, words: jax.Array) -> int:
+    return words.shape[1] if self.kernel == "native" else words.shape[0]
+
+  def _dense_counts(self, record: LayerRecord, words: jax.Array, bits: jax.Array) -> jax.Array:
+    n = bits.shape[-1]
+    packed = self._pack_input(bits, self._words_k(words))
+    lead = packed.shape[:-1]
+    count = xnor_kernel.xnor_count(packed.reshape(-1, packed.shape[-1]), words, self.kernel)
+    return (n - 2 * count).reshape(lead + (count.shape[-1],))
+
+  def _conv_geometry(self, record: LayerRecord) -> tuple:
+    module = record.module
+    kh, kw = tuple(module.kernel_size)
+    strides = tuple(module.strides)
+    spatial = record.in_shape[-3:-1]
+    padding = module.padding
+    if isinstance(padding, str):
+      pads = jax.lax.padtype_to_pads(spatial, (kh, kw), strides, padding)
+    else:
+      pads = [tuple(p) for p in padding]
+    out_hw = record.out_shape[-3:-1]
+    return (kh, kw), strides, tuple(tuple(int(v) for v in p) for p in pads), spatial, out_hw
+
+  def _patches(self, record: LayerRecord, words_in: jax.Array) -> tuple[jax.Array, tuple]:
+    """(N, Ho, Wo, kh * kw * words) patches of the packed input, zero words where padded."""
+    (kh, kw), (sh, sw), pads, _, (ho, wo) = self._conv_geometry(record)
+    padded = jax.lax.pad(words_in, jnp.uint32(0),
+                         [(0, 0, 0), (pads[0][0], pads[0][1], 0), (pads[1][0], pads[1][1], 0),
+                          (0, 0, 0)])
+    taps = [padded[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw, :]
+            for i in range(kh) for j in range(kw)]
+    return jnp.concatenate(taps, axis=-1), (ho, wo)
+
+  def _valid(self, record: LayerRecord) -> np.ndarray:
+    """valid[p, q, a, b]: tap (a, b) of output position (p, q) reads an in-image pixel."""
+    (kh, kw), (sh, sw), pads, (height, width), (ho, wo) = self._conv_geometry(record)
+    rows = np.arange(ho)[:, None] * sh + np.arange(kh)[None, :] - pads[0][0]
+    cols = np.arange(wo)[:, None] * sw + np.arange(kw)[None, :] - pads[1][0]
+    return (((rows >= 0) & (rows < height))[:, None, :, None]
+            & ((cols >= 0) & (cols < width))[None, :, None, :])
+
+  def _conv_counts(self, record: LayerRecord, words: jax.Array, bits: jax.Array) -> jax.Array:
+    """z = n_valid(p) - 2 (count - c(p, o)): c counts the +1 weights on padded taps."""
+    key = ("conv", record.index, record.in_shape[-3:])
+    if key not in self.cache:
+      signs = self.cache[("signs", record.index)]
+      channels = signs.shape[2]
+      valid = self._valid(record)
+      taps_positive = (signs > 0).sum(axis=2).astype(np.int64)             # (kh, kw, O)
+      padded_count = np.einsum("pqab,abo->pqo", (~valid).astype(np.int64), taps_positive)
+      n_valid = channels * valid.sum(axis=(2, 3)).astype(np.int64)         # (Ho, Wo)
+      self.cache[key] = (n_valid[:, :, None] + 2 * padded_count).astype(np.int32)
+    offset = self.cache[key]
+    lead = bits.shape[:-3]
+    bits4 = bits.reshape((-1,) + bits.shape[-3:])
+    channel_words = -(-bits.shape[-1] // WORD_BITS)
+    packed = self._pack_input(bits4, channel_words)
+    patches, (ho, wo) = self._patches(record, packed)
+    flat = patches.reshape(-1, patches.shape[-1])
+    k = self._words_k(words)
+    if flat.shape[-1] < k:
+      flat = jnp.pad(flat, ((0, 0), (0, k - flat.shape[-1])))
+    count = xnor_kernel.xnor_count(flat, words, self.kernel)
+    z = offset - 2 * count.reshape(bits4.shape[0], ho, wo, -1)
+    return z.reshape(lead + z.shape[1:])
+
+  # ------------------------------------------------------------------ integer inputs
+
+  def _planes_fit(self, record: LayerRecord, x: _Value) -> bool:
+    _, offset, scale, depth = x.planes
+    kernel = record.variables.get("params", {}).get("kernel")
+    if kernel is None or depth > 16:
+      return False
+    n = int(np.prod(kernel.shape[:-1]))
+    largest = n * (2 ** depth - 1 + abs(offset))
+    return largest < 2 ** 24 and _power_of_two(scale)
+
+  def _planes_layer(self, record: LayerRecord, words: jax.Array, bias: Any, x: _Value) -> _Value:
+    """``(u + o) s . w = s (sum_b 2^b (P - popcount(u_b XOR v)) + o sum_valid w)``."""
+    u, offset, scale, depth = x.planes
+    u = jnp.asarray(u).astype(jnp.uint32)
+    positive = self.cache[("positive", record.index)]          # +1 weights per unit
+    signs = self.cache[("signs", record.index)]
+    planes = [((u >> b) & 1).astype(bool) for b in range(depth)]
+    if record.kind == "dense":
+      n = signs.shape[0]
+      counts = [self._dense_counts(record, words, p) for p in planes]   # n - 2 c_b
+      # sum_i u_bi w_i = P - c_b = P - (n - z_b) / 2
+      total = sum((2 ** b) * (jnp.asarray(positive, jnp.int32) - (n - z) // 2)
+                  for b, z in enumerate(counts))
+      weight_sum = jnp.asarray(signs.sum(axis=0), jnp.int32)
+    else:
+      valid = self._valid(record)                                         # (Ho, Wo, kh, kw)
+      total = 0
+      for b, p in enumerate(planes):
+        z = self._conv_counts(record, words, p)                         # offset - 2 count
+        count_key = ("conv", record.index, record.in_shape[-3:])
+        count = (self.cache[count_key] - z) // 2
+        total = total + (2 ** b) * (jnp.asarray(positive, jnp.int32) - count)
+      weight_sum = jnp.asarray(np.einsum("pqab,abco->pqo", valid.astype(np.int64), signs),
+                               jnp.int32)
+    z = total + offset * weight_sum if offset else total
+    if bias is not None:
+      z = z + bias   # the bias is added to the float sum: exact only for scale 1
+      if scale != 1.0:
+        raise PackingError(record.path, "a binary bias with a scaled integer input; feed the "
+                           "integers unscaled.")
+    value = z.astype(record.out_dtype) * jnp.asarray(scale, record.out_dtype)
+    n = int(np.prod(signs.shape[:-1]))
+    bound = n * (2 ** depth - 1 + abs(offset)) + 1
+    return _Value(value, integer=z if scale == 1.0 else None, bounds=(-bound, bound),
+                  after_layer=True, bits=(lambda: z >= 0))
+
+  # ------------------------------------------------------------------ batchnorm
+
+  def _batchnorm(self, record: LayerRecord, eqn: Any, y: _Value, x: _Value, jaxpr: Any,
+                 consts: Sequence[Any]) -> _Value:
+    if not record.running_average:
+      raise PackingError(record.path, "BatchNorm in training mode; apply the network in eval "
+                         "mode (train=False / use_running_average=True).")
+    stats = record.variables.get("batch_stats", {})
+    mean, var = stats.get("mean"), stats.get("var")
+    if mean is None or var is None:
+      raise PackingError(record.path, "no batch_stats for this BatchNorm; pass the trained "
+                         "batch_stats.")
+    epsilon = record.module.epsilon
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var))
+            and np.all(var.astype(np.float64) + epsilon > 0)):
+      raise PackingError(record.path, "statistics not finite or var + epsilon <= 0; the "
+                         "BatchNorm is not a monotone threshold.")
+    out = _Value(y.value, after_layer=True)
+    if x.integer is None or x.bounds is None or not self._monotone(record):
+      return out
+    x_var, y_var = eqn.invars[1], eqn.invars[0]
+
+    def bits() -> jax.Array:
+      t = self._thresholds(record, jaxpr, consts, x_var, y_var, x.bounds)
+      return x.integer >= t
+
+    out._bits = bits
+    return out
+
+  @staticmethod
+  def _monotone(record: LayerRecord) -> bool:
+    module = record.module
+    axis = module.axis if isinstance(module.axis, int) else None
+    if axis not in (-1, len(record.in_shape) - 1):
+      return False
+    if module.use_scale:
+      scale = record.variables.get("params", {}).get("scale")
+      return scale is not None and bool(np.all(scale > 0))
+    return True
+
+  def _thresholds(self, record: LayerRecord, jaxpr: Any, consts: Sequence[Any], x_var: Any,
+                  y_var: Any, bounds: tuple[int, int]) -> jax.Array:
+    """Per channel, the smallest integer ``t`` with ``BN(t) >= 0`` (hi + 1: never), cached.
+
+    Bisection on the traced BatchNorm's own equations (monotone in its input).
+    """
+    key = ("threshold", record.index)
+    if key not in self.cache:
+      interior = _interior(jaxpr, y_var, x_var)
+      constmap = dict(zip(jaxpr.constvars, consts))
+      shape, dtype = record.in_shape, x_var.aval.dtype
+
+      def bn(z):
+        env = {x_var: z}
+        for eqn in interior:
+          args = [a.val if isinstance(a, jex_core.Literal) else env.get(a, constmap.get(a))
+                  for a in eqn.invars]
+          outs = _bind(eqn, *args)
+          outs = outs if eqn.primitive.multiple_results else [outs]
+          env.update(zip(eqn.outvars, outs))
+        return env[y_var]
+
+      channels = shape[-1]
+      evaluate = lambda t: jnp.reshape(  # op by op: each primitive compiles once
+          bn(jnp.broadcast_to(t.astype(dtype), shape)) >= 0, (-1, channels))[0]
+      lo = np.full(channels, bounds[0], np.int64)
+      hi = np.full(channels, bounds[1] + 1, np.int64)
+      with jax.ensure_compile_time_eval():
+        while np.any(lo < hi):
+          mid = (lo + hi) // 2
+          ok = np.asarray(evaluate(jnp.asarray(mid, jnp.float32)))
+          hi = np.where(ok & (lo < hi), mid, hi)
+          lo = np.where(~ok & (lo < hi), mid + 1, lo)
+      self.cache[key] = lo.astype(np.int32)
+    return self.cache[key]
 
 
-def _layer_names(model: Any) -> list[str]:
-  """The binary layers' names in params, in order."""
-  if isinstance(model, MnistMLP):
-    return [f"BinaryDense_{i}" for i in range(model.depth + 1)]
-  return ([f"BinaryConv_{i}" for i in range(len(VGG_CONVS))]
-          + [f"BinaryDense_{i}" for i in range(len(VGG_DENSES) + 1)])
+def _interior(jaxpr: Any, y_var: Any, x_var: Any) -> list:
+  """The equations computing ``y_var`` from ``x_var`` and constants, in order."""
+  producers = {v: eqn for eqn in jaxpr.eqns for v in eqn.outvars}
+  chosen: set = set()
+  stack = [y_var]
+  while stack:
+    var = stack.pop()
+    if var is x_var or isinstance(var, jex_core.Literal):
+      continue
+    eqn = producers.get(var)
+    if eqn is None or id(eqn) in chosen:
+      continue
+    if eqn.primitive is _MARK:
+      raise ValueError("a BatchNorm whose statistics depend on another layer")
+    chosen.add(id(eqn))
+    stack.extend(eqn.invars)
+  return [eqn for eqn in jaxpr.eqns if id(eqn) in chosen]
 
 
-def binary_params(model: Any, params: Mapping[str, Any]) -> dict:
-  """The +-1 float32 kernels the network computes with, as ``{layer: {"kernel": w}}``.
+# --------------------------------------------------------------------------- network
 
-  ``quantizer="none"``: the kernels, checked to be exactly +-1; ``"ste"``: the
-  sign of the latent kernels (0 -> +1). A leading sample axis is kept.
+
+class _Packed:
+  """One packed network: traces and interprets it per input shape and dtype."""
+
+  def __init__(self, apply: Callable, variables: Any, kernel: str, name: str):
+    self.apply = apply
+    self.variables = variables
+    self.kernel = kernel
+    self.name = name
+    self.cache: dict = {}
+    self.programs: dict = {}
+    self.records: list[LayerRecord] | None = None
+
+  def program(self, shape: tuple[int, ...], dtype: Any) -> tuple[_Program, Any]:
+    key = (tuple(shape), jnp.dtype(dtype).name)
+    if key not in self.programs:
+      try:
+        closed, records = trace_layers(self.apply, self.variables,
+                                       jax.ShapeDtypeStruct(shape, dtype))
+      except (TypeError, KeyError, flax.errors.FlaxError) as error:
+        raise PackingError(self.name, f"the network cannot be applied to these variables and "
+                           f"an input of shape {tuple(shape)} {jnp.dtype(dtype).name} "
+                           f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
+      program = _Program(closed, records, self.kernel, self.cache, self.name)
+      out_tree = jax.tree.structure(jax.eval_shape(
+          lambda x: self.apply(self.variables, x), jax.ShapeDtypeStruct(shape, dtype)))
+      try:
+        jax.eval_shape(program.run, jax.ShapeDtypeStruct(shape, dtype))  # packs, or refuses
+      except PackingError as error:  # a fresh one-line error, without JAX's trace notes
+        raise PackingError(error.path, error.reason) from None
+      self.records = records
+      self.programs[key] = (program, out_tree)
+    return self.programs[key]
+
+  def logits(self, x: jax.Array) -> Any:
+    program, tree = self.program(jnp.shape(x), jnp.result_type(x))
+    return jax.tree.unflatten(tree, program.run(x))
+
+  def features(self, x: jax.Array) -> jax.Array:
+    program, _ = self.program(jnp.shape(x), jnp.result_type(x))
+    program.run(x)
+    return program.features
+
+
+class XnorNetwork:
+  """A packed network: ``net(x)`` gives the float network's eval-mode outputs.
+
+  ``net(x)`` takes the float network's input and returns its outputs (e.g. logits
+  (N, classes)) equal to the float32 network's, computed with xnor/popcount on
+  packed bits. Each new input shape or dtype is traced once (a few hundred ms);
+  calls are jitted. ``predict_proba(x)`` is ``softmax(logits)``.
+
+  Attributes:
+    num_samples: None for one network; K for an ensemble of K weight samples,
+      whose ``__call__`` returns (K, N, classes) and ``predict_proba`` the mean
+      of the K softmax probabilities.
+    kernel: "native" or "xla" (:mod:`bayesbinn_jax.nn.xnor_kernel`).
+  """
+
+  def __init__(self, networks: Sequence[_Packed], num_samples: int | None = None):
+    self._networks = list(networks)
+    self.num_samples = num_samples
+    self.kernel = self._networks[0].kernel
+    if num_samples is None:
+      self._logits = jax.jit(self._networks[0].logits)
+      self._features = jax.jit(self._networks[0].features)
+    else:
+      self._logits = jax.jit(lambda x: jnp.stack([n.logits(x) for n in self._networks]))
+      self._features = jax.jit(lambda x: jnp.stack([n.features(x) for n in self._networks]))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Outputs (N, classes), or (K, N, classes) for an ensemble."""
+    return self._logits(x)
+
+  def features(self, x: jax.Array) -> jax.Array:
+    """The binary activations entering the last binary layer, bool (True is +1)."""
+    return self._features(x)
+
+  def predict_proba(self, x: jax.Array) -> jax.Array:
+    """Softmax probabilities (N, classes); an ensemble averages its K networks' probabilities."""
+    probs = jax.nn.softmax(self(x), axis=-1)
+    return probs if self.num_samples is None else jnp.mean(probs, axis=0)
+
+  def layers(self, x: Any) -> list[dict]:
+    """Per traced layer for inputs like ``x``: path, kind and how its input is computed."""
+    program, _ = self._networks[0].program(jnp.shape(x), jnp.result_type(x))
+    return [{"path": r.path, "kind": r.kind,
+             "input": program.input_kinds.get(r.index, "-")} for r in program.records]
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def pack(apply: Callable[[Any, jax.Array], Any], variables: Any,
+         example: jax.ShapeDtypeStruct | jax.Array, *, kernel: str | None = None,
+         name: str = "network") -> XnorNetwork:
+  """Packs ``apply(variables, x)`` for xnor/popcount inference: the one general entry point.
+
+  ``apply`` calls the linen layers of :mod:`bayesbinn_jax.nn` in eval mode (for a
+  linen module: ``lambda v, x: model.apply(v, x, train=False)``). ``example``
+  (an array or ``jax.ShapeDtypeStruct``) fixes the shape and dtype the network is
+  checked with; other shapes are traced on first use.
+
+  Args:
+    apply: the float network as a function of (variables, input).
+    variables: concrete variables (``params`` +-1, or STE latent weights with
+      ``quantizer="ste"``; ``batch_stats``).
+    example: an input, or its shape and dtype.
+    kernel: "native" or "xla"; None picks (:func:`bayesbinn_jax.nn.xnor_kernel.backend`).
+    name: the network's name in messages.
 
   Raises:
-    ValueError: naming the layer, for a missing kernel or weights not +-1, or
-      an unsupported network (see :func:`pack_network`).
+    PackingError: one line naming the module path and the reason.
   """
-  _check_model(model)
-  out = {}
-  for name in _layer_names(model):
-    if name not in params or "kernel" not in params[name]:
-      raise ValueError(f"{name}: no kernel in params; params do not match the network.")
-    out[name] = {"kernel": _binary_kernel(model, name, params[name]["kernel"])}
+  network = _Packed(apply, variables, xnor_kernel.backend(kernel), name)
+  network.program(tuple(jnp.shape(example)), jnp.result_type(example))
+  return XnorNetwork([network])
+
+
+def _apply_fn(model: nn.Module) -> Callable:
+  takes_train = "train" in inspect.signature(type(model).__call__).parameters
+  if takes_train:
+    return lambda v, x: model.apply(v, x, train=False)
+  return lambda v, x: model.apply(v, x)
+
+
+def _float32(model: nn.Module) -> nn.Module:
+  """The float32 clone of a network with ``dtype``/``param_dtype`` fields (its simulation)."""
+  fields = {f.name for f in dataclasses.fields(model)}
+  changes = {k: jnp.float32 for k in _DTYPE_FIELDS if k in fields}
+  return model.clone(**changes) if changes else model
+
+
+def _example(model: nn.Module, input_shape: Sequence[int] | None, input_dtype: Any) -> Any:
+  if input_shape is None:
+    for cls, shape in DEFAULT_INPUT_SHAPES.items():
+      if isinstance(model, cls):
+        input_shape = shape
+        break
+    else:
+      raise ValueError(f"{type(model).__name__}: pass input_shape, the shape of an input "
+                       "batch (e.g. (1, 28, 28, 1)).")
+  return jax.ShapeDtypeStruct(tuple(input_shape), jnp.dtype(input_dtype))
+
+
+def pack_network(model: nn.Module, variables: Mapping[str, Any], *,
+                 input_shape: Sequence[int] | None = None, input_dtype: Any = jnp.float32,
+                 kernel: str | None = None) -> XnorNetwork:
+  """Packs a trained linen network built from the binary layers (see the module docstring).
+
+  Args:
+    model: any ``flax.linen.Module``; called as ``model.apply(variables, x,
+      train=False)`` if its ``__call__`` takes ``train``, else ``model.apply(variables, x)``.
+      A network with ``dtype``/``param_dtype`` fields is packed as its float32 clone.
+    variables: ``{"params": ..., "batch_stats": ...}``; kernels exactly +-1
+      (``quantizer="none"``, e.g. ``bb.posterior_mode(lam)``) or STE latent
+      weights (``quantizer="ste"``, binarized by sign with 0 -> +1).
+    input_shape: the shape of an input batch to check the network with (default
+      for MnistMLP (1, 784), VGGBinaryConnect (1, 32, 32, 3)); other shapes
+      work too, each traced on first use.
+    input_dtype: the input dtype: float32, or an unsigned integer type for the
+      bit-plane first layer.
+    kernel: "native" or "xla"; None picks the native kernel when it builds.
+
+  Returns:
+    An :class:`XnorNetwork` whose outputs equal the float32 network's in eval mode.
+
+  Raises:
+    PackingError: one line naming the module path and the reason.
+  """
+  model = _float32(model)
+  example = _example(model, input_shape, input_dtype)
+  network = _Packed(_apply_fn(model), _variables(variables), xnor_kernel.backend(kernel),
+                    type(model).__name__)
+  network.program(example.shape, example.dtype)
+  return XnorNetwork([network])
+
+
+def _variables(variables: Mapping[str, Any]) -> dict:
+  if not isinstance(variables, Mapping) or "params" not in variables:
+    raise ValueError("variables must hold 'params' (and the trained 'batch_stats').")
+  return {k: v for k, v in variables.items() if v is not None}
+
+
+def pack_ensemble(model: nn.Module, variables: Mapping[str, Any], *,
+                  input_shape: Sequence[int] | None = None, input_dtype: Any = jnp.float32,
+                  kernel: str | None = None) -> XnorNetwork:
+  """Packs K weight samples (params leaves with a leading axis K) sharing one batch_stats.
+
+  The K networks' mean softmax probability (``predict_proba``) is the Monte
+  Carlo predictive ``1/K sum_k p(y | x, w_k)`` with ``w_k ~ Bernoulli(sigmoid(2
+  lambda))`` (``bb.sample_binary``), stored at K bits per weight.
+
+  Raises:
+    PackingError: as :func:`pack_network`; ValueError for params leaves without a
+      common leading axis.
+  """
+  variables = _variables(variables)
+  params = variables["params"]
+  sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree.leaves(params)}
+  if len(sizes) != 1 or None in sizes:
+    raise ValueError("params: every leaf needs the same leading sample axis K for an ensemble; "
+                     f"got leading sizes {sorted(sizes, key=str)}.")
+  num_samples = sizes.pop()
+  model = _float32(model)
+  example = _example(model, input_shape, input_dtype)
+  backend = xnor_kernel.backend(kernel)
+  networks = []
+  for k in range(num_samples):
+    sample = {**variables, "params": jax.tree.map(lambda p, k=k: np.asarray(p)[k], params)}
+    network = _Packed(_apply_fn(model), sample, backend, type(model).__name__)
+    network.program(example.shape, example.dtype)
+    networks.append(network)
+  return XnorNetwork(networks, num_samples)
+
+
+# --------------------------------------------------------------------------- export helpers
+
+
+def binary_params(model: nn.Module, variables: Mapping[str, Any], *,
+                  input_shape: Sequence[int] | None = None, ensemble: bool = False) -> dict:
+  """``variables["params"]`` with every binary layer's kernel (and bias) as float32 +-1.
+
+  ``quantizer="ste"`` layers give the sign of their latent weights (0 -> +1);
+  ``"none"`` layers are checked to be exactly +-1. With ``ensemble`` the leaves
+  carry a leading sample axis, kept.
+
+  Raises:
+    PackingError: naming the layer, for weights not +-1.
+  """
+  variables = _variables(variables)
+  params = jax.tree.map(np.asarray, variables["params"])
+  model = _float32(model)
+  first = jax.tree.map(lambda p: p[0], params) if ensemble else params
+  closed_records = trace_layers(_apply_fn(model), {**variables, "params": first},
+                                _example(model, input_shape, jnp.float32))[1]
+  out = jax.tree.map(lambda p: p, params)
+  for record in closed_records:
+    if record.kind not in ("dense", "conv"):
+      continue
+    node = out
+    for part in record.module.path:
+      node = node[part]
+    for leaf in ("kernel", "bias"):
+      if leaf not in node:
+        continue
+      w = np.asarray(node[leaf]).astype(np.float32)
+      if record.module.quantizer == "ste":
+        node[leaf] = np.where(w >= 0, 1.0, -1.0).astype(np.float32)
+      else:
+        try:
+          node[leaf] = check_pm1(leaf, w, hint=_HINT).astype(np.float32)
+        except NotBinaryError as error:
+          raise PackingError(record.path, str(error)) from None
   return out
 
 
-def network_config(model: Any) -> dict:
-  """The JSON-serializable constructor arguments of a supported network (dtypes by name).
+def network_config(model: nn.Module) -> dict:
+  """The JSON-serializable constructor arguments of a library network (dtypes by name).
 
   ``quantizer`` is stored as "none": packed kernels are already +-1.
+
+  Raises:
+    ValueError: a network :func:`network_from_config` cannot rebuild.
   """
-  _check_model(model)
+  name = type(model).__name__
+  if NETWORKS.get(name) is not type(model):
+    raise ValueError(f"{name}: only the library's networks ({', '.join(sorted(NETWORKS))}) "
+                     "can be rebuilt from a file; pack others with pack_network.")
   config = {}
   for field in dataclasses.fields(model):
     if field.name in ("parent", "name"):
@@ -373,7 +1029,7 @@ def network_config(model: Any) -> dict:
       value = jnp.dtype(value).name
     config[field.name] = list(value) if isinstance(value, tuple) else value
   config["quantizer"] = "none"
-  return {"network": type(model).__name__, "config": config}
+  return {"network": name, "config": config}
 
 
 def network_from_config(spec: Mapping[str, Any]) -> nn.Module:
@@ -387,106 +1043,5 @@ def network_from_config(spec: Mapping[str, Any]) -> nn.Module:
       config[key] = jnp.dtype(config[key])
   try:
     return NETWORKS[name](**config)
-  except TypeError as error:
+  except (TypeError, ValueError) as error:
     raise ValueError(f"{name}: invalid configuration ({error})") from None
-
-
-class XnorNetwork:
-  """A packed fully binary network: ``net(x)`` gives the float network's eval-mode logits.
-
-  Built by :func:`pack_network` (``XnorNetwork(net.layers[i:j])`` runs a slice
-  of a packed network; a slice starting at a hidden layer takes its boolean
-  input bits). ``net(x)`` takes the float network's input
-  (MnistMLP: (N, 28, 28[, 1]) or (N, 784); VGG: (N, H, W, C)) and returns the
-  logits (N, num_classes) float32, equal to
-  ``model.apply(variables, x, train=False)`` of the float32 network. The call
-  is jitted. ``predict_proba(x)`` returns ``softmax(logits)``.
-
-  Attributes:
-    layers: the packed layers, in order (kind, static config, arrays).
-    num_samples: None for one network; K for an ensemble of K weight samples,
-      whose ``__call__`` returns (K, N, num_classes) logits and
-      ``predict_proba`` the mean of the K softmax probabilities.
-  """
-
-  def __init__(self, layers: Sequence[Any], num_samples: int | None = None):
-    self.layers = layers
-    self.num_samples = num_samples
-    if num_samples is None:
-      self._logits = jax.jit(lambda x: _run(layers, x))
-      self._features = jax.jit(lambda x: _run(layers[:-1], x))
-    else:
-      self._logits = jax.jit(lambda x: jnp.stack([_run(sample, x) for sample in layers]))
-      self._features = jax.jit(lambda x: jnp.stack([_run(sample[:-1], x) for sample in layers]))
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Logits (N, classes), or (K, N, classes) for an ensemble, float32."""
-    return self._logits(x)
-
-  def features(self, x: jax.Array) -> jax.Array:
-    """The binary activations entering the last layer, bool (N, ...) (True is +1)."""
-    return self._features(x)
-
-  def predict_proba(self, x: jax.Array) -> jax.Array:
-    """Softmax probabilities (N, classes); an ensemble averages its K networks' probabilities."""
-    probs = jax.nn.softmax(self(x), axis=-1)
-    return probs if self.num_samples is None else jnp.mean(probs, axis=0)
-
-
-def _layers(model: Any, variables: Mapping[str, Any], input_shape: Sequence[int] | None) -> list:
-  params, stats = variables.get("params"), variables.get("batch_stats")
-  if params is None or stats is None:
-    raise ValueError("variables must hold 'params' and 'batch_stats' (the trained network's).")
-  kernels = binary_params(model, params)
-  if isinstance(model, MnistMLP):
-    return _mlp_layers(model, kernels, stats)
-  spatial = tuple(input_shape[-3:-1]) if input_shape is not None else (32, 32)
-  return _vgg_layers(model, kernels, stats, spatial)
-
-
-def pack_network(model: Any, variables: Mapping[str, Any], *,
-                 input_shape: Sequence[int] | None = None) -> XnorNetwork:
-  """Packs a trained fully binary network for xnor/popcount inference.
-
-  Args:
-    model: a :data:`SUPPORTED_NETWORKS` instance with ``activations="binary"``.
-    variables: ``{"params": ..., "batch_stats": ...}``; kernels exactly +-1
-      (``quantizer="none"``, e.g. ``bb.posterior_mode(lam)``) or latent weights
-      binarized by sign with 0 -> +1 (``quantizer="ste"``).
-    input_shape: the VGG's input shape (..., H, W, C) (default 32 x 32); the
-      padding correction depends on the image size. Ignored for the MLP.
-
-  Returns:
-    An :class:`XnorNetwork` whose logits equal the float32 network's in eval mode.
-
-  Raises:
-    ValueError: one line naming the layer and the reason, for an unsupported
-      network, real-valued activations into a binary layer, weights not +-1,
-      missing or invalid BatchNorm statistics.
-  """
-  _check_model(model)
-  return XnorNetwork(_layers(model, variables, input_shape))
-
-
-def pack_ensemble(model: Any, variables: Mapping[str, Any], *,
-                  input_shape: Sequence[int] | None = None) -> XnorNetwork:
-  """Packs K weight samples (params leaves with a leading axis K) sharing one batch_stats.
-
-  The K networks' mean softmax probability (``predict_proba``) is the Monte
-  Carlo predictive ``1/K sum_k p(y | x, w_k)`` with ``w_k ~ Bernoulli(sigmoid(2
-  lambda))`` (``bb.sample_binary``), stored at K bits per weight.
-
-  Raises:
-    ValueError: as :func:`pack_network`, or params leaves without a common leading axis.
-  """
-  _check_model(model)
-  params = variables.get("params")
-  sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree.leaves(params)}
-  if len(sizes) != 1 or None in sizes:
-    raise ValueError("params: every leaf needs the same leading sample axis K for an ensemble; "
-                     f"got leading sizes {sorted(sizes, key=str)}.")
-  num_samples = sizes.pop()
-  samples = [_layers(model, {**variables, "params": jax.tree.map(lambda p, k=k: p[k], params)},
-                     input_shape) for k in range(num_samples)]
-  return XnorNetwork(samples, num_samples)
-

@@ -1,0 +1,162 @@
+"""The xnor/popcount matrix product of packed inference: a native kernel, and XLA's fallback.
+
+``xnor_count(a, w)[m, n] = sum_k popcount(a[m, k] XOR w[n, k])`` over ``uint32``
+words, in int32. Two implementations give the same integers:
+
+- ``"native"``: ``native/xnor_count.cc``, an XLA FFI custom call (``jax.ffi``),
+  compiled on first use with the system C++ compiler (``$CXX`` or ``g++``,
+  ``-O3 -march=native``, headers from ``jax.ffi.include_dir()``) into a cache
+  directory (``$BAYESBINN_JAX_CACHE`` or ``~/.cache/bayesbinn_jax``), keyed by the
+  source, jaxlib's version and the host. It reads the words two at a time as
+  ``uint64`` (same bit layout) and runs blocks of 4 rows against each weight row.
+- ``"xla"``: pure JAX, a Python-unrolled loop over the K words of
+  ``population_count(a[:, k] ^ w[k, :])`` (one fused elementwise pass per word;
+  a (M, N, K) broadcast is many times slower). It takes the weights transposed,
+  ``(K, N)``.
+
+``backend()`` picks "native" when the kernel builds and loads, else "xla" (no
+compiler, a failed build: :func:`native_status` says why); the environment
+variable ``BAYESBINN_JAX_XNOR_KERNEL`` set to ``xla`` or ``native`` forces one
+("native" then raises :class:`NativeKernelError` when it cannot be had).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BACKENDS: tuple[str, ...] = ("native", "xla")
+"""The two implementations of :func:`xnor_count`."""
+
+ENV_BACKEND = "BAYESBINN_JAX_XNOR_KERNEL"
+"""Environment variable forcing a backend ("native" or "xla")."""
+
+ENV_CACHE = "BAYESBINN_JAX_CACHE"
+"""Environment variable naming the directory of the compiled kernel."""
+
+_TARGET = "bayesbinn_xnor_count"
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "xnor_count.cc")
+_LOCK = threading.Lock()
+_STATE: dict[str, object] = {}
+
+
+class NativeKernelError(OSError):
+  """The native kernel was asked for and cannot be built or loaded (carries the reason)."""
+
+
+def _cache_dir() -> str:
+  return os.environ.get(ENV_CACHE) or os.path.join(os.path.expanduser("~"), ".cache",
+                                                   "bayesbinn_jax")
+
+
+def _library_path(compiler: str) -> str:
+  with open(_SOURCE, "rb") as file:
+    source = file.read()
+  import jaxlib  # pylint: disable=import-outside-toplevel
+  key = hashlib.sha256(b"\0".join([
+      source, jaxlib.__version__.encode(), platform.machine().encode(), platform.node().encode(),
+      compiler.encode()])).hexdigest()[:16]
+  return os.path.join(_cache_dir(), f"xnor_count-{key}.so")
+
+
+def _build(path: str, compiler: str) -> None:
+  """Compiles the kernel to ``path`` atomically (a temporary file, then ``os.replace``)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
+  os.close(fd)
+  try:
+    command = [compiler, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w",
+               "-I", jax.ffi.include_dir(), _SOURCE, "-o", tmp]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    if result.returncode != 0:
+      raise NativeKernelError(
+          f"{compiler} failed ({result.returncode}): {result.stderr.strip()[-500:]}")
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _load() -> None:
+  """Builds (if needed), loads and registers the kernel once; records the outcome."""
+  if "native" in _STATE:
+    return
+  compiler = os.environ.get("CXX") or "g++"
+  try:
+    if shutil.which(compiler) is None:
+      raise NativeKernelError(f"no C++ compiler ({compiler!r} not found)")
+    path = _library_path(compiler)
+    if not os.path.exists(path):
+      _build(path, compiler)
+    library = ctypes.cdll.LoadLibrary(path)
+    jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.BayesbinnXnorCount),
+                                platform="cpu")
+    _STATE["native"], _STATE["reason"] = True, f"loaded {path}"
+  except (OSError, subprocess.SubprocessError, AttributeError) as error:
+    _STATE["native"], _STATE["reason"] = False, str(error) or type(error).__name__
+
+
+def native_status() -> tuple[bool, str]:
+  """``(available, reason)``: whether the native kernel loads, and the library or the error."""
+  with _LOCK:
+    _load()
+  return bool(_STATE["native"]), str(_STATE["reason"])
+
+
+def backend(requested: str | None = None) -> str:
+  """The backend to use: ``requested``, else ``$BAYESBINN_JAX_XNOR_KERNEL``, else the best.
+
+  Raises:
+    ValueError: an unknown name.
+    NativeKernelError: "native" requested and the kernel cannot be had.
+  """
+  name = requested or os.environ.get(ENV_BACKEND) or None
+  if name is not None and name not in BACKENDS:
+    raise ValueError(f"xnor kernel backend must be one of {', '.join(BACKENDS)}; got {name!r}.")
+  if jax.default_backend() != "cpu":
+    if name == "native":
+      raise NativeKernelError(f"the native kernel runs on CPU; the default backend is "
+                              f"{jax.default_backend()}")
+    return "xla"
+  available, reason = native_status()
+  if name == "native" and not available:
+    raise NativeKernelError(f"native xnor kernel unavailable: {reason}")
+  if name is None:
+    return "native" if available else "xla"
+  return name
+
+
+def xnor_count(a: jax.Array, w: jax.Array, kernel: str) -> jax.Array:
+  """``sum_k popcount(a[m, k] ^ w[., k])``, int32 (M, N), on uint32 words.
+
+  Args:
+    a: (M, K) uint32.
+    w: the weights in ``kernel``'s layout: (N, K) for "native", (K, N) for "xla".
+    kernel: "native" or "xla" (see :func:`backend`).
+  """
+  if kernel == "native":
+    if a.shape[0] == 0:
+      return jnp.zeros((0, w.shape[0]), jnp.int32)
+    call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((a.shape[0], w.shape[0]), jnp.int32),
+                            vmap_method="sequential")
+    return call(a, w)
+  total = jnp.zeros((a.shape[0], w.shape[1]), jnp.int32)
+  for k in range(a.shape[1]):
+    total = total + jax.lax.population_count(
+        jnp.bitwise_xor(a[:, k:k + 1], w[k][None, :])).astype(jnp.int32)
+  return total
+
+
+def weight_layout(words_nk: np.ndarray, kernel: str) -> np.ndarray:
+  """The (N, K) packed weights in ``kernel``'s layout."""
+  return words_nk if kernel == "native" else np.ascontiguousarray(np.transpose(words_nk))
