@@ -1,4 +1,4 @@
-"""Decodes ``cifar10-jpeg.tar.gz`` (``train/<class>/*.jpg``, ``test/<class>/*.jpg``) into an ``.npz``.
+"""Decodes ``cifar10-jpeg.tar.gz`` (``train/<class>/*.jpg``, ``test/<class>/*.jpg``) to an ``.npz``.
 
 Reads the archive with :func:`bayesbinn_jax.data.load_image_folder` (no cache): classes are the
 sorted folder names (CIFAR-10's label order); images are taken in sorted file-name order within a

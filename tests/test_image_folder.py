@@ -100,6 +100,14 @@ def test_folder_of_pngs_sorted_classes_and_files(tmp_path):
     np.testing.assert_array_equal(y, expected[split][1])
   # Hand-written order: ant/a, ant/b, ant/c, bee/x, cat/10, cat/2.
   np.testing.assert_array_equal(loaded.dataset.y_train, [0, 0, 0, 1, 2, 2])
+  # The dataset keeps its class names and origin through the validation split.
+  split = data.split_validation(loaded.dataset, 0.5, 0)
+  assert isinstance(split, data.ImageFolderDataset) and split.num_val == 3
+  assert split.classes == ("ant", "bee", "cat") and split.origin == loaded.describe()
+  assert loaded.describe() == {
+      "source": str(tmp_path / "set"), "format": "folder", "classes": ["ant", "bee", "cat"],
+      "mode": "RGB", "fingerprint": loaded.fingerprint, "cache_file": loaded.cache_file,
+      "from_cache": False}
 
 
 def test_grayscale_set_keeps_one_channel(tmp_path):

@@ -14,6 +14,7 @@ from bayesbinn_jax.data.dataset import ArrayDataset, RegressionDataset
 from bayesbinn_jax.data.errors import DataError
 from bayesbinn_jax.data.image_folder import (
     ImageFolderData,
+    ImageFolderDataset,
     ImageFolderError,
     default_cache_dir,
     image_folder_fingerprint,
@@ -40,6 +41,7 @@ __all__ = [
     "DataError",
     "ExpectedShape",
     "ImageFolderData",
+    "ImageFolderDataset",
     "ImageFolderError",
     "MNIST_IDX_FILES",
     "NORMALISATIONS",

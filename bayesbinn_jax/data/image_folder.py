@@ -54,6 +54,7 @@ import posixpath
 import tarfile
 import warnings
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -82,12 +83,28 @@ class ImageCacheWarning(UserWarning):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class ImageFolderDataset(ArrayDataset):
+  """An :class:`ArrayDataset` that keeps its class names and where it came from.
+
+  ``dataclasses.replace`` (validation split, subsets) keeps both.
+
+  Attributes:
+    classes: the class folder names; label ``i`` is ``classes[i]``.
+    origin: :meth:`ImageFolderData.describe` of the load (source, format,
+      classes, mode, fingerprint, cache file), e.g. for a run's config.json.
+  """
+
+  classes: tuple[str, ...] = ()
+  origin: Mapping[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class ImageFolderData:
   """A loaded image folder.
 
   Attributes:
     dataset: the checked arrays, ``uint8`` images ``(N, H, W, C)``,
-      ``int32`` labels.
+      ``int32`` labels, as an :class:`ImageFolderDataset`.
     classes: the class folder names, label ``i`` is ``classes[i]``.
     source: the folder or archive, as an absolute path.
     mode: ``"L"`` (grayscale, ``C = 1``) or ``"RGB"`` (``C = 3``).
@@ -103,6 +120,12 @@ class ImageFolderData:
   fingerprint: str
   cache_file: str | None
   from_cache: bool
+
+  def describe(self) -> dict[str, Any]:
+    """The facts of this load as plain JSON values."""
+    return {"source": self.source, "format": "tar" if is_tar_source(self.source) else "folder",
+            "classes": list(self.classes), "mode": self.mode, "fingerprint": self.fingerprint,
+            "cache_file": self.cache_file, "from_cache": self.from_cache}
 
 
 # A file to decode: its name in errors, its label, and how to get its bytes.
@@ -457,7 +480,7 @@ def load_image_folder(
     if cached is not None:
       arrays, classes, mode = cached
       dataset = validate_arrays(arrays, source=source, num_classes=len(classes))
-      return ImageFolderData(dataset, classes, source, mode, fingerprint, cache_file, True)
+      return _result(dataset, classes, source, mode, fingerprint, cache_file, True)
 
   if tar:
     files, classes = _read_tar(source)
@@ -468,4 +491,12 @@ def load_image_folder(
     _write_cache(cache_file, {k: getattr(dataset, k) for k in ("x_train", "y_train", "x_test",
                                                                 "y_test")},
                  classes, mode, source)
-  return ImageFolderData(dataset, classes, source, mode, fingerprint, cache_file, False)
+  return _result(dataset, classes, source, mode, fingerprint, cache_file, False)
+
+
+def _result(dataset: ArrayDataset, classes: tuple[str, ...], source: str, mode: str,
+            fingerprint: str, cache_file: str | None, from_cache: bool) -> ImageFolderData:
+  loaded = ImageFolderData(dataset, classes, source, mode, fingerprint, cache_file, from_cache)
+  fields = {f.name: getattr(dataset, f.name) for f in dataclasses.fields(ArrayDataset)}
+  named = ImageFolderDataset(**fields, classes=classes, origin=loaded.describe())
+  return dataclasses.replace(loaded, dataset=named)
