@@ -41,6 +41,8 @@ SMALLER = {
     "05_fully_binary.ipynb": {"NUM_TRAIN, NUM_TEST = 10000, 2000\n": "NUM_TRAIN, NUM_TEST = 1000, 200\n",
                               "HIDDEN, EPOCHS, BATCH_SIZE = 512, 3, 100":
                                   "HIDDEN, EPOCHS, BATCH_SIZE = 512, 1, 100"},
+    "06_nnx.ipynb": {"MOONS_EPOCHS = 1000 ": "MOONS_EPOCHS = 60 ",  # milestones 30 and 50
+                     "NUM_TRAIN, NUM_TEST = 60000, 10000\n": "NUM_TRAIN, NUM_TEST = 2000, 500\n"},
 }
 
 
