@@ -29,14 +29,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bayesbinn_jax.experiments.cli import main
-from bayesbinn_jax.experiments.presets import preset
+from bayesbinn_jax.experiments.config import build_config, method_of
 from bayesbinn_jax.nn import ContinualMLP
 from bayesbinn_jax.optim.bayesbinn import BayesBiNNState
 from bayesbinn_jax.optim.nested import find_state
 from bayesbinn_jax.train.checkpoint import FILE_CRCS, Checkpointer, CheckpointError
 from bayesbinn_jax.train.engine import create_train_state, make_train_step
 from bayesbinn_jax.train.keys import purpose_key
-from bayesbinn_jax.train.methods import build_method
 from cli_helpers import REPO, SMALL, cli_command, comparable, read_records, read_summary, write_images
 
 NUM_TRAIN = 600  # 540 to train on after the 10% validation split: 10 batches of 50
@@ -180,7 +179,7 @@ def test_hostile_arguments_end_in_one_line_and_touch_nothing(tmp_path, finished,
     assert_refused([*_args(data_file), *extra], str(tmp_path / "fresh"), name)
 
 
-_CONFIG = preset("permuted-mnist", "bayesbinn")
+_CONFIG = {k: v for k, v in build_config("permuted-mnist", "bayesbinn").as_dict().items() if k != "seed"}
 _POSITIVE_INTS = ("epochs", "batch_size", "eval_batch_size", "train_samples", "num_tasks", "eval_every",
                   "checkpoint_every", "train_set_scale")
 _POSITIVE_FLOATS = ("lr", "lr_end", "temperature", "lambda_init", "lr_decay")
@@ -441,8 +440,8 @@ def test_same_seed_gives_bitwise_the_same_lambda_through_the_cli(tmp_path, strai
 
 
 def _state(optimizer: str = "bayesbinn", hidden: int = 100, seed: int = 0):
-  config = dict(preset("permuted-mnist", optimizer), seed=seed, epochs=1)
-  method = build_method(optimizer, config, steps_per_epoch=20, train_set_size=640,
+  config = build_config("permuted-mnist", optimizer, seed=seed, epochs=1)
+  method = method_of(config, steps_per_epoch=20, train_set_size=640,
                         key=purpose_key(seed, "optimizer"))
   model = ContinualMLP(num_classes=4, hidden=hidden, quantizer=method.quantizer)
   return method, create_train_state(model, method, jnp.zeros((1, 8, 8, 1)), seed)
