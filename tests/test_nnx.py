@@ -134,6 +134,17 @@ def test_layer_options_are_checked_as_in_linen():
     bnx.MnistMLP(activations="ternary", rngs=nnx.Rngs(0))
 
 
+def test_networks_refuse_inputs_of_another_shape():
+  """An input unlike the one the network was built for is named, before any layer (linen's
+  InputShapeError), not a matmul shape error."""
+  mlp = nnx.eval_shape(lambda: bnx.ContinualMLP(in_features=20, rngs=nnx.Rngs(0)))
+  with pytest.raises(bnn.networks.InputShapeError, match=r"21 features .*in_features=20"):
+    mlp(jnp.zeros((2, 3, 7)))
+  vgg = nnx.eval_shape(lambda: bnx.VGGBinaryConnect(image_size=(8, 8), rngs=nnx.Rngs(0)))
+  with pytest.raises(ValueError, match=r"\(N, 8, 8, 3\)"):
+    vgg(jnp.zeros((2, 16, 16, 3)))
+
+
 # --------------------------------------------------------------------------- networks
 
 NETWORKS = {
@@ -533,3 +544,56 @@ def test_readme_nnx_loop_trains_two_moons():
   assert float(namespace["accuracy"]) >= 0.95
   probs = namespace["probs"]
   assert probs.shape == (len(namespace["moons"].x_test), 2)
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def _binary_mlp(num_samples=None, activations="binary"):
+  """An NNX MnistMLP with +-1 kernels (K stacked with num_samples) and random statistics."""
+  model = nnx.eval_shape(lambda: bnx.MnistMLP(in_features=40, hidden=48, depth=2, dropout=0.0,
+                                              activations=activations, rngs=nnx.Rngs(0)))
+  variables = _random_linen_variables(model.linen(), jnp.zeros((1, 40)))
+  rng = np.random.default_rng(5)
+  lead = () if num_samples is None else (num_samples,)
+  variables["params"] = jax.tree.map(
+      lambda w: jnp.asarray(rng.choice([-1.0, 1.0], lead + w.shape), w.dtype), variables["params"])
+  if num_samples is not None:  # the converter checks one network's shapes: load, then stack
+    first = jax.tree.map(lambda w: w[0], variables["params"])
+    bnx.linen_to_nnx(model, {**variables, "params": first})
+    nnx.update(model, _stacked_state(model, variables["params"]))
+  else:
+    bnx.linen_to_nnx(model, variables)
+  model.eval()
+  return model
+
+
+def _stacked_state(model, params):
+  pure = {"dense": {int(name.rsplit("_", 1)[1]): leaves for name, leaves in params.items()}}
+  state = nnx.state(model, nnx.Param)
+  return jax.tree.map(lambda _, new: new, unbox(state), nnx.State(pure))
+
+
+def test_pack_network_of_an_nnx_model_equals_its_float_outputs():
+  """bnx.pack_network packs the NNX network through its linen twin (nn.xnor's one packer):
+  the same predictions and logits to float32 rounding; a network with real activations is
+  refused by the packer, naming the linen layer. Catches: the adapter handing the packer
+  other weights or statistics than the model's (another layer order, train-mode statistics)."""
+  model = _binary_mlp()
+  x = jnp.asarray(RNG.normal(size=(32, 40)), jnp.float32)
+  net = bnx.pack_network(model)
+  want = np.asarray(nnx.jit(lambda m, x: m(x))(model, x))
+  got = np.asarray(net(x))
+  assert_array_equal(got.argmax(-1), want.argmax(-1))
+  assert_allclose(got, want, atol=1e-5)
+  with pytest.raises(ValueError, match="BinaryDense_1"):
+    bnx.pack_network(_binary_mlp(activations="real"))
+
+
+def test_pack_ensemble_of_an_nnx_model_packs_each_sample():
+  model = _binary_mlp(num_samples=2)
+  x = jnp.asarray(RNG.normal(size=(16, 40)), jnp.float32)
+  got = np.asarray(bnx.pack_ensemble(model)(x))
+  assert got.shape == (2, 16, 10)
+  for k in range(2):
+    assert_allclose(got[k], _one(model, k)(x), atol=1e-5)

@@ -24,18 +24,27 @@ from typing import Any, Callable, Sequence
 import flax.linen as linen
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from bayesbinn_jax._checks import check_integer
 from bayesbinn_jax.nn import networks as linen_networks
+from bayesbinn_jax.nn.networks import InputShapeError
 from bayesbinn_jax.nnx.layers import BatchNorm, BinaryConv, BinaryLinear
 
 VGG_CONVS = linen_networks.VGG_CONVS
 VGG_DENSES = linen_networks.VGG_DENSES
 
 
-def _flatten(x: jax.Array) -> jax.Array:
+def _flatten(network: nnx.Module, x: jax.Array) -> jax.Array:
+  """(N, ...) -> (N, in_features), or InputShapeError naming the width the network was built for."""
   x = jnp.asarray(x)
+  width = int(np.prod(x.shape[1:])) if x.ndim else None
+  if width != network.in_features:
+    raise InputShapeError(
+        type(network).__name__, x.shape,
+        f"has {width} features per example, and this network was built with "
+        f"in_features={network.in_features}", f"(N, {network.in_features})")
   return jnp.reshape(x, (x.shape[0], -1))
 
 
@@ -118,7 +127,7 @@ class ToyMLP(_Network):
 
   def __call__(self, x: jax.Array, train: bool | None = None) -> jax.Array:
     """Maps inputs (N, ...) to outputs (N, outputs)."""
-    x = _flatten(x)
+    x = _flatten(self, x)
     for layer in self.dense[:-1]:
       x = self._hidden(layer(x), jnp.tanh)
     x = self.dense[-1](x)
@@ -160,7 +169,7 @@ class MnistMLP(_Network):
 
   def __call__(self, x: jax.Array, train: bool | None = None) -> jax.Array:
     """Maps images (N, 28, 28[, 1]) or vectors (N, 784) to logits (N, num_classes)."""
-    x = self._drop(self.dropouts[0], _flatten(x), train)
+    x = self._drop(self.dropouts[0], _flatten(self, x), train)
     for i in range(self.depth):
       x = self.bn[i](self.dense[i](x), **self._mode(train))
       x = self._drop(self.dropouts[i + 1], self._hidden(x, jax.nn.relu), train)
@@ -230,12 +239,18 @@ class VGGBinaryConnect(_Network):
 
   def __call__(self, x: jax.Array, train: bool | None = None) -> jax.Array:
     """Maps images (N, H, W, C) to logits (N, num_classes)."""
+    expected = (*self.image_size, self.in_channels)
+    if jnp.ndim(x) != 4 or tuple(jnp.shape(x)[1:]) != expected:
+      raise InputShapeError(type(self).__name__, tuple(jnp.shape(x)),
+                            f"is not the (N, H, W, C) = (N, {', '.join(map(str, expected))}) "
+                            "this network was built for (image_size, in_channels)",
+                            f"(N, {', '.join(map(str, expected))})")
     for i, (_, pool) in enumerate(VGG_CONVS):
       x = self.conv[i](x)
       if pool:
         x = linen.max_pool(x, window_shape=(2, 2), strides=(2, 2))
       x = self._hidden(self.bn[i](x, **self._mode(train)), jax.nn.relu)
-    x = _flatten(x)
+    x = jnp.reshape(x, (x.shape[0], -1))
     n = len(VGG_CONVS)
     for j in range(len(VGG_DENSES)):
       x = self._hidden(self.bn[n + j](self.dense[j](x), **self._mode(train)), jax.nn.relu)
