@@ -77,3 +77,47 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...], hint: str) -> 
     accepted = ", ".join(repr(choice) for choice in choices)
     raise ValueError(f"{name} must be one of {accepted}; got {value!r}. {hint}")
   return value
+
+
+def check_count(name: str, value: Any) -> None:
+  """Raises ValueError unless ``value`` is a positive integer (a count such as a data set's size).
+
+  Python and NumPy integers >= 1 pass, and so do integer-valued concrete
+  arrays (``optax.inject_hyperparams`` hands numbers back as float arrays) and
+  traced values. None, bools, strings, fractions and numbers < 1 do not.
+
+  >>> check_count("train_set_size", 60000)
+  >>> check_count("train_set_size", True)
+  Traceback (most recent call last):
+  ...
+  ValueError: train_set_size must be a positive integer (the number of training examples); got True.
+  """
+  if isinstance(value, jax.core.Tracer):
+    return
+  is_number = (isinstance(value, numbers.Real) and not isinstance(value, bool)) or (
+      isinstance(value, (np.ndarray, np.generic, jax.Array)) and np.ndim(value) == 0
+      and np.issubdtype(np.asarray(value).dtype, np.number))
+  number = concrete(value) if is_number else None
+  if number is None or not number.is_integer() or number < 1:
+    raise ValueError(
+        f"{name} must be a positive integer (the number of training examples); got {value!r}.")
+
+
+def leading_axis_size(name: str, tree: Any) -> int:
+  """The size of the leading axis every leaf of ``tree`` shares (K stacked networks).
+
+  Raises ValueError naming ``name`` when a leaf is a scalar, when leaves
+  disagree, or when ``tree`` has no leaf.
+
+  >>> leading_axis_size("params", {"a": np.zeros((3, 2)), "b": np.zeros(3)})
+  3
+  """
+  sizes = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    shape = np.shape(leaf)
+    sizes.setdefault(shape[0] if shape else None, jax.tree_util.keystr(path))
+  if len(sizes) != 1 or None in sizes:
+    seen = ", ".join(f"{size} at {where or 'the root'}" for size, where in sizes.items()) or "no leaf"
+    raise ValueError(
+        f"{name}: every leaf needs the same leading Monte Carlo axis; got leading sizes {seen}.")
+  return next(iter(sizes))

@@ -26,12 +26,15 @@ def test_step_time_writes_ratios_to_the_plain_optax_adam_step(tmp_path):
   result = json.loads(out.read_text())
   assert result["settings"]["malloc"] == "retain"
   rows = result["results"]["mnist"]["optimizers"]
-  assert rows["optax_adam"]["ratio_to_optax_adam"] == 1.0
   assert rows["optax_adam"]["compiler_options"] == "XLA defaults"
+  # Hand counts, not values the script derived from its own output: 784*2048 + 2*2048^2 + 2048*10
+  # weights; BayesBiNN at beta = 0 keeps lambda (+ count, keys), Adam two moments.
+  assert result["results"]["mnist"]["num_weights"] == 10_014_720
   bayesbinn = rows["bayesbinn_k1"]
-  assert bayesbinn["steps"] == 2 and bayesbinn["median_ms"] > 0
-  assert bayesbinn["ratio_to_optax_adam"] == bayesbinn["median_ms"] / rows["optax_adam"]["median_ms"]
-  assert abs(bayesbinn["opt_state_floats_per_weight"] - 1.0) < 1e-3  # lambda (+ count, key) at beta = 0
+  assert bayesbinn["steps"] == 2 and 0 < bayesbinn["median_ms"] < 60_000
+  assert abs(bayesbinn["opt_state_floats_per_weight"] - 1.0) < 1e-3
+  assert abs(rows["optax_adam"]["opt_state_floats_per_weight"] - 2.0) < 1e-3
+  assert bayesbinn["params_floats_per_weight"] == 1.0
   assert bayesbinn["minor_faults_per_step"] >= 0 and bayesbinn["memory"]["temp_mib"] > 0
 
 

@@ -264,3 +264,24 @@ def test_bop_trains_two_moons():
     assert set(np.unique(np.asarray(leaf)).tolist()) <= {-1.0, 1.0}
   accuracy = two_moons_accuracy(model, params)
   assert accuracy >= 0.9
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_params_that_are_not_binary_are_binarised_by_the_update(jit):
+  # Catches Bop's -2w update on float params (the network's init): after 20 steps no weight
+  # was +-1 and nothing said so. Now the first update leaves every weight at +-1.
+  import warnings as _warnings
+  from bayesbinn_jax.optim.bop import NotBinaryParamsWarning
+  tx = bop(threshold=0.0, gamma=1.0)
+  params = {"w": jnp.array([0.3, -0.2, 0.0, 1.0])}
+  state = tx.init(params)
+  grads = {"w": jnp.array([1.0, 1.0, -1.0, -1.0])}
+  update = jax.jit(tx.update) if jit else tx.update
+  with _warnings.catch_warnings(record=True) as caught:
+    _warnings.simplefilter("always")
+    updates, _ = update(grads, state, params)
+  new = optax.apply_updates(params, updates)
+  # signs [1, -1, 1, 1]; m = g; flip where sign * m > 0: [True, False, False, False]
+  np.testing.assert_array_equal(new["w"], [-1.0, -1.0, 1.0, 1.0])
+  warned = [w for w in caught if issubclass(w.category, NotBinaryParamsWarning)]
+  assert (len(warned) == 1 and "params at ['w'] are not +-1" in str(warned[0].message)) if not jit else not warned

@@ -133,7 +133,7 @@ def test_idx_directory_fits_the_mlp_and_is_refused_by_the_vgg(tmp_path):
 
 
 def test_tfds_mnist_is_refused_by_the_vgg():
-  tfds = pytest.importorskip("tensorflow_datasets")
+  import tensorflow_datasets as tfds  # a declared dependency
   with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=3):
     loaded = data.load_tfds("mnist")
   assert data.fit_input_shape(loaded, MLP, "tfds:mnist") == (loaded, None)

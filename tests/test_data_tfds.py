@@ -12,7 +12,7 @@ import io
 import numpy as np
 import pytest
 
-tfds = pytest.importorskip("tensorflow_datasets")
+import tensorflow_datasets as tfds  # a declared dependency
 
 from bayesbinn_jax import data  # noqa: E402
 from bayesbinn_jax.data import DataError  # noqa: E402
@@ -69,8 +69,8 @@ def _prepare_tiny_mnist(data_dir, counts, seed=0):
   Each example is a tf.train.Example proto (tfds' own bundled copy) with the
   image PNG-encoded by PIL, the encoding tfds uses for ``Image`` features.
   """
-  array_record = pytest.importorskip("array_record.python.array_record_module")
-  image_lib = pytest.importorskip("PIL.Image")
+  from array_record.python import array_record_module as array_record  # tensorflow-datasets's
+  from PIL import Image as image_lib  # pillow, a declared dependency
   from tensorflow_datasets.core import file_adapters
   from tensorflow_datasets.core import splits as splits_lib
   from tensorflow_datasets.proto import tf_example_pb2

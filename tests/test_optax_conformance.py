@@ -5,8 +5,11 @@ entry of :data:`OPTIMIZERS` and runs through the same checks: inject_hyperparams
 gives identical results, the params' dtype is preserved (float32, bfloat16,
 float16), MultiSteps gradient accumulation equals one step on the mean
 gradient, ``init`` runs under ``jax.eval_shape``, a second jitted call does
-not recompile, extra keyword arguments to ``update`` are accepted, and on 8
-(simulated) devices sharded params give updates with the same shardings.
+not recompile, extra keyword arguments to ``update`` are accepted,
+``optax.tree_map_params`` reaches every params tree of the state, float64
+params train under ``jax_enable_x64``, the state's dtypes are stable under
+``lax.cond``, and on 8 (simulated) devices sharded params give updates with the
+same shardings.
 """
 
 from __future__ import annotations
@@ -119,9 +122,10 @@ def test_inject_hyperparams_gives_identical_results(name):
   plain, final = run(opt.factory(**opt.hyperparams), state, params, 3)
   inject, injected_final = run(injected, injected_state, injected_params, 3)
   for (u, s), (ui, si) in zip(plain, inject, strict=True):
-    # atol: lambda near 0 carries float32 rounding of lr * m (an injected lr is an array).
-    assert_trees_close(ui, u, rtol=1e-5, atol=1e-6)
-    assert_trees_close(si.inner_state, s, rtol=1e-5, atol=1e-6)
+    # atol: lambda near 0 carries the float32 rounding of its O(10) terms (an ulp of 16 is
+    # 2e-6): an injected momentum gives 1 - f32(0.9) = 0.100000024 where Python's is 0.1.
+    assert_trees_close(ui, u, rtol=1e-5, atol=1e-5)
+    assert_trees_close(si.inner_state, s, rtol=1e-5, atol=1e-5)
   assert_trees_close(injected_final, final, rtol=1e-5, atol=1e-6)
 
 
@@ -204,6 +208,66 @@ def test_update_accepts_extra_arguments(name):
   chained_updates, _ = chained.update(grads_at(params), (optax.EmptyState(), state), params,
                                      value=jnp.asarray(0.5))
   assert_trees_close(chained_updates, plain[0], rtol=0.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tree_map_params_maps_every_params_tree_of_the_state(name):
+  # optax's map_params row: the params-shaped fields of the state get f, the others stay.
+  tx, state, params = setup(name)
+  one = network()
+  mapped = optax.tree_map_params(tx, lambda p: jnp.full(jnp.shape(p), 7.0, jnp.float32), state)
+  assert jax.tree.structure(mapped) == jax.tree.structure(state)
+  sevens = [leaf for leaf in jax.tree.leaves(mapped)
+            if jnp.issubdtype(leaf.dtype, jnp.floating) and bool(jnp.all(leaf == 7.0))]
+  assert len(sevens) >= len(jax.tree.leaves(one))  # at least one params tree was mapped
+  specs = optax.tree_map_params(tx, lambda _, spec: spec, state, jax.tree.map(lambda _: "spec", one),
+                                transform_non_params=lambda _: None)
+  assert "spec" in jax.tree.leaves(specs)
+
+
+def test_tree_map_params_on_bayesbinn_with_a_prior():
+  one = network()
+  tx = bayesbinn(1e-2, 100, prior_lambda=jax.tree.map(jnp.ones_like, one))
+  state = tx.init(one)
+  mapped = optax.tree_map_params(tx, lambda p: p * 0 - 1, state)
+  for leaf in jax.tree.leaves(mapped.prior_lam) + jax.tree.leaves(mapped.lam):
+    np.testing.assert_array_equal(leaf, -1.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float64_params_under_enable_x64(name):
+  # optax's float64 row: float64 params train, updates come back in float64, the state stays
+  # float32 or wider, and the step equals the float32 one from the same state to float32
+  # precision. (The state is built once, in float32: under x64 jax.random draws other bits.)
+  tx, state, params = setup(name, jnp.float32)
+  updates, _ = jax.jit(tx.update)(grads_at(params), state, params)
+  expected = optax.apply_updates(params, updates)
+  with jax.enable_x64(True):
+    params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
+    updates64, new_state = jax.jit(tx.update)(grads_at(params64), state, params64)
+    for leaf in jax.tree.leaves(updates64):
+      assert leaf.dtype == jnp.float64
+    for leaf in jax.tree.leaves(new_state):
+      if jnp.issubdtype(leaf.dtype, jnp.floating):
+        assert jnp.finfo(leaf.dtype).bits >= 32
+    new64 = optax.apply_updates(params64, updates64)
+  assert_trees_close(new64, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dtypes_are_stable_under_lax_cond(name, dtype):
+  # optax's lax.cond row: the state after update has the dtypes and shapes of the state after
+  # init, so that a cond (or scan) carrying it type-checks; a dtype drift fails to trace.
+  tx, state, params = setup(name, dtype)
+
+  def step(s):
+    return tx.update(grads_at(params), s, params)[1]
+
+  for pred in (True, False):
+    out = jax.jit(lambda s, p: jax.lax.cond(p, step, lambda x: x, s))(state, pred)
+    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(state), strict=True):
+      assert (a.dtype, a.shape) == (b.dtype, b.shape)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -54,8 +54,9 @@ def test_saturated_mean_in_low_precision_params_does_not_run_away(dtype):
   #   s = (1 - 0.25) / (1 - tanh(4)^2) = 0.75 / 1.3412e-3 = 559.2
   #   lambda' = 4 - 1e-3 * (10 * 559.2 + 4) = -1.596
   # With mu in bfloat16, s = 0.75 / 1e-10 and lambda' = -7.5e7.
+  # count = 1: a later update, whose scale comes from the params the model holds.
   tx = bayesbinn(1e-3, 10, lambda_init=4.0)
-  state = tx.init({"w": jnp.zeros((4,), dtype)})
+  state = tx.init({"w": jnp.zeros((4,), dtype)})._replace(count=jnp.array(1))
   signs = np.sign(np.asarray(state.lam["w"]))
   params = {"w": jnp.asarray(0.5 * signs, dtype)}
   for update in (tx.update, jax.jit(tx.update)):

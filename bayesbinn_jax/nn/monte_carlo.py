@@ -17,6 +17,8 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from bayesbinn_jax import _checks
+
 PyTree = Any
 LOOPS = ("vmap", "unroll")
 
@@ -61,13 +63,7 @@ def mc_apply(apply_fn: Callable[..., Any], *, params_collection: str = "params",
       )
     params = variables[params_collection]
     shared = {name: value for name, value in variables.items() if name != params_collection}
-    sizes = {leaf.shape[0] if leaf.ndim else None for leaf in jax.tree.leaves(params)}
-    if len(sizes) != 1 or None in sizes:
-      raise ValueError(
-          "mc_apply: every params leaf needs the same leading Monte Carlo axis; got "
-          f"leading sizes {sorted(sizes, key=str)}."
-      )
-    num_samples = sizes.pop()
+    num_samples = _checks.leading_axis_size(f"mc_apply: {params_collection}", params)
     if rngs is None:
       sample_rngs = None
     elif isinstance(rngs, Mapping):

@@ -34,10 +34,12 @@ The fraction of binary weights flipped by the last step is
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from bayesbinn_jax._checks import check_range
@@ -68,6 +70,23 @@ def binarize_params(params: optax.Params) -> optax.Params:
   )
 
 
+class NotBinaryParamsWarning(UserWarning):
+  """Bop was handed params that are not +-1; its update binarizes them (sign, 0 -> +1)."""
+
+
+def _warn_unless_binary(params: optax.Params) -> None:
+  """Warns, naming the first leaf, when concrete params hold a value other than +-1."""
+  for where, leaf in _trees.leaves_with_paths(params):
+    if isinstance(leaf, jax.core.Tracer) or not hasattr(leaf, "shape"):
+      return
+    if not np.all(np.abs(np.asarray(leaf, np.float32)) == 1):  # NumPy: no op staged under a trace
+      warnings.warn(
+          f"bop: params at {where} are not +-1 (Bop flips binary weights); this update "
+          "binarizes them with sign (0 -> +1). Start from binarize_params(params).",
+          NotBinaryParamsWarning, stacklevel=3)
+      return
+
+
 def bop(
     threshold: optax.ScalarOrSchedule,
     gamma: optax.ScalarOrSchedule,
@@ -89,6 +108,13 @@ def bop(
     state_dtype: dtype of the momentum; None (the default) keeps each leaf's
       in ``promote_types(params dtype, float32)``: with gamma = 1e-5 a
       bfloat16 average could never move.
+
+  Bop's precondition is params of +-1. Params that are not (the network's
+  float init, a sample never binarised) are binarised by the update itself:
+  it returns ``target - params`` with ``target = -sign(w)`` where a weight flips
+  and ``sign(w)`` elsewhere (0 -> +1), which for +-1 params is the ``-2 w`` / 0
+  above bit for bit; called eagerly on such params it also warns
+  (:class:`NotBinaryParamsWarning`, naming the leaf).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with state
@@ -136,12 +162,10 @@ def bop(
         state.momentum,
         updates,
     )
-    flips = jax.tree.map(lambda w, m: w.astype(m.dtype) * m > tau, params, momentum)
-    new_updates = jax.tree.map(
-        lambda w, flip: jnp.where(flip, -2 * w, jnp.zeros_like(w)),
-        params,
-        flips,
-    )
+    _warn_unless_binary(params)
+    signs = binarize_params(params)
+    flips = jax.tree.map(lambda b, m: b.astype(m.dtype) * m > tau, signs, momentum)
+    new_updates = jax.tree.map(lambda w, b, flip: jnp.where(flip, -b, b) - w, params, signs, flips)
 
     flip_leaves = jax.tree.leaves(flips)
     total = sum(leaf.size for leaf in flip_leaves)

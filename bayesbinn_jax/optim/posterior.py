@@ -39,81 +39,18 @@ Example (``labels`` gives "binary" to kernels, "real" to the rest)::
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from bayesbinn_jax import _checks
 from bayesbinn_jax.optim.nested import find_states
-from bayesbinn_jax.optim.noise import logistic
+from bayesbinn_jax.optim.sampling import sample_binary, sample_relaxed
 from bayesbinn_jax.optim.state import BayesBiNNState
 
 PyTree = Any
-
-
-def _noise_dtype(dtype: jnp.dtype) -> jnp.dtype:
-  """Draws noise in at least float32, so that low-precision weights keep the exact law."""
-  return jnp.promote_types(dtype, jnp.float32)
-
-
-def _logistic_noise(lam: PyTree, key: jax.Array, num_samples: int | None, generator: str) -> PyTree:
-  """delta = 0.5 * log(u / (1 - u)), u ~ U(0, 1), one per weight (and per sample)."""
-  leaves, treedef = jax.tree.flatten(lam)
-  keys = jax.random.split(key, max(len(leaves), 1))
-  noise = []
-  for leaf, leaf_key in zip(leaves, keys):
-    shape = leaf.shape if num_samples is None else (num_samples, *leaf.shape)
-    noise.append(0.5 * logistic(leaf_key, shape, _noise_dtype(leaf.dtype), generator))
-  return jax.tree.unflatten(treedef, noise)
-
-
-@functools.partial(jax.jit, static_argnames=("num_samples", "generator"))
-def sample_relaxed(
-    lam: PyTree,
-    key: jax.Array,
-    temperature: float | jax.Array = 1.0,
-    num_samples: int | None = None,
-    *,
-    generator: str = "counter",
-) -> PyTree:
-  """Relaxed (Gumbel-softmax) binary sample, the weights BayesBiNN trains at.
-
-      w = tanh((lambda + delta) / tau),   delta = 0.5 log(u / (1 - u)),  u ~ U(0, 1)
-
-  As tau -> 0, w -> sign(lambda + delta), which is +1 with probability
-  sigmoid(2 lambda). With ``num_samples=K`` every leaf gets a leading axis of
-  size K (one network per Monte Carlo sample, the layout ``bayesbinn`` expects
-  with ``num_samples=K``). Use it for the first params to train from.
-  ``generator`` picks the generator of u (:mod:`bayesbinn_jax.optim.noise`).
-  The sample is computed in at least float32 and returned in lambda's dtype.
-  """
-  noise = _logistic_noise(lam, key, num_samples, generator)
-
-  def sample(leaf: jax.Array, delta: jax.Array) -> jax.Array:
-    tau = jnp.asarray(temperature, delta.dtype)
-    return jnp.tanh((leaf.astype(delta.dtype) + delta) / tau).astype(leaf.dtype)
-
-  return jax.tree.map(sample, lam, noise)
-
-
-@functools.partial(jax.jit, static_argnames=("num_samples", "generator"))
-def sample_binary(
-    lam: PyTree, key: jax.Array, num_samples: int | None = None, *, generator: str = "counter"
-) -> PyTree:
-  """Exact binary sample w in {-1, +1} with P(w = +1) = sigmoid(2 lambda).
-
-  Drawn as sign(lambda + delta) with the noise of :func:`sample_relaxed`, so it is
-  the tau -> 0 limit of the relaxed sample for the same key and ``generator``.
-  """
-  noise = _logistic_noise(lam, key, num_samples, generator)
-
-  def sample(leaf: jax.Array, delta: jax.Array) -> jax.Array:
-    one = jnp.ones((), leaf.dtype)
-    return jnp.where(leaf.astype(delta.dtype) + delta > 0, one, -one)
-
-  return jax.tree.map(sample, lam, noise)
 
 
 @jax.jit
@@ -181,34 +118,60 @@ def posterior_lambda(opt_state: Any) -> PyTree:
     ) from error
 
 
-def _fill(draw: PyTree, lam: PyTree, params: PyTree, num_samples: int | None) -> PyTree:
-  """``draw`` (a tree like ``lam``) at BayesBiNN's leaves, ``params`` elsewhere.
+def _stacked_size(lam: PyTree, params: PyTree) -> int | None:
+  """K when ``params`` hold K networks stacked on a leading axis, None for one network.
 
-  BayesBiNN's leaves take the dtype of ``params`` there; with ``num_samples``
-  the other leaves are broadcast to a leading axis of that size.
+  Read from the leaves BayesBiNN trains, whose one-network shape lambda fixes:
+  each is lambda's shape or (K, *lambda's shape), the same K for all.
   """
+  sizes = set()
 
-  def leaf(where: jax.tree_util.KeyPath, drawn: Any, lam_leaf: Any, param: Any) -> Any:
-    param = jnp.asarray(param)
+  def leaf(where: jax.tree_util.KeyPath, lam_leaf: Any, param: Any) -> None:
     if _masked(lam_leaf):
-      return param if num_samples is None else jnp.broadcast_to(param, (num_samples, *param.shape))
-    if param.shape != lam_leaf.shape and param.shape[1:] != lam_leaf.shape:
+      return
+    shape, ref = jnp.shape(param), jnp.shape(lam_leaf)
+    if shape != ref and shape[1:] != ref:
       raise ValueError(
-          f"params at {jax.tree_util.keystr(where)} has shape {param.shape}, but the "
-          f"BayesBiNN state holds lambda of shape {lam_leaf.shape} there: pass the params "
-          "the optimizer was initialised on (one network, or K stacked)."
-      )
-    return drawn.astype(param.dtype)
+          f"params at {jax.tree_util.keystr(where)} has shape {shape}, but the BayesBiNN state "
+          f"holds lambda of shape {ref} there: pass the params the optimizer updates (one "
+          "network, or K stacked).")
+    sizes.add(None if shape == ref else shape[0])
 
   try:
-    return jax.tree_util.tree_map_with_path(leaf, draw, lam, params, is_leaf=_masked)
+    jax.tree_util.tree_map_with_path(leaf, lam, params, is_leaf=_masked)
   except (TypeError, ValueError) as error:
     if "params at" in str(error):
       raise
-    raise ValueError(
-        "params must have the tree structure of the params the optimizer was initialised "
-        f"on ({error})."
-    ) from error
+    raise ValueError("params must have the tree structure of the params the optimizer was "
+                     f"initialised on ({error}).") from error
+  if len(sizes) > 1:
+    raise ValueError(f"params mix one network and stacked networks (leading sizes {sorted(sizes, key=str)}).")
+  return sizes.pop() if sizes else None
+
+
+def _fill(draw: PyTree, lam: PyTree, params: PyTree, num_samples: int | None) -> PyTree:
+  """``draw`` (a tree like ``lam``) at BayesBiNN's leaves, ``params`` elsewhere.
+
+  BayesBiNN's leaves take the dtype of ``params`` there. The other leaves are
+  one network's: from K stacked params (K read from BayesBiNN's leaves) the
+  first network's; with ``num_samples`` they are then broadcast to a leading
+  axis of that size, like the draw.
+  """
+  stacked = _stacked_size(lam, params)
+
+  def leaf(where: jax.tree_util.KeyPath, drawn: Any, lam_leaf: Any, param: Any) -> Any:
+    param = jnp.asarray(param)
+    if not _masked(lam_leaf):
+      return drawn.astype(param.dtype)
+    if stacked is not None:
+      if param.ndim == 0 or param.shape[0] != stacked:
+        raise ValueError(
+            f"params at {jax.tree_util.keystr(where)} has shape {param.shape}, but BayesBiNN's "
+            f"params are {stacked} networks stacked on a leading axis: every leaf needs it.")
+      param = param[0]
+    return param if num_samples is None else jnp.broadcast_to(param, (num_samples, *param.shape))
+
+  return jax.tree_util.tree_map_with_path(leaf, draw, lam, params, is_leaf=_masked)
 
 
 def mode_params(opt_state: Any, params: PyTree) -> PyTree:
@@ -220,7 +183,16 @@ def mode_params(opt_state: Any, params: PyTree) -> PyTree:
     params: the current params (one network, or the K stacked samples).
 
   Returns:
-    A tree shaped like one network's params.
+    A tree shaped like one network's params, every leaf: the leaves BayesBiNN
+    does not train are the first network's when ``params`` are K stacked.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesbinn_jax import bayesbinn
+    >>> params = {"w": jnp.zeros((3, 2))}                     # K = 3 stacked samples
+    >>> state = bayesbinn(1e-3, 10, num_samples=3).init(params)
+    >>> mode_params(state, params)["w"].shape
+    (2,)
 
   Raises:
     ValueError: naming the problem when ``opt_state`` holds no BayesBiNN state
@@ -262,13 +234,23 @@ def sample_params(
     params: the current params (one network, or the K stacked samples).
     key: the PRNG key of the draw.
     num_samples: None for one network; K for K networks stacked on a new
-      leading axis (the other leaves are broadcast to it), the layout of
-      ``bayesbinn(..., num_samples=K)`` and ``mc_apply``.
+      leading axis, the layout of ``bayesbinn(..., num_samples=K)`` and
+      ``mc_apply``. The leaves BayesBiNN does not train are one network's
+      (the first of K stacked params), broadcast to the K networks.
     temperature: None, or tau > 0 of the relaxed sample.
     generator: "counter" or "threefry" (:mod:`bayesbinn_jax.optim.noise`).
 
   Returns:
     A params tree in the params' dtypes.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesbinn_jax import bayesbinn
+    >>> params = {"w": jnp.zeros((4, 2))}
+    >>> state = bayesbinn(1e-3, 10).init(params)
+    >>> first = sample_params(state, params, jax.random.key(0), temperature=1.0)   # train from here
+    >>> sample_params(state, params, jax.random.key(1), num_samples=5)["w"].shape
+    (5, 4, 2)
   """
   lam = posterior_lambda(opt_state)
   if temperature is None:
