@@ -121,18 +121,27 @@ def method_of(config: RunConfig, *, steps_per_epoch: int, train_set_size: int, k
                       output_scale=config.run.output_scale, output_scale_lr=config.run.output_scale_lr)
 
 
+class UnknownKeyError(ValueError):
+  """A ``key`` that is no setting of the run settings nor of ``optimizer``'s hyperparameters."""
+
+  def __init__(self, key: str, optimizer: str):
+    super().__init__(f"{key} is no setting of a run with {optimizer}.")
+    self.key, self.optimizer = key, optimizer
+
+
 def from_mapping(experiment: str, optimizer: str, values: Mapping[str, Any]) -> RunConfig:
   """A :class:`RunConfig` from a flat mapping (a preset with changes, or a saved config).
 
   Raises:
-    ConfigError: an unknown key, or a value of the wrong type or out of range.
+    UnknownKeyError: a key that is no setting.
+    ConfigError: a value of the wrong type or out of range.
   """
   hyper_cls = hyper_class(optimizer)
   run_keys = {f.name for f in dataclasses.fields(RunSettings)}
   hyper_keys = {f.name for f in dataclasses.fields(hyper_cls)}
-  for key in values:
-    if key not in run_keys | hyper_keys | {"seed"}:
-      raise ConfigError(key, values[key], f"a setting of {optimizer} (unknown key)")
+  unknown = sorted(set(values) - run_keys - hyper_keys - {"seed"})
+  if unknown:
+    raise UnknownKeyError(unknown[0], optimizer)
   run = RunSettings(**{k: v for k, v in values.items() if k in run_keys})
   hyper = hyper_cls(**{k: v for k, v in values.items() if k in hyper_keys})
   return RunConfig(experiment, optimizer, values.get("seed", 0), run, hyper)
@@ -275,7 +284,7 @@ def help_text() -> str:
     if len(set(variants)) > 1:  # a default that differs between optimizers (lr_decay) is left out
       head, _, doc = line.partition("): ")
       line = f"{head.split(', default ')[0]}): {doc}"
-    lines.append("    " + line)
+    lines.append(textwrap.fill(line, 88, initial_indent="    ", subsequent_indent="        "))
   return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -108,6 +109,7 @@ def _is_integer(value: Any) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)
 
 
+@functools.cache
 def field_types(cls: type) -> dict[str, Any]:
   """``{name: type}`` of a :class:`Settings` class's fields (its resolved annotations)."""
   hints = typing.get_type_hints(cls)
@@ -148,9 +150,9 @@ class Settings:
   """Base of the settings dataclasses: every field is checked when an instance is built."""
 
   def __post_init__(self) -> None:
+    types = field_types(type(self))
     for field in dataclasses.fields(self):  # type: ignore[arg-type]
-      kind = field_types(type(self))[field.name]
-      value = check_type(field.name, getattr(self, field.name), kind)
+      value = check_type(field.name, getattr(self, field.name), types[field.name])
       object.__setattr__(self, field.name, value)
       check = field.metadata.get("check")
       if value is not None and check is not None and not check.accepts(value):
@@ -168,6 +170,8 @@ def keys_where(cls: type, flag: str) -> tuple[str, ...]:
 
 
 # ----------------------------------------------------------------------------- the optimizers
+_LR_DECAY_DOC = "factor of the learning rate at each milestone of steps (pmf: every lr_decay_steps)"
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ScheduleHyper(Settings):
   """A learning rate with a per-epoch schedule (:func:`bayesbinn_jax.train.schedules.epoch_schedule`)."""
@@ -177,7 +181,7 @@ class ScheduleHyper(Settings):
   lr_schedule: str = setting("cosine", doc="the learning rate's per-epoch schedule", check=OneOf(SCHEDULES))
   lr_end: float = setting(1e-16, doc="last learning rate of cosine and geometric", check=POSITIVE)
   lr_milestones: tuple[int, ...] = setting((), doc="epochs where steps multiplies it by lr_decay")
-  lr_decay: float = setting(0.1, doc="factor of steps at each milestone", check=POSITIVE)
+  lr_decay: float = setting(0.1, doc=_LR_DECAY_DOC, check=POSITIVE)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -230,7 +234,7 @@ class PMFHyper(Settings):
 
   name: ClassVar[str] = "pmf"
   lr: float = setting(doc="learning rate", check=POSITIVE)
-  lr_decay: float = setting(0.2, doc="factor of the learning rate every lr_decay_steps", check=POSITIVE)
+  lr_decay: float = setting(0.2, doc=_LR_DECAY_DOC, check=POSITIVE)
   lr_decay_steps: int = setting(doc="steps between decays", check=POSITIVE)
   rho: float = setting(doc="growth of beta every 100 steps", check=POSITIVE)
   weight_decay: float = setting(0.0, doc="weight decay", check=NON_NEGATIVE)
