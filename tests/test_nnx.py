@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import flax.linen as linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,14 +22,15 @@ from bayesbinn_jax.optim import (
     BayesBiNNState,
     bayesbinn,
     find_state,
+    mc_outputs,
     mean_params,
     mode_params,
     nonfinite_count,
     posterior_lambda,
     predictive_probs,
+    sample_binary,
     sample_params,
 )
-from bayesbinn_jax.optim.posterior import mc_outputs, sample_binary
 from bayesbinn_jax.optim.unbox import rebox, unbox
 
 RNG = np.random.default_rng(0)
@@ -367,14 +367,8 @@ def test_helpers_on_unboxed_nnx_objects_give_what_nnx_update_accepts():
   assert outs.shape == (4, 16, 2)
 
 
-# These call the helpers with the NNX objects themselves, no unbox by the caller: they pass
-# once optim/posterior.py and optim/nested.py call optim.unbox.unbox at their entry (issue 28;
-# the lead wires it). Until then they are expected to fail; remove the marker once wired.
-NEEDS_UNBOX_WIRING = pytest.mark.xfail(
-    reason="issue 28: optim/posterior.py and optim/nested.py do not call unbox yet", strict=False)
-
-
-@NEEDS_UNBOX_WIRING
+# These call the helpers with the NNX objects themselves, no unbox by the caller
+# (optim/posterior.py and optim/nested.py call optim.unbox.unbox at their entry).
 def test_helpers_take_nnx_objects_directly():
   """The same results as with unbox by hand, from opt.opt_state and nnx.state(model,
   nnx.Param) as they are, and the results go into nnx.update. Catches: a helper entry that

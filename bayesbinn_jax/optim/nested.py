@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from bayesbinn_jax.optim.state import BayesBiNNState
+from bayesbinn_jax.optim.unbox import unbox
 
 State = TypeVar("State")
 
@@ -22,7 +23,7 @@ def find_states(opt_state: Any, state_type: type | tuple[type, ...]) -> list[Any
   ``state_type`` nested inside another is not listed.
   """
   is_state = lambda node: isinstance(node, state_type)  # noqa: E731
-  return [node for node in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(node)]
+  return [node for node in jax.tree.leaves(unbox(opt_state), is_leaf=is_state) if is_state(node)]
 
 
 def find_state(opt_state: Any, state_type: type[State]) -> State:

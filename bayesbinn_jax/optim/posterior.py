@@ -49,6 +49,7 @@ from bayesbinn_jax import _checks
 from bayesbinn_jax.optim.nested import find_states
 from bayesbinn_jax.optim.sampling import sample_binary, sample_relaxed
 from bayesbinn_jax.optim.state import BayesBiNNState
+from bayesbinn_jax.optim.unbox import unbox
 
 PyTree = Any
 
@@ -92,7 +93,7 @@ def posterior_lambda(opt_state: Any) -> PyTree:
     ValueError: when ``opt_state`` holds no BayesBiNN state, when their lambda
       trees differ in structure, or when two train the same leaf.
   """
-  lams = [state.lam for state in find_states(opt_state, BayesBiNNState)]
+  lams = [state.lam for state in find_states(opt_state, BayesBiNNState)]  # NNX containers unboxed
   if not lams:
     raise ValueError(
         "the optimizer state holds no BayesBiNNState: pass the state of a transform "
@@ -118,7 +119,7 @@ def posterior_lambda(opt_state: Any) -> PyTree:
     ) from error
 
 
-def _stacked_size(lam: PyTree, params: PyTree) -> int | None:
+def _stacked_size(lam: PyTree, params: PyTree) -> int | None:  # params unboxed by _fill
   """K when ``params`` hold K networks stacked on a leading axis, None for one network.
 
   Read from the leaves BayesBiNN trains, whose one-network shape lambda fixes:
@@ -157,6 +158,7 @@ def _fill(draw: PyTree, lam: PyTree, params: PyTree, num_samples: int | None) ->
   first network's; with ``num_samples`` they are then broadcast to a leading
   axis of that size, like the draw.
   """
+  params = unbox(params)  # nnx.state(model, nnx.Param) is taken as it is
   stacked = _stacked_size(lam, params)
 
   def leaf(where: jax.tree_util.KeyPath, drawn: Any, lam_leaf: Any, param: Any) -> Any:
@@ -262,6 +264,7 @@ def sample_params(
 
 def _network_sampler(posterior: Any, params: PyTree | None) -> Callable[[jax.Array], PyTree]:
   """key -> one exact binary network, from a lambda tree or an optimizer state."""
+  posterior, params = unbox(posterior), unbox(params)
   holds_state = bool(find_states(posterior, BayesBiNNState))
   lam = posterior_lambda(posterior) if holds_state else posterior
   if params is not None:
