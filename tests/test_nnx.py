@@ -518,7 +518,6 @@ def test_nnx_optimizer_step_equals_the_linen_step():
   assert_allclose(lam["dense"][1]["kernel"], opt_state.lam["BinaryDense_1"]["kernel"], rtol=1e-5)
 
 
-@NEEDS_UNBOX_WIRING
 def test_readme_nnx_loop_trains_two_moons():
   """The README's NNX block, run after its linen block (it reuses tx, x, y), trains two moons
   to 95% training accuracy and gives a predictive over the test set."""
