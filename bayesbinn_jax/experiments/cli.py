@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
   parser.add_argument("--data-file", default=None, help="an .npz data file (see below)")
   parser.add_argument("--data-dir", default=None, help="MNIST IDX files, or a tfds data_dir")
+  parser.add_argument("--allow-unseen-labels", action="store_true",
+                      help="accept test labels the training split lacks (noted; refused otherwise)")
   parser.add_argument("--ood-data-file", default=None,
                       help="an .npz of out-of-distribution images of the training images' shape (x_test, "
                            "or x): reports ood_auroc (predictive entropy, OOD positive) and ood_entropy.png")
@@ -166,7 +168,8 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     saved = read_saved_run(args.out)  # config.json, read once
     options = RunOptions(config=evaluation_config(saved.config, args.overrides), out_dir=args.out,
                          data_file=args.data_file, data_dir=args.data_dir, quiet=args.quiet,
-                         ood_data_file=args.ood_data_file, figures=args.figures)
+                         ood_data_file=args.ood_data_file, figures=args.figures,
+                         allow_unseen_labels=args.allow_unseen_labels)
   except OverrideError as error:
     parser.error(str(error))
   except ValueError as error:
@@ -183,6 +186,7 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 def render_error(error: BaseException) -> str:
   """One line for ``error`` in the CLI's terms: the library's message (which names no flag)
   with the flag that sets what it names, and the advice that fits."""
+  from bayesbinn_jax.data import UnseenLabelsError  # noqa: PLC0415
   from bayesbinn_jax.train import checkpoint, sharding  # noqa: PLC0415
 
   message = _one_line(error).rstrip(".")
@@ -192,6 +196,8 @@ def render_error(error: BaseException) -> str:
     return message + "."
   if isinstance(error, sharding.BatchSizeError):
     return f"{message} (--set {error.name}=...)."
+  if isinstance(error, UnseenLabelsError):
+    return f"{message}: pass --allow-unseen-labels to train anyway."
   if isinstance(error, checkpoint.StateMismatchError) and error.release != __version__:
     return f"{message}; evaluate or resume it with bayesbinn_jax {error.release}, or use another --out."
   if isinstance(error, sharding.NothingToSplitError):
@@ -262,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   options = RunOptions(
       config=config, out_dir=out, data_file=args.data_file, data_dir=args.data_dir, resume=args.resume,
       cl_prior=args.cl_prior, quiet=args.quiet, ood_data_file=args.ood_data_file,
-      shard_state=args.shard_state, figures=args.figures)
+      shard_state=args.shard_state, figures=args.figures, allow_unseen_labels=args.allow_unseen_labels)
   try:
     run_experiment(options, console)
   except Interrupted as stopped:  # SIGINT/SIGTERM: stopped at a step boundary, saved there

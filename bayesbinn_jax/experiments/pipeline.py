@@ -79,6 +79,8 @@ class RunOptions:
   shard_state: bool = False
   figures: bool = True
   """False: no PNG figures, nor the arrays drawn in them (e.g. ``two_moons_grid.npz``)."""
+  allow_unseen_labels: bool = False
+  """Accept test labels the training split lacks (noted); refused otherwise."""
 
   @property
   def experiment(self) -> str:
@@ -96,15 +98,17 @@ class RunData:
 
   ``permutations`` holds one pixel permutation per continual-learning task
   (None otherwise); :meth:`inputs` gives task ``t``'s input function.
-  ``note`` says how the data were fitted to the network (channels-first images
-  transposed), or is None.
+  ``notes`` say how the data were fitted to the network (channels-first images
+  transposed), values out of the ordinary for the normalisation
+  (:func:`bayesbinn_jax.data.check_value_range`) and test labels the training
+  split lacks, when allowed (:func:`bayesbinn_jax.data.check_unseen_labels`).
   """
 
   dataset: data.ArrayDataset | data.RegressionDataset
   preprocessing: Preprocessing
   num_outputs: int
   permutations: np.ndarray | None
-  note: str | None = None
+  notes: tuple[str, ...] = ()
 
   def inputs(self, task: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     if self.permutations is None:
@@ -126,12 +130,13 @@ def load_data(spec: ExperimentSpec, config: RunConfig, source: DataSource) -> Ru
   """Loads and checks the data of ``spec``, then applies ``train_subset`` and ``val_fraction``.
 
   ``train_subset > 0`` keeps the first that many training examples;
-  ``val_fraction > 0`` holds out a seeded validation part.
+  ``val_fraction > 0`` holds out a seeded validation part. The values are then
+  checked against ``spec.normalisation`` (DataError, or notes).
   """
   dataset = spec.load(config, source)
   note = None
+  where = source.data_file or source.data_dir or f"tfds:{spec.name}"
   if spec.image_shape is not None:
-    where = source.data_file or source.data_dir or f"tfds:{spec.name}"
     dataset, note = data.fit_input_shape(dataset, spec.image_shape, where)
   run = config.run
   if run.train_subset:
@@ -147,8 +152,12 @@ def load_data(spec: ExperimentSpec, config: RunConfig, source: DataSource) -> Ru
   if spec.continual:
     pixels = int(np.prod(dataset.input_shape))
     permutations = data.task_permutations(config.num_tasks, pixels, purpose_key(config.seed, "permutations"))
+  notes = [note, *data.check_value_range(dataset, spec.normalisation, where)]
+  if source.allow_unseen_labels and isinstance(dataset, data.ArrayDataset):
+    notes.append(data.check_unseen_labels(dataset, where, allow=True))
   num_outputs = dataset.num_classes if spec.task == "classification" else 1
-  return RunData(dataset, preprocessing(spec, dataset), num_outputs, permutations, note)
+  return RunData(dataset, preprocessing(spec, dataset), num_outputs, permutations,
+                 tuple(n for n in notes if n))
 
 
 def _load_ood_images(spec: ExperimentSpec, options: RunOptions, run_data: RunData) -> np.ndarray | None:
@@ -315,7 +324,7 @@ def prepare(spec: ExperimentSpec, options: RunOptions) -> Prepared:
   """Loads and checks the data and the OOD file, builds the method, the network, the train
   state and the steps (nothing is written)."""
   config = options.config
-  run_data = load_data(spec, config, DataSource(options.data_file, options.data_dir))
+  run_data = load_data(spec, config, DataSource(options.data_file, options.data_dir, options.allow_unseen_labels))
   ood_images = _load_ood_images(spec, options, run_data)
   training, state = build_training(spec, options, run_data)
   evaluator = Evaluator(spec, training, run_data, config.run.eval_batch_size, config.seed)
@@ -417,7 +426,9 @@ def _run_experiment(options: RunOptions, console: Console | None, folder_note: s
     records = writer.start(start) if writer else read_records(_path(options, "metrics.jsonl"), start)
   except MetricsFileError as error:
     raise RunError(f"{error}; the run cannot be resumed: use another --out.") from error
-  _say_notes(prepared, console, [folder_note, *notes, prepared.run_data.note, writer and writer.note])
+  left_out = data.examples_left_out(prepared.run_data.dataset.num_train, options.config.run.batch_size)
+  _say_notes(prepared, console, [folder_note, *notes, *prepared.run_data.notes, writer and writer.note],
+             left_out)
   state = _train(prepared, options, state, start, checkpointer, writer, records, console, stop)
   latest = checkpointer.latest()
   checkpointer.close()
@@ -430,8 +441,8 @@ def _run_experiment(options: RunOptions, console: Console | None, folder_note: s
   summary.update(processes=process_count(), shard_state=options.shard_state,
                  state_bytes_per_device=state_bytes_per_device(state.opt_state))
   predictives = measure(prepared, options, state, summary) if records else []
-  if summary.get("temperature_fit_split") == "train":
-    console.line("note: no validation split; the temperature was fitted on the training split.")
+  for note in report.calibration_notes(summary):
+    console.line(f"note: {note}")
   draw_figures(prepared, options, options.out_dir, summary, state, predictives, records)
   write_summary(options.out_dir, summary, console)
   return summary
@@ -480,10 +491,11 @@ def _config_json(prepared: Prepared, options: RunOptions) -> dict:
       "shard_state": options.shard_state, "version": __version__}
 
 
-def _say_notes(prepared: Prepared, console: Console, notes: list[str | None]) -> None:
-  """The data line, then each note given (None: none)."""
+def _say_notes(prepared: Prepared, console: Console, notes: list[str | None], left_out: int = 0) -> None:
+  """The data line (with the ``left_out`` training examples each epoch drops), then each
+  note given (None: none)."""
   training = prepared.training
-  console.data(prepared.run_data.describe(), training.steps_per_epoch)
+  console.data(prepared.run_data.describe(), training.steps_per_epoch, left_out)
   for note in notes:
     if note:
       console.line(f"note: {note}")
@@ -610,6 +622,8 @@ def evaluate_run(options: RunOptions, console: Console | None = None, *, saved: 
     console.line(f"note: {note}")
   summary = _evaluation_summary(prepared, options, state, epoch)
   predictives = measure(prepared, options, state, summary)
+  for note in report.calibration_notes(summary):
+    console.line(f"note: {note}")
   out_dir = _path(options, EVALUATION_DIR)
   os.makedirs(out_dir, exist_ok=True)
   draw_figures(prepared, options, out_dir, summary, state, predictives)

@@ -19,7 +19,7 @@ import numpy as np
 from bayesbinn_jax._version import __version__
 from bayesbinn_jax.experiments import plots
 from bayesbinn_jax.experiments.specs import ExperimentSpec
-from bayesbinn_jax.train.calibration import apply_temperature, fit_temperature, log_probabilities
+from bayesbinn_jax.train.calibration import DEFAULT_BOUNDS, apply_temperature, log_probabilities, temperature_fit
 from bayesbinn_jax.train.keys import purpose_key
 from bayesbinn_jax.train.methods import output_scale_labels
 from bayesbinn_jax.train.metrics import (classification_metrics, ood_auroc, predictive_entropy,
@@ -74,8 +74,8 @@ class Predictive:
   name: str          # "mode" or "mean, C=..."
   prefix: str        # "" or "mc_"
   test: np.ndarray
-  calibrated: np.ndarray
-  temperature: float
+  calibrated: np.ndarray | None  # None: no validation split, no temperature fitted
+  temperature: float | None
   ood: np.ndarray | None
 
 
@@ -83,20 +83,22 @@ def measure_uncertainty(options: RunOptions, state: TrainState, evaluator: Evalu
                         ood_images: np.ndarray | None = None) -> tuple[dict, list[Predictive]]:
   """Temperature scaling and uncertainty metrics of the mode and the MC predictive.
 
-  T (Guo et al. 2017) is fitted on the validation split, or on the training
-  split when there is none (``temperature_fit_split`` says which), for the mode
-  network and for the Monte Carlo predictive (on the log of its averaged
-  probabilities, algorithm.md). Returns the summary entries (``temperature``,
-  ``test_nll_calibrated``, ``test_ece_calibrated``, ``test_brier``,
+  T (Guo et al. 2017) is fitted on the validation split (``temperature_fit_split``
+  "val") for the mode network and for the Monte Carlo predictive (on the log of
+  its averaged probabilities, algorithm.md). Without a validation split nothing
+  is fitted (``temperature_fit_split`` None, no calibrated numbers): on the
+  training split, which the network has learned, the fit runs to the search's
+  lower bound (two moons: T = 0.01, a "calibrated" NLL twice the raw one). A fit
+  at a bound of the search is flagged (``temperature_at_bound``; see
+  :func:`calibration_notes`). Returns the summary entries (``temperature``,
+  ``temperature_at_bound``, ``test_nll_calibrated``, ``test_ece_calibrated``, ``test_brier``,
   ``test_entropy``, ``test_misclassification_auroc``, ``ood_auroc`` when
   ``ood_images`` are given, and their ``mc_`` twins; ``output_scale``, the
   learned gain per class, with ``output_scale=learned``) and the predictions.
   """
   ds = evaluator.run_data.dataset
   task = 0 if evaluator.run_data.permutations is None else len(evaluator.run_data.permutations) - 1
-  split = "val" if ds.has_validation else "train"
-  x_fit, y_fit = (ds.x_val, ds.y_val) if ds.has_validation else (ds.x_train, ds.y_train)
-  x_fit, y_fit = x_fit[:FIT_EXAMPLES], y_fit[:FIT_EXAMPLES]
+  split = "val" if ds.has_validation else None
   summary: dict[str, Any] = {"temperature_fit_split": split}
   labels = jax.tree_util.tree_leaves(output_scale_labels(state.params))
   gains = [leaf for label, leaf in zip(labels, jax.tree_util.tree_leaves(state.params))
@@ -109,13 +111,17 @@ def measure_uncertainty(options: RunOptions, state: TrainState, evaluator: Evalu
   predictives = []
   for name, prefix, key in keys:
     fold = (lambda i: None) if key is None else (lambda i, key=key: jax.random.fold_in(key, i))  # noqa: E731
-    fit = evaluator.predictions(state, x_fit, task, key=fold(0))
     test = evaluator.predictions(state, ds.x_test, task, key=fold(1))
-    temperature = fit_temperature(log_probabilities(fit), y_fit)
-    calibrated = apply_temperature(log_probabilities(test), temperature)
-    metrics = classification_metrics(calibrated, ds.y_test)
-    summary.update({f"{prefix}temperature": temperature, f"{prefix}test_nll_calibrated": metrics["nll"],
-                    f"{prefix}test_ece_calibrated": metrics["ece"]})
+    temperature = calibrated = None
+    if ds.has_validation:
+      fit = evaluator.predictions(state, ds.x_val[:FIT_EXAMPLES], task, key=fold(0))
+      fitted = temperature_fit(log_probabilities(fit), ds.y_val[:FIT_EXAMPLES])
+      temperature = fitted.temperature
+      calibrated = apply_temperature(log_probabilities(test), temperature)
+      metrics = classification_metrics(calibrated, ds.y_test)
+      summary.update({f"{prefix}temperature": temperature,
+                      f"{prefix}temperature_at_bound": fitted.at_bound is not None,
+                      f"{prefix}test_nll_calibrated": metrics["nll"], f"{prefix}test_ece_calibrated": metrics["ece"]})
     summary.update({f"{prefix}test_{k}": v for k, v in uncertainty_metrics(test, ds.y_test).items()})
     ood = None
     if ood_images is not None:
@@ -123,6 +129,26 @@ def measure_uncertainty(options: RunOptions, state: TrainState, evaluator: Evalu
       summary[f"{prefix}ood_auroc"] = ood_auroc(test, ood)
     predictives.append(Predictive(name, prefix, test, calibrated, temperature, ood))
   return summary, predictives
+
+
+def calibration_notes(summary: Mapping[str, Any]) -> list[str]:
+  """What the console says about the temperature fit of :func:`measure_uncertainty`:
+  that none was made (no validation split), or which fits stopped at a bound of the
+  search (their "calibrated" numbers are that bound's, not a calibration)."""
+  if "temperature_fit_split" not in summary:
+    return []
+  if summary["temperature_fit_split"] is None:
+    return ["no validation split: no temperature fitted and no calibrated numbers (fitted on the "
+            "training split, which the network has learned, T runs to the search's lower bound); "
+            "val_fraction > 0 holds out a validation split for the fit"]
+  at_bound = [f"{prefix}temperature = {summary[prefix + 'temperature']:g}" for prefix in ("", "mc_")
+              if summary.get(f"{prefix}temperature_at_bound")]
+  if not at_bound:
+    return []
+  low, high = DEFAULT_BOUNDS
+  return [f"the temperature fit on the validation split stopped at a bound of its search [{low:g}, {high:g}] "
+          f"({', '.join(at_bound)}): the NLL still falls beyond it, so the calibrated numbers are that "
+          "bound's, not a calibration (temperature_at_bound in summary.json)"]
 
 
 # ----------------------------------------------------------------------------- figures
@@ -191,8 +217,9 @@ def _reliability(inputs: FigureInputs) -> None:
   curves = {}
   for predictive in inputs.predictives:
     curves[f"{inputs.options.optimizer} ({predictive.name})"] = reliability_bins(predictive.test, labels)
-    curves[f"{inputs.options.optimizer} ({predictive.name}, T={predictive.temperature:.2f})"] = (
-        reliability_bins(predictive.calibrated, labels))
+    if predictive.calibrated is not None:
+      curves[f"{inputs.options.optimizer} ({predictive.name}, T={predictive.temperature:.2f})"] = (
+          reliability_bins(predictive.calibrated, labels))
   plots.plot_reliability(inputs.path("reliability.png"), curves)
 
 

@@ -31,10 +31,12 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 @dataclasses.dataclass(frozen=True)
 class DataSource:
-  """Where the user's data are: ``--data-file`` and ``--data-dir`` (None when not given)."""
+  """Where the user's data are: ``--data-file`` and ``--data-dir`` (None when not given), and
+  whether test labels the training split lacks are accepted (``--allow-unseen-labels``)."""
 
   data_file: str | None = None
   data_dir: str | None = None
+  allow_unseen_labels: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,11 +102,12 @@ def _images(tfds_name: str) -> Callable[[RunConfig, DataSource], data.ArrayDatas
   else tensorflow-datasets (``--data-dir`` as its data_dir; downloads when online)."""
 
   def load(config: RunConfig, source: DataSource) -> data.ArrayDataset:
+    allow = source.allow_unseen_labels
     if source.data_file is not None:
-      return data.load_npz(source.data_file)
+      return data.load_npz(source.data_file, allow_unseen_labels=allow)
     if source.data_dir is not None and _has_idx_files(source.data_dir):
-      return data.load_idx_dir(source.data_dir)
-    return data.load_tfds(tfds_name, source.data_dir)
+      return data.load_idx_dir(source.data_dir, allow_unseen_labels=allow)
+    return data.load_tfds(tfds_name, source.data_dir, allow_unseen_labels=allow)
 
   return load
 
@@ -112,7 +115,7 @@ def _images(tfds_name: str) -> Callable[[RunConfig, DataSource], data.ArrayDatas
 def _two_moons(config: RunConfig, source: DataSource) -> data.ArrayDataset:
   """Generated (100 points per class, noise 0.1, a held-out test set), or an .npz of 2-D features."""
   if source.data_file is not None:
-    return data.load_npz(source.data_file)
+    return data.load_npz(source.data_file, allow_unseen_labels=source.allow_unseen_labels)
   return data.two_moons(100, 0.1, config.seed)
 
 
