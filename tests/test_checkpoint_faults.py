@@ -79,7 +79,7 @@ def test_a_file_size_limit_during_a_save_keeps_the_earlier_checkpoints(tmp_path)
   assert report == dict(path=path, errno=errno.EFBIG, latest=2,
                         line=f"cannot write {path}: {os.strerror(errno.EFBIG)}")
   assert "Traceback" not in result.stderr and "ERROR" not in result.stderr, result.stderr
-  assert sorted(os.listdir(directory)) == ["1", "2"]  # the unfinished checkpoint is gone
+  assert sorted(os.listdir(directory)) == ["1", "2", "written.json"]  # the unfinished checkpoint is gone
   assert_restores(directory, 2)
 
 
@@ -106,7 +106,7 @@ def test_no_space_while_orbax_writes_its_files(tmp_path, monkeypatch, capfd):
   assert str(excinfo.value) == f"cannot write {path}: No space left on device"
   assert checkpointer.latest() == 4
   checkpointer.close()
-  assert os.listdir(directory) == ["4"]
+  assert sorted(os.listdir(directory)) == ["4", "written.json"]
   assert "Traceback" not in capfd.readouterr().err
   assert_restores(directory, 4)
 
@@ -115,6 +115,7 @@ def test_a_failed_crc_list_names_it_and_the_checkpoint_stays_complete(tmp_path, 
   directory = tmp_path / "checkpoints"
   checkpointer = Checkpointer(str(directory))
   checkpointer.save(1, make_state(1), metadata(1))
+  (directory / "written.json").write_text("[1, 2]")  # 2 listed already: the write that fails is the CRC list
 
   def no_space(*args):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

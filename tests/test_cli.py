@@ -243,7 +243,7 @@ def test_diverging_run_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_pa
   err = capsys.readouterr().err
   assert "stopped: the loss was NaN or Inf for 3 consecutive steps (epoch 2" in err
   assert "last good checkpoint" in err
-  assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["1"]
+  assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["1", "written.json"]
   assert [r["epoch"] for r in read_records(out)] == [1]
   assert not os.path.exists(os.path.join(out, "summary.json"))
 

@@ -310,6 +310,7 @@ def test_resume_with_other_settings_names_the_setting(finished, data_file, extra
 def test_resume_into_another_network_names_the_array(tmp_path, finished, data_file, shape, classes, words):
   # The same settings, but data that make another network: the checkpoint's arrays do not fit.
   other = write_images(tmp_path / "other.npz", num_train=NUM_TRAIN, shape=shape, classes=classes)
+  os.remove(os.path.join(finished, "data_fingerprint.json"))  # else the other data are named first
   line = assert_refused([*_args(data_file), "--data-file", other, "--resume"], finished,
                         "does not fit this network", *words)
   assert "checkpoint" in line and "in this run" in line
@@ -356,9 +357,12 @@ CORRUPTIONS = {
 
 @pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
 def test_corrupt_checkpoint_on_resume_ends_in_one_line(finished, data_file, kind):
+  # Every checkpoint damaged (with one intact, resume falls back to it: test_run_folder_cli.py).
   damage, words = CORRUPTIONS[kind]
   checkpoint = _latest_checkpoint(finished)
-  damage(checkpoint)
+  for name in os.listdir(os.path.dirname(checkpoint)):
+    if name.isdigit():
+      damage(os.path.join(os.path.dirname(checkpoint), name))
   assert_refused([*_args(data_file), "--resume"], finished, f"checkpoint {checkpoint}", *words)
 
 

@@ -308,3 +308,17 @@ def test_check_data_names_both_files_and_notes_a_run_without_fingerprint(tmp_pat
   message = str(error.value)
   assert "data_file old.npz then, data_file new.npz now (x_train: (2, 3, 3) uint8" in message
   assert "\n" not in message
+
+
+def test_check_free_names_a_live_holder_and_takes_nothing(tmp_path):
+  run_folder.check_free(str(tmp_path))  # no lock file
+  lock = run_folder.RunLock(str(tmp_path))
+  lock.acquire()
+  with pytest.raises(run_folder.FolderInUseError, match=f"process {os.getpid()}"):
+    run_folder.check_free(str(tmp_path))
+  lock.release()
+  (tmp_path / run_folder.LOCK).write_text(json.dumps({"pid": _dead_pid()}))  # stale: free
+  run_folder.check_free(str(tmp_path))
+  again = run_folder.RunLock(str(tmp_path))
+  assert "stale lock" in again.acquire()
+  again.release()
