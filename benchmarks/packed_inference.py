@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
+  from bayesbinn_jax.train.host_cpu import retain_freed_memory  # pylint: disable=import-outside-toplevel
+  retain_freed_memory()  # before JAX starts: outputs reuse freed blocks, no fresh page faults
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
@@ -134,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _alternate(fns: dict, args: tuple, calls: int) -> dict:
-  """Median milliseconds of each jitted fn in ``fns`` on ``args``, alternating call by call."""
+  """Median (and best) milliseconds of each jitted fn in ``fns`` on ``args``, alternating call
+  by call; ``speedup`` is float32's median over packed's."""
   import jax  # pylint: disable=import-outside-toplevel
 
   for fn in fns.values():
@@ -146,6 +149,7 @@ def _alternate(fns: dict, args: tuple, calls: int) -> dict:
       jax.block_until_ready(fn(*args))
       times[name].append(1e3 * (time.perf_counter() - start))
   row = {name: float(np.median(t)) for name, t in times.items()}
+  row["best"] = {name: float(np.min(t)) for name, t in times.items()}
   row["speedup"] = row["float32"] / row["packed"]
   return row
 
@@ -164,45 +168,98 @@ def _random_binary_network(model, x, rng):
   return jax.device_put({"params": params, "batch_stats": stats})
 
 
-def _time_network(model, variables, batches, shape, calls, rng):
-  """Latency rows {batch: {float32, packed, speedup}} and whether every argmax agreed."""
+def _images(rng, shape):
+  """uint8 images: the integer input of the bit-plane first layer (MNIST, CIFAR)."""
+  return rng.integers(0, 256, shape).astype(np.uint8)
+
+
+def _time_network(model, variables, batches, shape, calls, rng, machine):
+  """Latency rows {batch: {float32, packed, packed_xla, speedup}}, per-layer rows with floors,
+  and whether every argmax agreed. The input is uint8 images for both networks (the float
+  network casts them); the packed network runs on the native kernel and on pure XLA."""
   import jax  # pylint: disable=import-outside-toplevel
 
   from bayesbinn_jax.nn import pack_network  # pylint: disable=import-outside-toplevel
 
   float_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  net = pack_network(model, variables, input_shape=(1,) + shape)
-  latency, identical = {}, True
+  nets = {"packed": pack_network(model, variables, input_shape=(1,) + shape, input_dtype=np.uint8)}
+  if nets["packed"].kernel == "native":
+    nets["packed_xla"] = pack_network(model, variables, input_shape=(1,) + shape,
+                                      input_dtype=np.uint8, kernel="xla")
+  latency, layers, identical = {}, {}, True
   for batch in batches:
-    x = jax.device_put(rng.standard_normal((batch,) + shape).astype(np.float32))
-    identical &= bool(np.array_equal(np.asarray(float_fn(variables, x)).argmax(-1),
-                                     np.asarray(net(x)).argmax(-1)))
-    latency[str(batch)] = _alternate({"float32": lambda x: float_fn(variables, x), "packed": net},
-                                     (x,), calls)
-  return latency, identical
+    x = jax.device_put(_images(rng, (batch,) + shape))
+    reference = np.asarray(float_fn(variables, x))
+    for net in nets.values():
+      identical &= bool(np.array_equal(reference.argmax(-1), np.asarray(net(x)).argmax(-1)))
+    fns = {"float32": lambda x: float_fn(variables, x), **nets}
+    latency[str(batch)] = _alternate(fns, (x,), calls)
+    layers[str(batch)] = _layer_rows(nets["packed"], x, machine, calls)
+  return latency, layers, identical
 
 
-def _time_hidden_layer(batches, calls, rng):
-  """One 2048x2048 binary layer with BatchNorm and sign: float against xnor."""
+def _layer_rows(net, x, machine, calls):
+  """Each popcount product of one call: its time alone (median of ``calls``, native kernel)
+  beside its floors: packed bytes over the memory bandwidth, uint64 word operations over the
+  kernel's popcount throughput."""
   import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-  from bayesbinn_jax.nn import MnistMLP, XnorNetwork, pack_network  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.nn import xnor_kernel  # pylint: disable=import-outside-toplevel
 
-  model = MnistMLP(hidden=2048, depth=2, activations="binary")
-  variables = _random_binary_network(model, np.zeros((1, 784), np.float32), rng)
-  xnor_fn = XnorNetwork(pack_network(model, variables).layers[1:2])
-  kernel = variables["params"]["BinaryDense_1"]["kernel"]
-  mean, var = (variables["batch_stats"]["BatchNorm_1"][k] for k in ("mean", "var"))
-  float_fn = jax.jit(lambda a: (a @ kernel - mean) * jax.lax.rsqrt(var + 1e-4) >= 0)
-  rows = {}
-  for batch in batches:
-    bits = rng.random((batch, 2048)) < 0.5
-    a = jnp.where(jnp.asarray(bits), 1.0, -1.0)
-    times = _alternate({"float32": lambda b, a=a: float_fn(a), "packed": xnor_fn},
-                       (jnp.asarray(bits),), calls)
-    rows[str(batch)] = times
+  rng = np.random.default_rng(0)
+  rows = []
+  for product in net.products(x):
+    planes, m, k, n = product["planes"], product["rows"], product["words"], product["units"]
+    a = jax.device_put(rng.integers(0, 2 ** 32, (planes, m, k), dtype=np.uint32))
+    w = jax.device_put(xnor_kernel.weight_layout(
+        rng.integers(0, 2 ** 32, (n, k), dtype=np.uint32), net.kernel))
+    fn = jax.jit(lambda a, w, n=n: xnor_kernel.xnor_count(a, w, net.kernel, n))
+    jax.block_until_ready(fn(a, w))
+    times = []
+    for _ in range(calls):
+      start = time.perf_counter()
+      jax.block_until_ready(fn(a, w))
+      times.append(1e3 * (time.perf_counter() - start))
+    packed_bytes = 4 * (planes * m * k + n * k) + 4 * m * n  # inputs, weights, int32 sums
+    word_ops = planes * m * n * k / 2  # uint64 XOR + popcount + add
+    rows.append({**product, "ms": float(np.median(times)), "best_ms": float(np.min(times)),
+                 "packed_bytes": packed_bytes, "uint64_word_ops": word_ops,
+                 "floor_memory_ms": 1e3 * packed_bytes / machine["memory_bandwidth_bytes_s"],
+                 "floor_popcount_ms": 1e3 * word_ops / machine["popcount_words_s"]})
   return rows
+
+
+def _machine(calls):
+  """Measured memory bandwidth (NumPy copy of 256 MiB, best of ``calls``) and popcount
+  throughput (the native kernel on an L2-resident problem, uint64 words per second, best)."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from bayesbinn_jax.nn import xnor_kernel  # pylint: disable=import-outside-toplevel
+
+  source = np.ones(2 ** 25, np.float64)
+  target = np.empty_like(source)
+  copies = []
+  for _ in range(max(calls // 3, 3)):
+    start = time.perf_counter()
+    np.copyto(target, source)
+    copies.append(time.perf_counter() - start)
+  bandwidth = 2 * source.nbytes / min(copies)  # read + write
+  kernel = xnor_kernel.backend()
+  rng = np.random.default_rng(0)
+  m, k, n = 64, 64, 256
+  a = jax.device_put(rng.integers(0, 2 ** 32, (m, k), dtype=np.uint32))
+  w = jax.device_put(xnor_kernel.weight_layout(rng.integers(0, 2 ** 32, (n, k), dtype=np.uint32),
+                                               kernel))
+  fn = jax.jit(lambda a, w: xnor_kernel.xnor_count(a, w, kernel, n))
+  jax.block_until_ready(fn(a, w))
+  best = float("inf")
+  for _ in range(max(calls, 10)):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(a, w))
+    best = min(best, time.perf_counter() - start)
+  return {"memory_bandwidth_bytes_s": bandwidth, "popcount_words_s": m * n * k / 2 / best,
+          "popcount_problem": f"native kernel, M={m} N={n} K={k // 2} uint64 words, best call",
+          "kernel": kernel, "native_status": xnor_kernel.native_status()[1]}
 
 
 def _ensemble(rng, num_samples: int = 8) -> dict:
@@ -286,28 +343,36 @@ def fully_binary(args: argparse.Namespace, rng: np.random.Generator) -> dict:
   """The ``fully_binary`` section: float32 simulation against packed xnor/popcount inference."""
   from bayesbinn_jax.nn import MnistMLP, VGGBinaryConnect  # pylint: disable=import-outside-toplevel
 
+  machine = _machine(args.calls)
   model = MnistMLP(activations="binary")
   variables = _random_binary_network(model, np.zeros((1, 784), np.float32), rng)
-  latency, identical = _time_network(model, variables, (1, 8, 100), (784,), args.calls, rng)
+  latency, layers, identical = _time_network(model, variables, (1, 8, 100), (784,), args.calls,
+                                             rng, machine)
   section = {
-      "network": "MnistMLP 784-2048x3-10, activations='binary' (first layer float)",
+      "network": "MnistMLP 784-2048x3-10, activations='binary', uint8 inputs (first layer on "
+                 "8 bit-planes: no float matrix product)",
+      "machine": machine,
       "latency_ms": latency,
+      "layers": layers,
       "predictions_identical": identical,
-      "hidden_layer_2048x2048_ms": _time_hidden_layer((1, 8, 100), args.calls, rng),
   }
   for batch, row in latency.items():
     print(f"fully binary MLP batch {batch:>3}: float32 {row['float32']:.3f} ms, packed "
-          f"{row['packed']:.3f} ms ({row['speedup']:.1f}x)")
+          f"{row['packed']:.3f} ms ({row['speedup']:.1f}x)"
+          + (f", pure XLA {row['packed_xla']:.3f} ms" if "packed_xla" in row else ""))
   if not args.skip_vgg:
     vgg = VGGBinaryConnect(activations="binary")
     vgg_variables = _random_binary_network(vgg, np.zeros((1, 32, 32, 3), np.float32), rng)
-    vgg_latency, vgg_identical = _time_network(vgg, vgg_variables, (1, 8), (32, 32, 3),
-                                               max(3, args.calls // 5), rng)
-    section["vgg"] = {"network": "VGGBinaryConnect, activations='binary' (first conv float)",
-                      "latency_ms": vgg_latency, "predictions_identical": vgg_identical}
+    vgg_latency, vgg_layers, vgg_identical = _time_network(
+        vgg, vgg_variables, (1, 8), (32, 32, 3), max(3, args.calls // 5), rng, machine)
+    section["vgg"] = {"network": "VGGBinaryConnect, activations='binary', uint8 inputs (first "
+                                 "conv on 8 bit-planes)",
+                      "latency_ms": vgg_latency, "layers": vgg_layers,
+                      "predictions_identical": vgg_identical}
     for batch, row in vgg_latency.items():
       print(f"fully binary VGG batch {batch:>3}: float32 {row['float32']:.1f} ms, packed "
-            f"{row['packed']:.1f} ms ({row['speedup']:.1f}x)")
+            f"{row['packed']:.1f} ms ({row['speedup']:.1f}x)"
+            + (f", pure XLA {row['packed_xla']:.1f} ms" if "packed_xla" in row else ""))
   if not args.skip_ensemble:
     section["ensemble"] = _ensemble(rng)
     e = section["ensemble"]

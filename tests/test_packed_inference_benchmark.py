@@ -23,9 +23,17 @@ def test_packed_inference_writes_the_fully_binary_section(tmp_path):
   assert result["predictions_identical"] is True
   section = result["fully_binary"]
   assert section["predictions_identical"] is True
-  for rows in (section["latency_ms"], section["hidden_layer_2048x2048_ms"]):
-    assert set(rows) == {"1", "8", "100"}
-    for row in rows.values():
-      assert row["float32"] > 0 and row["packed"] > 0
-      assert row["speedup"] == row["float32"] / row["packed"]
+  rows = section["latency_ms"]
+  assert set(rows) == {"1", "8", "100"}
+  for row in rows.values():
+    assert row["float32"] > 0 and row["packed"] > 0
+    assert row["speedup"] == row["float32"] / row["packed"]
+  # One popcount product per binary layer of 784-2048x3-10; the first on 8 bit-planes of the
+  # uint8 pixels (784 bits = 25 words, padded to 26), the hidden ones on 2048 bits = 64 words.
+  layers = section["layers"]["100"]
+  assert [(l["planes"], l["rows"], l["words"], l["units"]) for l in layers] == [
+      (8, 100, 26, 2048), (1, 100, 64, 2048), (1, 100, 64, 2048), (1, 100, 64, 10)]
+  assert layers[1]["uint64_word_ops"] == 100 * 2048 * 32
+  for layer in layers:
+    assert layer["floor_popcount_ms"] > 0 and layer["floor_memory_ms"] > 0
   assert "vgg" not in section and "ensemble" not in section

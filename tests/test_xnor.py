@@ -96,7 +96,7 @@ def _check_equal(apply, variables, x, net):
 # --------------------------------------------------------------------------- kernels
 
 
-@pytest.mark.parametrize("m,k,n", [(1, 64, 70), (5, 3, 7), (9, 8, 65), (4, 1, 1)])
+@pytest.mark.parametrize("m,k,n", [(1, 64, 70), (5, 4, 7), (9, 8, 65), (4, 2, 1), (3, 70, 5)])
 def test_kernels_count_mismatched_bits_bit_for_bit(m, k, n):
   rng = np.random.default_rng(m * k + n)
   a = rng.integers(0, 2 ** 32, (m, k), dtype=np.uint32)
@@ -104,9 +104,17 @@ def test_kernels_count_mismatched_bits_bit_for_bit(m, k, n):
   expected = np.array([[sum(bin(int(p) ^ int(q)).count("1") for p, q in zip(a[i], w[j]))
                         for j in range(n)] for i in range(m)])
   for kernel in KERNELS:
-    count = jax.jit(lambda a, w, kernel=kernel: xnor_kernel.xnor_count(a, w, kernel))(
+    count = jax.jit(lambda a, w, kernel=kernel: xnor_kernel.xnor_count(a, w, kernel, n))(
         a, xnor_kernel.weight_layout(w, kernel))
     assert_array_equal(np.asarray(count), expected)
+    planes = np.stack([a, a[::-1], ~a])                    # three planes weighted 1, 2, 4
+    flipped = np.array([[sum(bin(int(p) ^ int(q)).count("1") for p, q in zip(a[::-1][i], w[j]))
+                         for j in range(n)] for i in range(m)])
+    inverted = np.array([[sum(bin(int(~p & 0xFFFFFFFF) ^ int(q)).count("1")
+                              for p, q in zip(a[i], w[j])) for j in range(n)] for i in range(m)])
+    count = jax.jit(lambda a, w, kernel=kernel: xnor_kernel.xnor_count(a, w, kernel, n))(
+        planes, xnor_kernel.weight_layout(w, kernel))
+    assert_array_equal(np.asarray(count), expected + 2 * flipped + 4 * inverted)
 
 
 def test_native_kernel_is_used_when_it_builds():

@@ -308,13 +308,14 @@ class _Program:
     self.packed: list[int] = []        # indices of layers run on bits
     self.input_kinds: dict[int, str] = {}
     self.features: jax.Array | None = None
+    self.products: list[dict] = []     # one per popcount product: path, rows, words, units
     self._producers: dict[Any, Any] = {}
 
   # ------------------------------------------------------------------ driver
 
   def run(self, x: jax.Array) -> list[jax.Array]:
     """The float network's outputs, computed with the packed layers."""
-    self.packed, self.features = [], None
+    self.packed, self.features, self.products = [], None, []
     jaxpr, consts = self.closed.jaxpr, self.closed.consts
     x = jnp.asarray(x)
     input_value = _Value(x)
@@ -488,9 +489,9 @@ class _Program:
     bits = x.bits()
     self.features = bits
     if record.kind == "dense":
-      z = self._dense_counts(record, words, bits)
+      z = bits.shape[-1] - 2 * self._dense_counts(record, words, bits)
     else:
-      z = self._conv_counts(record, words, bits)
+      z = self._conv_offset(record) - 2 * self._conv_counts(record, words, bits)
     if bias is not None:
       z = z + bias
     n = int(np.prod(record.variables["params"]["kernel"].shape[:-1]))
@@ -522,6 +523,16 @@ class _Program:
       self.cache[("signs", record.index)] = signs
     return self.cache[key]
 
+  def _units(self, record: LayerRecord) -> int:
+    return int(self.cache[("signs", record.index)].shape[-1])
+
+  def _product(self, record: LayerRecord, flat: jax.Array, units: int) -> None:
+    self.products.append({"path": record.path, "kind": record.kind,
+                          "planes": int(flat.shape[0]) if flat.ndim == 3 else 1,
+                          "rows": int(flat.shape[-2]), "words": int(flat.shape[-1]),
+                          "units": int(units),
+                          "input": self.input_kinds.get(record.index, "binary")})
+
   def _signs(self, record: LayerRecord, name: str, w: np.ndarray) -> np.ndarray:
     if not jnp.issubdtype(w.dtype, jnp.floating):
       raise PackingError(record.path, f"{name} has dtype {w.dtype}; a binary {name} is a "
@@ -541,14 +552,19 @@ class _Program:
     return packed
 
   def _words_k(self, words: jax.Array) -> int:
-    return words.shape[1] if self.kernel == "native" else words.shape[0]
+    return 2 * words.shape[1] if self.kernel == "native" else words.shape[0]
 
-  def _dense_counts(self, record: LayerRecord, words: jax.Array, bits: jax.Array) -> jax.Array:
-    n = bits.shape[-1]
+  def _dense_counts(self, record: LayerRecord, words: jax.Array, bits: jax.Array,
+                    planes: int = 0) -> jax.Array:
+    """``sum_p 2^p popcount(bits_p XOR w)`` per unit, (..., units); with ``planes`` P the
+    bits carry a leading axis of P bit-planes."""
     packed = self._pack_input(bits, self._words_k(words))
-    lead = packed.shape[:-1]
-    count = xnor_kernel.xnor_count(packed.reshape(-1, packed.shape[-1]), words, self.kernel)
-    return (n - 2 * count).reshape(lead + (count.shape[-1],))
+    lead = packed.shape[1 if planes else 0:-1]
+    flat = packed.reshape((planes,) * bool(planes) + (-1, packed.shape[-1]))
+    units = self._units(record)
+    self._product(record, flat, units)
+    count = xnor_kernel.xnor_count(flat, words, self.kernel, units)
+    return count.reshape(lead + (count.shape[-1],))
 
   def _conv_geometry(self, record: LayerRecord) -> tuple:
     module = record.module
@@ -581,8 +597,9 @@ class _Program:
     return (((rows >= 0) & (rows < height))[:, None, :, None]
             & ((cols >= 0) & (cols < width))[None, :, None, :])
 
-  def _conv_counts(self, record: LayerRecord, words: jax.Array, bits: jax.Array) -> jax.Array:
-    """z = n_valid(p) - 2 (count - c(p, o)): c counts the +1 weights on padded taps."""
+  def _conv_offset(self, record: LayerRecord) -> np.ndarray:
+    """``n_valid(p) + 2 c(p, o)``, (Ho, Wo, units): ``z = offset - 2 count`` where the count
+    includes, on each padded tap, the +1 weights ``c`` (padded words are 0)."""
     key = ("conv", record.index, record.in_shape[-3:])
     if key not in self.cache:
       signs = self.cache[("signs", record.index)]
@@ -592,19 +609,25 @@ class _Program:
       padded_count = np.einsum("pqab,abo->pqo", (~valid).astype(np.int64), taps_positive)
       n_valid = channels * valid.sum(axis=(2, 3)).astype(np.int64)         # (Ho, Wo)
       self.cache[key] = (n_valid[:, :, None] + 2 * padded_count).astype(np.int32)
-    offset = self.cache[key]
-    lead = bits.shape[:-3]
+    return self.cache[key]
+
+  def _conv_counts(self, record: LayerRecord, words: jax.Array, bits: jax.Array,
+                   planes: int = 0) -> jax.Array:
+    """``sum_p 2^p popcount(patch_p XOR w)`` per output position and unit, (..., Ho, Wo,
+    units), on patches of the packed input padded with 0 words."""
+    lead = bits.shape[1 if planes else 0:-3]
     bits4 = bits.reshape((-1,) + bits.shape[-3:])
     channel_words = -(-bits.shape[-1] // WORD_BITS)
     packed = self._pack_input(bits4, channel_words)
     patches, (ho, wo) = self._patches(record, packed)
-    flat = patches.reshape(-1, patches.shape[-1])
+    flat = patches.reshape((planes,) * bool(planes) + (-1, patches.shape[-1]))
     k = self._words_k(words)
     if flat.shape[-1] < k:
-      flat = jnp.pad(flat, ((0, 0), (0, k - flat.shape[-1])))
-    count = xnor_kernel.xnor_count(flat, words, self.kernel)
-    z = offset - 2 * count.reshape(bits4.shape[0], ho, wo, -1)
-    return z.reshape(lead + z.shape[1:])
+      flat = jnp.pad(flat, [(0, 0)] * (flat.ndim - 1) + [(0, k - flat.shape[-1])])
+    units = self._units(record)
+    self._product(record, flat, units)
+    count = xnor_kernel.xnor_count(flat, words, self.kernel, units)
+    return count.reshape(lead + (ho, wo, count.shape[-1]))
 
   # ------------------------------------------------------------------ integer inputs
 
@@ -623,22 +646,17 @@ class _Program:
     u = jnp.asarray(u).astype(jnp.uint32)
     positive = self.cache[("positive", record.index)]          # +1 weights per unit
     signs = self.cache[("signs", record.index)]
-    planes = [((u >> b) & 1).astype(bool) for b in range(depth)]
+    shifts = jnp.arange(depth, dtype=jnp.uint32).reshape((depth,) + (1,) * u.ndim)
+    planes = ((u[None] >> shifts) & 1).astype(bool)                   # (depth, *u.shape)
+    # sum_b 2^b (P - c_b) = (2^depth - 1) P - sum_b 2^b c_b: one kernel call over the planes
+    # (a padded conv tap counts its +1 weights in c_b and in P alike, so it adds nothing).
+    top = jnp.asarray((2 ** depth - 1) * positive, jnp.int32)
     if record.kind == "dense":
-      n = signs.shape[0]
-      counts = [self._dense_counts(record, words, p) for p in planes]   # n - 2 c_b
-      # sum_i u_bi w_i = P - c_b = P - (n - z_b) / 2
-      total = sum((2 ** b) * (jnp.asarray(positive, jnp.int32) - (n - z) // 2)
-                  for b, z in enumerate(counts))
+      total = top - self._dense_counts(record, words, planes, depth)
       weight_sum = jnp.asarray(signs.sum(axis=0), jnp.int32)
     else:
       valid = self._valid(record)                                         # (Ho, Wo, kh, kw)
-      total = 0
-      for b, p in enumerate(planes):
-        z = self._conv_counts(record, words, p)                         # offset - 2 count
-        count_key = ("conv", record.index, record.in_shape[-3:])
-        count = (self.cache[count_key] - z) // 2
-        total = total + (2 ** b) * (jnp.asarray(positive, jnp.int32) - count)
+      total = top - self._conv_counts(record, words, planes, depth)
       weight_sum = jnp.asarray(np.einsum("pqab,abco->pqo", valid.astype(np.int64), signs),
                                jnp.int32)
     z = total + offset * weight_sum if offset else total
@@ -833,6 +851,13 @@ class XnorNetwork:
     """Softmax probabilities (N, classes); an ensemble averages its K networks' probabilities."""
     probs = jax.nn.softmax(self(x), axis=-1)
     return probs if self.num_samples is None else jnp.mean(probs, axis=0)
+
+  def products(self, x: Any) -> list[dict]:
+    """The popcount products of one call on inputs like ``x``: path, kind, bit-planes (P),
+    rows (M), uint32 words (K) and units (N) of each ``xnor_count``."""
+    program, _ = self._networks[0].program(jnp.shape(x), jnp.result_type(x))
+    jax.eval_shape(program.run, jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)))
+    return list(program.products)
 
   def layers(self, x: Any) -> list[dict]:
     """Per traced layer for inputs like ``x``: path, kind and how its input is computed."""

@@ -1,7 +1,8 @@
 """The xnor/popcount matrix product of packed inference: a native kernel, and XLA's fallback.
 
 ``xnor_count(a, w)[m, n] = sum_k popcount(a[m, k] XOR w[n, k])`` over ``uint32``
-words, in int32. Two implementations give the same integers:
+words, in int32 (with P bit-planes ``a[p]``, the sum over p weighted by ``2^p``). Two
+implementations give the same integers:
 
 - ``"native"``: ``native/xnor_count.cc``, an XLA FFI custom call (``jax.ffi``),
   compiled on first use with the system C++ compiler (``$CXX`` or ``g++``,
@@ -136,27 +137,47 @@ def backend(requested: str | None = None) -> str:
   return name
 
 
-def xnor_count(a: jax.Array, w: jax.Array, kernel: str) -> jax.Array:
-  """``sum_k popcount(a[m, k] ^ w[., k])``, int32 (M, N), on uint32 words.
+def xnor_count(a: jax.Array, w: jax.Array, kernel: str, units: int) -> jax.Array:
+  """``sum_p 2^p sum_k popcount(a[p, m, k] ^ w[., k])``, int32 (M, units), on uint32 words.
 
   Args:
-    a: (M, K) uint32.
-    w: the weights in ``kernel``'s layout: (N, K) for "native", (K, N) for "xla".
+    a: (M, K) uint32, or (P, M, K): P bit-planes, plane p weighted by 2^p; K even
+      for "native".
+    w: the weights in ``kernel``'s layout (:func:`weight_layout`).
     kernel: "native" or "xla" (see :func:`backend`).
+    units: N, the number of weight rows.
   """
+  a3 = a if a.ndim == 3 else a[None]
   if kernel == "native":
-    if a.shape[0] == 0:
-      return jnp.zeros((0, w.shape[0]), jnp.int32)
-    call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((a.shape[0], w.shape[0]), jnp.int32),
+    available, reason = native_status()
+    if not available:
+      raise NativeKernelError(f"native xnor kernel unavailable: {reason}")
+    if a3.shape[1] == 0:
+      return jnp.zeros((0, units), jnp.int32)
+    call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((a3.shape[1], units), jnp.int32),
                             vmap_method="sequential")
-    return call(a, w)
-  total = jnp.zeros((a.shape[0], w.shape[1]), jnp.int32)
-  for k in range(a.shape[1]):
-    total = total + jax.lax.population_count(
-        jnp.bitwise_xor(a[:, k:k + 1], w[k][None, :])).astype(jnp.int32)
+    return call(a3, w)
+  total = jnp.zeros((a3.shape[1], units), jnp.int32)
+  for p in range(a3.shape[0]):
+    plane = jnp.zeros((a3.shape[1], units), jnp.int32)
+    for k in range(a3.shape[2]):
+      plane = plane + jax.lax.population_count(
+          jnp.bitwise_xor(a3[p, :, k:k + 1], w[k][None, :])).astype(jnp.int32)
+    total = total + (plane << p) if p else plane
   return total
 
 
 def weight_layout(words_nk: np.ndarray, kernel: str) -> np.ndarray:
-  """The (N, K) packed weights in ``kernel``'s layout."""
-  return words_nk if kernel == "native" else np.ascontiguousarray(np.transpose(words_nk))
+  """The (N, K) packed uint32 weights in ``kernel``'s layout.
+
+  "xla": (K, N). "native": K padded to even, the uint64 words of groups of 4 units
+  interleaved, (ceil(N / 4), K / 2, 8) uint32 (units padded with zero words).
+  """
+  words_nk = np.asarray(words_nk, np.uint32)
+  if kernel != "native":
+    return np.ascontiguousarray(np.transpose(words_nk))
+  n, k = words_nk.shape
+  words = np.pad(words_nk, ((0, (-n) % 4), (0, k % 2)))
+  groups = words.shape[0] // 4
+  pairs = words.reshape(groups, 4, words.shape[1] // 2, 2)        # (G, 4, K/2, 2)
+  return np.ascontiguousarray(pairs.transpose(0, 2, 1, 3).reshape(groups, -1, 8))
