@@ -17,6 +17,7 @@ import time
 import pytest
 
 from bayesbinn_jax.experiments.cli import main
+from bayesbinn_jax.train import run_folder
 from cli_helpers import QUICK, REPO, cli_command, comparable, read_records, read_summary, write_images
 
 EPOCHS = 3
@@ -130,6 +131,16 @@ def test_names_orbax_mishandles_are_refused_in_one_line_before_training(tmp_path
   out = tmp_path / name / "run"
   _refused([*_args(data_file), "--out", str(out)], str(out), "checkpoints cannot be written")
   assert not os.path.exists(tmp_path / name)
+
+
+def test_evaluate_is_refused_while_a_run_holds_the_folder(finished):
+  lock = run_folder.RunLock(finished)
+  lock.acquire()
+  try:
+    _refused(["--evaluate", "--out", finished, "--no-figures"], f"in use by another run: process {os.getpid()}")
+  finally:
+    lock.release()
+  assert not os.path.exists(os.path.join(finished, "evaluation"))
 
 
 # ------------------------------------------------------------------ item 4: other data on resume

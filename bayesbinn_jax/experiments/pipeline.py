@@ -606,6 +606,7 @@ def evaluate_run(options: RunOptions, console: Console | None = None, *, saved: 
   """
   console = console or Console(quiet=options.quiet)
   saved = saved or read_saved_run(options.out_dir)
+  run_folder.check_free(options.out_dir)  # not while a run trains there (it prunes its checkpoints)
   check_evaluation(saved.config, options.config)
   own_data = options.data_file is None and options.data_dir is None
   options = dataclasses.replace(
