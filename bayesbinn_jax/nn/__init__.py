@@ -15,6 +15,8 @@ from bayesbinn_jax.nn.networks import InputShapeError
 from bayesbinn_jax.nn.networks import MnistMLP
 from bayesbinn_jax.nn.networks import ToyMLP
 from bayesbinn_jax.nn.networks import VGGBinaryConnect
+from bayesbinn_jax.nn.summary import Summary
+from bayesbinn_jax.nn.summary import summary
 from bayesbinn_jax.nn.xnor import PackingError
 from bayesbinn_jax.nn.xnor import XnorNetwork
 from bayesbinn_jax.nn.xnor import pack
@@ -32,6 +34,7 @@ __all__ = (
     "MnistMLP",
     "PackingError",
     "QUANTIZERS",
+    "Summary",
     "ToyMLP",
     "VGGBinaryConnect",
     "XnorNetwork",
@@ -42,4 +45,5 @@ __all__ = (
     "pack_ensemble",
     "pack_network",
     "ste_sign",
+    "summary",
 )
