@@ -89,7 +89,7 @@ def setting(default: Any = dataclasses.MISSING, *, doc: str, check: Range | OneO
 
   Args:
     default: the value when none is given (none: every preset gives one).
-    doc: what the setting does, in a few words (``--help`` lists it).
+    doc: what the setting does, in a few words (the CLI's help lists it).
     check: the accepted range or choices (the type comes from the annotation).
     resumable: the setting never changes the trained state (how a run is watched,
       saved, evaluated or looped over its samples): a resumed run may change it.
