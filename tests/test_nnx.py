@@ -590,3 +590,76 @@ def test_pack_ensemble_of_an_nnx_model_packs_each_sample():
   assert got.shape == (2, 16, 10)
   for k in range(2):
     assert_allclose(got[k], _one(model, k)(x), atol=1e-5)
+
+
+class _UsersOwn(nnx.Module):
+  """A user's own fully binary NNX model: a strided conv block, a pool, then dense layers."""
+
+  def __init__(self, rngs, second_input="ste_sign"):
+    self.conv = bnx.BinaryConv(2, 8, (3, 3), (2, 2), rngs=rngs)
+    self.norm = bnx.BatchNorm(8, 0.9, 1e-3, rngs=rngs)
+    self.l1 = bnx.BinaryLinear(32, 16, input_quantizer=second_input, rngs=rngs)
+    self.b1 = bnx.BatchNorm(16, rngs=rngs)
+    self.l2 = bnx.BinaryLinear(16, 3, input_quantizer="approx_sign", rngs=rngs)
+    self.b2 = bnx.BatchNorm(3, use_scale=True, rngs=rngs)
+
+  def __call__(self, x):
+    x = self.norm(self.conv(x))
+    x = _max_pool(x)
+    x = self.b1(self.l1(x.reshape(x.shape[0], -1)))
+    return self.b2(self.l2(x))
+
+
+def _max_pool(x):
+  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+def _users_own(**kwargs):
+  model = _UsersOwn(nnx.Rngs(0), **kwargs)
+  rng = np.random.default_rng(6)
+  nnx.update(model, jax.tree.map(lambda w: jnp.asarray(rng.choice([-1.0, 1.0], w.shape), w.dtype),
+                                 unbox(nnx.state(model, nnx.Param))))
+  model(jnp.asarray(RNG.normal(size=(16, 8, 8, 2)), jnp.float32))  # statistics away from 0/1
+  model.b2.scale[...] = jnp.asarray([0.5, 1.0, 2.0])
+  model.eval()
+  return model
+
+
+def test_as_linen_computes_what_the_nnx_layers_compute():
+  """Inside as_linen every layer (BatchNorm in eval mode) runs as its linen twin: the same
+  outputs bit for bit. Catches: a twin built with other options (strides, padding,
+  quantizers, epsilon, gain) than the NNX layer's."""
+  model = _users_own()
+  x = jnp.asarray(RNG.normal(size=(4, 8, 8, 2)), jnp.float32)
+  want = model(x)
+  with bnx.as_linen(model):
+    got = model(x)
+  assert_array_equal(got, want)
+
+
+def test_pack_network_of_a_users_own_nnx_model():
+  """Any NNX model built from the binary layers packs (nn.xnor.pack, layers seen through
+  as_linen) to its eval-mode outputs; a refusal names the layer by its NNX path. Catches: the
+  model run in train mode, layers invisible to the tracer (no binary layer to pack)."""
+  model = _users_own()
+  x = jnp.asarray(RNG.normal(size=(10, 8, 8, 2)), jnp.float32)
+  net = bnx.pack_network(model, input_shape=(1, 8, 8, 2))
+  assert [layer["path"] for layer in net.layers(x)] == ["conv", "norm", "l1", "b1", "l2", "b2"]
+  assert [layer["input"] for layer in net.layers(x)][2::2] == ["binary", "binary"]
+  want = np.asarray(model(x))
+  assert_array_equal(np.asarray(net(x)).argmax(-1), want.argmax(-1))
+  assert_allclose(net(x), want, atol=1e-5)
+  with pytest.raises(ValueError, match="^l1: "):
+    bnx.pack_network(_users_own(second_input="none"), input_shape=(1, 8, 8, 2))
+  with pytest.raises(ValueError, match="input_shape"):
+    bnx.pack_network(model)
+
+
+def test_summary_of_an_nnx_network_counts_by_hand():
+  """bnx.summary is nn.summary of the linen twin: 40*48 + 48*48 + 48*10 = 4,704 binary
+  weights, the first layer's 1,920 float MACs and 2,784 binary ones per
+  example. Catches: another network handed to the summary, the default input shape wrong."""
+  result = bnx.summary(_binary_mlp(), print_table=False)
+  assert result.binary_weights == 4704
+  assert [row.path for row in result.layers][:2] == ["BinaryDense_0", "BatchNorm_0"]
+  assert result.float_macs == 40 * 48 and result.binary_macs == 48 * 48 + 48 * 10

@@ -6,6 +6,7 @@ from bayesbinn_jax.nnx.convert import nnx_variables
 from bayesbinn_jax.nnx.layers import BatchNorm
 from bayesbinn_jax.nnx.layers import BinaryConv
 from bayesbinn_jax.nnx.layers import BinaryLinear
+from bayesbinn_jax.nnx.layers import as_linen
 from bayesbinn_jax.nnx.monte_carlo import apply_params
 from bayesbinn_jax.nnx.monte_carlo import mc_apply
 from bayesbinn_jax.nnx.networks import ContinualMLP
@@ -26,6 +27,7 @@ __all__ = (
     "ToyMLP",
     "VGGBinaryConnect",
     "apply_params",
+    "as_linen",
     "example_shape",
     "linen_to_nnx",
     "mc_apply",

@@ -16,19 +16,73 @@ layers, which these reuse (``quantize``, ``quantize_input``, the checks and
 ``dtype`` (computation; None promotes input and kernel) and ``param_dtype``
 (the kernel's) mean what they mean in linen. NNX needs the input width up front
 (``in_features``): the kernel is created in ``__init__`` from ``rngs.params()``.
+
+Each layer's ``linen()`` is its linen twin; inside :func:`as_linen` the layers
+(BatchNorm in eval mode) compute through ``twin.apply``, so that the linen tracer
+of :mod:`bayesbinn_jax.nn.xnor` packs any NNX model built from them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+import contextvars
+import dataclasses
+from typing import Any, Iterator, Sequence
 
+import flax.linen as linen
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from bayesbinn_jax._checks import check_integer, check_positive, check_range
+from bayesbinn_jax.nn import layers as linen_layers
 from bayesbinn_jax.nn.activations import check_input_quantizer, quantize_input
 from bayesbinn_jax.nn.layers import Initializer, check_quantizer, default_kernel_init, quantize
+
+_AS_LINEN: contextvars.ContextVar[dict[int, str] | None] = contextvars.ContextVar(
+    "bayesbinn_nnx_as_linen", default=None)
+
+
+@contextlib.contextmanager
+def as_linen(model: nnx.Module) -> Iterator[None]:
+  """Within it, the binary layers and :func:`BatchNorm` of ``model`` compute through their
+  linen twins (``twin.apply(variables, x)``, the same outputs), each named by its path in
+  ``model`` joined by "_" ("dense_0", "block_conv"): what lets the linen tracer of
+  :mod:`bayesbinn_jax.nn.xnor` see an NNX model's layers
+  (:func:`bayesbinn_jax.nnx.pack_network`)."""
+  names = {id(node): "_".join(str(p) for p in path) or type(node).__name__
+           for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Module)}
+  token = _AS_LINEN.set(names)
+  try:
+    yield
+  finally:
+    _AS_LINEN.reset(token)
+
+
+class _Named(linen.Module):
+  """A linen parent whose one child, the layer ``cls(**fields)``, is named ``child``: the
+  layer's path is then ``child``."""
+
+  cls: type
+  fields: tuple[tuple[str, Any], ...]
+  child: str
+
+  @linen.compact
+  def __call__(self, x: jax.Array, **kwargs: Any) -> Any:
+    return self.cls(**dict(self.fields), name=self.child)(x, **kwargs)
+
+
+def _through_linen(module: nnx.Module, twin: linen.Module, variables: dict, x: jax.Array,
+                   **kwargs: Any) -> jax.Array | None:
+  """``twin`` (named after ``module``'s path) applied to ``x`` inside :func:`as_linen`, else None."""
+  names = _AS_LINEN.get()
+  if names is None:
+    return None
+  name = names.get(id(module), type(module).__name__)
+  fields = tuple((f.name, getattr(twin, f.name)) for f in dataclasses.fields(twin)
+                 if f.name not in ("parent", "name"))
+  return _Named(type(twin), fields, name).apply({k: {name: v} for k, v in variables.items()}, x,
+                                                **kwargs)
 
 
 def _cast(dtype: Any, x: jax.Array) -> jax.Array:
@@ -69,8 +123,20 @@ class BinaryLinear(nnx.Module):
     self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), param_dtype))
     self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
 
+  def linen(self) -> linen_layers.BinaryDense:
+    """The linen layer with the same options (``bayesbinn_jax.nn.BinaryDense``)."""
+    return linen_layers.BinaryDense(self.out_features, quantizer=self.quantizer,
+                                    input_quantizer=self.input_quantizer, dtype=self.dtype,
+                                    param_dtype=self.param_dtype, use_bias=self.use_bias)
+
   def __call__(self, x: jax.Array) -> jax.Array:
     """Applies the layer to the last axis of ``x``: (..., in) -> (..., out)."""
+    params = {"kernel": self.kernel[...]}
+    if self.bias is not None:
+      params["bias"] = self.bias[...]
+    twin = _through_linen(self, self.linen(), {"params": params}, x)
+    if twin is not None:
+      return twin
     x = _cast(self.dtype, quantize_input(x, self.input_quantizer))
     kernel = _cast(self.dtype, quantize(self.kernel[...], self.quantizer))
     y = jnp.matmul(x, kernel)
@@ -114,8 +180,17 @@ class BinaryConv(nnx.Module):
     self.kernel = nnx.Param(kernel_init(
         rngs.params(), (*self.kernel_size, in_features, out_features), param_dtype))
 
+  def linen(self) -> linen_layers.BinaryConv:
+    """The linen layer with the same options (``bayesbinn_jax.nn.BinaryConv``)."""
+    return linen_layers.BinaryConv(self.out_features, self.kernel_size, self.strides, self.padding,
+                                   quantizer=self.quantizer, input_quantizer=self.input_quantizer,
+                                   dtype=self.dtype, param_dtype=self.param_dtype)
+
   def __call__(self, x: jax.Array) -> jax.Array:
     """Applies the convolution to ``x`` of shape (..., H, W, C)."""
+    twin = _through_linen(self, self.linen(), {"params": {"kernel": self.kernel[...]}}, x)
+    if twin is not None:
+      return twin
     x = jnp.asarray(x)
     if x.ndim < 3:
       raise ValueError(f"BinaryConv expects inputs of shape (..., H, W, C); got {x.shape}.")
@@ -127,6 +202,24 @@ class BinaryConv(nnx.Module):
         x4.astype(dtype), kernel.astype(dtype), window_strides=self.strides,
         padding=self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return jnp.reshape(y, batch_shape + y.shape[1:])
+
+
+class _BatchNorm(nnx.BatchNorm):
+  """``nnx.BatchNorm`` that computes through its linen twin inside :func:`as_linen`."""
+
+  def linen(self) -> linen.BatchNorm:
+    return linen_layers.BatchNorm(self.momentum, self.epsilon, axis=self.axis, dtype=self.dtype,
+                                  use_scale=self.scale is not None)
+
+  def __call__(self, x: jax.Array, use_running_average: bool | None = None, **kwargs: Any) -> jax.Array:
+    if _AS_LINEN.get() is not None and not kwargs:
+      running = self.use_running_average if use_running_average is None else use_running_average
+      variables: dict[str, Any] = {"batch_stats": {"mean": self.mean[...], "var": self.var[...]}}
+      if self.scale is not None:
+        variables["params"] = {"scale": self.scale[...]}
+      if running:
+        return _through_linen(self, self.linen(), variables, x, use_running_average=True)
+    return super().__call__(x, use_running_average, **kwargs)
 
 
 def BatchNorm(  # pylint: disable=invalid-name
@@ -151,5 +244,5 @@ def BatchNorm(  # pylint: disable=invalid-name
   check_integer("num_features", num_features, low=1)
   check_range("momentum", momentum, low=0.0, high=1.0)
   check_positive("epsilon", epsilon)
-  return nnx.BatchNorm(num_features, momentum=momentum, epsilon=epsilon, axis=axis,
-                       dtype=dtype, use_scale=use_scale, use_bias=False, rngs=rngs)
+  return _BatchNorm(num_features, momentum=momentum, epsilon=epsilon, axis=axis,
+                    dtype=dtype, use_scale=use_scale, use_bias=False, rngs=rngs)
