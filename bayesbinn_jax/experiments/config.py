@@ -103,10 +103,6 @@ class RunConfig:
     run = {k: v for k, v in self.run.as_dict().items() if v is not None}
     return {**run, **self.hyper.as_dict(), "seed": self.seed}
 
-  def keys(self) -> list[str]:
-    """The keys ``--set`` may change."""
-    return [k for k in self.as_dict() if k != "seed"]
-
   def replace(self, **changes: Any) -> RunConfig:
     """This config with ``changes`` (flat keys, typed values), checked again."""
     return from_mapping(self.experiment, self.optimizer, {**self.as_dict(), **changes})
