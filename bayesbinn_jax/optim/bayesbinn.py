@@ -222,6 +222,55 @@ def _held_sample(state: BayesBiNNState, params: PyTree, size: int | None, temper
   return jax.tree.map(pick, params, drawn, state.lam)
 
 
+def _check_update_inputs(grads: PyTree, params: PyTree | None) -> None:
+  if params is None:
+    raise ValueError("bayesbinn needs params: call update(grads, state, params) with the relaxed "
+                     "sample the model holds (the weights the grads were taken at).")
+  _check_not_one_network_grads(grads, params)
+  _trees.check_tree_like("grads", grads, params, "params")
+  _trees.check_floating("bayesbinn", "params", params)
+  _trees.check_floating("bayesbinn", "grads", grads)
+
+
+def _scales(state: BayesBiNNState, params: PyTree, size: int | None, temperature: Any, generator: str,
+            saturated: bool) -> PyTree:
+  """s per leaf: from lambda alone at a saturated temperature, else at the held sample."""
+  if saturated:
+    return jax.tree.map(lambda l: saturated_scale(l, temperature), state.lam)
+  held = _held_sample(state, params, size, temperature, generator)
+  return jax.tree.map(lambda w, l: natural_gradient_scale(w, l, temperature), held, state.lam)
+
+
+def _kl_directions(g_hat: PyTree, state: BayesBiNNState, kl_weight: Any) -> PyTree:
+  """d = g_hat + kl_weight (lambda - lambda_0) per leaf (lambda_0 = 0 without a prior)."""
+  if state.prior_lam is None:
+    return jax.tree.map(lambda g, l: kl_direction(g, l, None, kl_weight), g_hat, state.lam)
+  return jax.tree.map(lambda g, l, p: kl_direction(g, l, p, kl_weight), g_hat, state.lam, state.prior_lam)
+
+
+def _skipper(finite: jax.Array | None) -> Any:
+  """new -> new, or old on a step skipped for non-finite gradients (a select XLA fuses)."""
+  return lambda new, old: new if finite is None else jnp.where(finite, new, old)
+
+
+def _init_state(params: PyTree, initial_key: jax.Array, num_samples: Any, prior_lambda: PyTree | None,
+                lambda_init: Any, lambda_init_std: Any, lam_dtype: Any, keeps_momentum: bool) -> BayesBiNNState:
+  zero = jnp.zeros([], jnp.int32)
+  if _is_placeholder(params):  # optax.tree_map_params: every params-shaped field is the placeholder
+    return BayesBiNNState(zero, params, params if keeps_momentum else None,
+                          None if prior_lambda is None else params, initial_key, initial_key, zero)
+  _trees.check_floating("bayesbinn", "params", params)
+  network = one_network(params, num_samples)
+  if prior_lambda is not None:
+    _trees.check_tree_like("prior_lambda", prior_lambda, network, "params")
+  state_key, init_key = jax.random.split(initial_key)
+  lam = init_lambda(network, init_key, lambda_init, lambda_init_std, lam_dtype)
+  return BayesBiNNState(
+      count=zero, lam=lam, momentum=jax.tree.map(jnp.zeros_like, lam) if keeps_momentum else None,
+      prior_lam=None if prior_lambda is None else jax.tree.map(lambda p: jnp.asarray(p, lam_dtype), prior_lambda),
+      key=state_key, sample_key=jax.random.fold_in(init_key, 1), notfinite_count=zero)
+
+
 def bayesbinn(
     learning_rate: optax.ScalarOrSchedule,
     train_set_size: int,
@@ -318,53 +367,19 @@ def bayesbinn(
   saturated = is_saturated(temperature)
 
   def init_fn(params: optax.Params) -> BayesBiNNState:
-    if _is_placeholder(params):  # optax.tree_map_params: every params-shaped field is the placeholder
-      zero = jnp.zeros([], jnp.int32)
-      return BayesBiNNState(zero, params, None if beta is None else params,
-                            None if prior_lambda is None else params, initial_key, initial_key, zero)
-    _trees.check_floating("bayesbinn", "params", params)
-    network = one_network(params, num_samples)
-    if prior_lambda is not None:
-      _trees.check_tree_like("prior_lambda", prior_lambda, network, "params")
-    state_key, init_key = jax.random.split(initial_key)
-    lam = init_lambda(network, init_key, lambda_init, lambda_init_std, lam_dtype)
-    return BayesBiNNState(
-        count=jnp.zeros([], jnp.int32),
-        lam=lam,
-        momentum=None if beta is None else jax.tree.map(jnp.zeros_like, lam),
-        prior_lam=None if prior_lambda is None else jax.tree.map(lambda p: jnp.asarray(p, lam_dtype), prior_lambda),
-        key=state_key,
-        sample_key=jax.random.fold_in(init_key, 1),
-        notfinite_count=jnp.zeros([], jnp.int32),
-    )
+    return _init_state(params, initial_key, num_samples, prior_lambda, lambda_init, lambda_init_std,
+                       lam_dtype, beta is not None)
 
   def update_fn(grads: optax.Updates, state: BayesBiNNState, params: optax.Params | None = None,
                 **extra_args: Any) -> tuple[optax.Updates, BayesBiNNState]:
     del extra_args
-    if params is None:
-      raise ValueError("bayesbinn needs params: call update(grads, state, params) with the relaxed "
-                       "sample the model holds (the weights the grads were taken at).")
-    _check_not_one_network_grads(grads, params)
-    _trees.check_tree_like("grads", grads, params, "params")
-    _trees.check_floating("bayesbinn", "params", params)
-    _trees.check_floating("bayesbinn", "grads", grads)
+    _check_update_inputs(grads, params)
     size = _samples_in(params, state.lam, num_samples)
     finite = all_finite(grads) if skip_nonfinite else None
-
-    def unless_skipped(new: jax.Array, old: jax.Array) -> jax.Array:
-      return new if finite is None else jnp.where(finite, new, old)
-
-    if saturated:
-      scales = jax.tree.map(lambda l: saturated_scale(l, temperature), state.lam)
-    else:
-      held = _held_sample(state, params, size, temperature, generator)
-      scales = jax.tree.map(lambda w, l: natural_gradient_scale(w, l, temperature), held, state.lam)
+    unless_skipped = _skipper(finite)
+    scales = _scales(state, params, size, temperature, generator, saturated)
     g_hat = jax.tree.map(lambda g, s: natural_gradient(g, s, train_set_size, size is not None), grads, scales)
-    if state.prior_lam is None:
-      direction = jax.tree.map(lambda g, l: kl_direction(g, l, None, kl_weight), g_hat, state.lam)
-    else:
-      direction = jax.tree.map(lambda g, l, p: kl_direction(g, l, p, kl_weight), g_hat, state.lam,
-                               state.prior_lam)
+    direction = _kl_directions(g_hat, state, kl_weight)
     if beta is None:
       new_momentum, moving = None, direction
     else:
