@@ -6,7 +6,9 @@ an existing output directory. Exit status 3: training diverged (the last good
 checkpoint is kept). Exit status 4: an output could not be written (a full
 disk, a read-only folder); one line names the file, the last complete
 checkpoint and the command that resumes the run, and nothing saved before is
-damaged.
+damaged. Exit status 130 / 143: SIGINT / SIGTERM stopped the run at the next step
+boundary, where a checkpoint was saved; one line names it and the command that
+resumes the run.
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ writes the outputs. Under a cluster launcher (SLURM, Open MPI, Cloud TPU) pass
 
 exit status: 0 done; 2 bad input or options (one line, nothing written); 3 training
 diverged (the last good checkpoint is kept); 4 an output could not be written (one line
-naming the file, the last complete checkpoint and the command that resumes the run).
+naming the file, the last complete checkpoint and the command that resumes the run);
+130 / 143 stopped by Ctrl-C (SIGINT) / SIGTERM at the next step, saved there (one line naming
+the checkpoint and the command that resumes the run; a second signal stops at once).
 """.replace("{keys}", help_text())
 
 
