@@ -28,15 +28,12 @@ def _pixels(n, high, seed=0):
   return np.random.default_rng(seed).integers(0, high + 1, (n, 8, 8)).astype(np.uint8)
 
 
-@pytest.mark.parametrize("replace, words", [
-    (dict(x_train=_pixels(300, 1), x_test=_pixels(100, 1)), "x_train is uint8 with values in [0, 1]"),
-    (dict(x_train=_pixels(300, 255).astype(np.float32), x_test=_pixels(100, 255).astype(np.float32)),
-     "x_train is float32 with values in [0, 255]"),
-], ids=["uint8-zero-one", "float-pixels"])
-def test_values_the_normalisation_cannot_use_stop_before_training(tmp_path, capsys, replace, words):
-  path = write_images(tmp_path / "bad.npz", **replace)
+def test_values_the_normalisation_cannot_use_stop_before_training(tmp_path, capsys):
+  # uint8 0/1 images under 'mnist' (permuted-mnist): MNIST so stored trains to chance (10.7%)
+  path = write_images(tmp_path / "bad.npz", x_train=_pixels(300, 1), x_test=_pixels(100, 1))
   line = _refused(tmp_path, capsys, [*QUICK, "--data-file", path])
-  assert line.startswith(f"bayesbinn-train: error: {path}: {words}") and "0..255" in line
+  assert line.startswith(f"bayesbinn-train: error: {path}: x_train is uint8 with values in [0, 1]")
+  assert "0..255" in line
 
 
 def test_shifted_test_labels_stop_before_training_naming_the_opt_in(tmp_path, capsys):

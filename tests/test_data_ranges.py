@@ -142,11 +142,15 @@ def test_float_images_in_unit_range_get_a_note():
                      "have them normalised"]
 
 
-def test_unscaled_float_pixels_are_an_error():
-  message = _error(_dataset(PIXELS.astype(np.float32)), "mnist")
-  assert "x_train is float32 with values in [0, 255]" in message and "used as given" in message
-  message = _error(_dataset(PIXELS / 255, x_test=PIXELS * 1.0), "per-channel")
-  assert "x_test is float32 with values in [0, 255]" in message
+def test_unscaled_float_pixels_get_a_note():
+  (note,) = check_value_range(_dataset(PIXELS.astype(np.float32)), "mnist", "d.npz")
+  assert note == ("d.npz: x_train, x_test are float32 with values in [0, 255] (0..255 pixels stored as "
+                  "floats?): float images are used as given, without normalisation 'mnist', which applies "
+                  "to uint8 pixels 0..255; store uint8 pixels to have them normalised")
+  # each kind of split named in its own note
+  notes = check_value_range(_dataset(PIXELS / 255, x_test=PIXELS * 1.0), "per-channel", "d.npz")
+  assert [n[:60] for n in notes] == ["d.npz: x_train is float32 with values in [0, 1] (images alre",
+                                     "d.npz: x_test is float32 with values in [0, 255] (0..255 pix"]
 
 
 def test_normalised_float_images_and_features_pass_without_a_note():
