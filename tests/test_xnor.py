@@ -117,6 +117,19 @@ def test_kernels_count_mismatched_bits_bit_for_bit(m, k, n):
     assert_array_equal(np.asarray(count), expected + 2 * flipped + 4 * inverted)
 
 
+@pytest.mark.parametrize("p,m,k,n", [(1, 4097, 36, 130), (3, 2001, 10, 257)])
+def test_native_kernel_threads_equal_xla(p, m, k, n):
+  """Products this large split their rows over threads: still the same integers."""
+  if "native" not in KERNELS:
+    pytest.skip("no native kernel here")
+  rng = np.random.default_rng(m)
+  a = rng.integers(0, 2 ** 32, (p, m, k), dtype=np.uint32)
+  w = rng.integers(0, 2 ** 32, (n, k), dtype=np.uint32)
+  counts = [np.asarray(jax.jit(lambda a, w, kernel=kernel: xnor_kernel.xnor_count(
+      a, w, kernel, n))(a, xnor_kernel.weight_layout(w, kernel))) for kernel in ("native", "xla")]
+  assert_array_equal(counts[0], counts[1])
+
+
 def test_native_kernel_is_used_when_it_builds():
   available, reason = xnor_kernel.native_status()
   if not available:

@@ -5,6 +5,8 @@
 // vector, byte-wise popcount by nibble lookup; else scalar popcount.
 #include <cstdint>
 #include <cstring>
+#include <thread>
+#include <vector>
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -21,8 +23,9 @@ inline int64_t Pop(uint64_t x) { return __builtin_popcountll(x); }
 // out[i, j] = sum_p 2^p sum_t popcount(a[p, i, t] ^ w[j, t]) over uint64 words: p runs over
 // the bit-planes of an integer input (one plane for binary inputs). w4 is (groups, k, 4).
 [[maybe_unused]] void CountScalar(const uint64_t* a, const uint64_t* w4, int32_t* out,
-                                  int64_t planes, int64_t m, int64_t n, int64_t k) {
-  for (int64_t i = 0; i < m; ++i) {
+                                  int64_t planes, int64_t m, int64_t n, int64_t k, int64_t begin,
+                                  int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
     for (int64_t j = 0; j < n; ++j) {
       const uint64_t* wj = w4 + (j / 4) * k * 4 + (j % 4);
       int64_t s = 0;
@@ -48,15 +51,15 @@ inline __m256i Pop8(__m256i v) {
   return _mm256_add_epi8(_mm256_shuffle_epi8(lookup, lo), _mm256_shuffle_epi8(lookup, hi));
 }
 
-// The same sums with 4 units per 256-bit vector: w4 holds groups of 4 units with their
+// Rows [begin, end) of the same sums, 4 units per 256-bit vector: w4 holds groups of 4 units with their
 // uint64 words interleaved, (groups, k, 4); two rows of `a` share each load of w4. Byte counts
 // are summed for up to 31 words (8 * 31 < 256), then into 64-bit lanes by _mm256_sad_epu8.
 void CountAvx2(const uint64_t* a, const uint64_t* w4, int32_t* out, int64_t planes, int64_t m,
-               int64_t n, int64_t k) {
+               int64_t n, int64_t k, int64_t begin, int64_t end) {
   const int64_t groups = (n + 3) / 4;
   const __m256i zero = _mm256_setzero_si256();
-  for (int64_t i = 0; i < m; i += 2) {
-    const bool two = i + 1 < m;
+  for (int64_t i = begin; i < end; i += 2) {
+    const bool two = i + 1 < end;
     for (int64_t g = 0; g < groups; ++g) {
       const uint64_t* wg = w4 + g * k * 4;
       __m256i t0 = zero, t1 = zero;
@@ -107,11 +110,30 @@ ffi::Error XnorCountImpl(ffi::Buffer<ffi::U32> a, ffi::Buffer<ffi::U32> w,
   const auto* ap = reinterpret_cast<const uint64_t*>(a.typed_data());
   const auto* wp = reinterpret_cast<const uint64_t*>(w.typed_data());
   int32_t* op = out->typed_data();
+  // Rows split over the cores when the work is large (a thread costs some 20 us to start).
+  const int64_t work = planes * m * n * k;
+  const int64_t cores = static_cast<int64_t>(std::thread::hardware_concurrency());
+  int64_t threads = work >> 21;  // about one thread per 2M uint64 words (~1 ms)
+  threads = threads < 1 ? 1 : threads > cores ? cores : threads;
+  threads = threads > m / 2 ? (m / 2 > 1 ? m / 2 : 1) : threads;
+  auto count = [=](int64_t begin, int64_t end) {
 #if defined(__AVX2__)
-  CountAvx2(ap, wp, op, planes, m, n, k);
+    CountAvx2(ap, wp, op, planes, m, n, k, begin, end);
 #else
-  CountScalar(ap, wp, op, planes, m, n, k);
+    CountScalar(ap, wp, op, planes, m, n, k, begin, end);
 #endif
+  };
+  if (threads <= 1) {
+    count(0, m);
+    return ffi::Error::Success();
+  }
+  std::vector<std::thread> pool;
+  const int64_t chunk = ((m + threads - 1) / threads + 1) / 2 * 2;
+  for (int64_t begin = chunk; begin < m; begin += chunk) {
+    pool.emplace_back(count, begin, begin + chunk < m ? begin + chunk : m);
+  }
+  count(0, chunk < m ? chunk : m);
+  for (auto& t : pool) t.join();
   return ffi::Error::Success();
 }
 
