@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 
@@ -126,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
   result["machine"] = {"jax": jax.__version__, "backend": jax.devices()[0].platform,
                        "cpu_count": os.cpu_count()}
   result["fully_binary"] = fully_binary(args, rng)
+  result["command"] = " ".join(["python", "benchmarks/packed_inference.py",
+                                *(argv if argv is not None else sys.argv[1:])])
 
   print(f"{result['network']}: float32 {result['float32_bytes'] / 2**20:.1f} MiB, packed "
         f"{result['packed_bytes'] / 2**20:.2f} MiB ({result['size_ratio']:.1f}x smaller)")

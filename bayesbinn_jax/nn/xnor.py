@@ -909,7 +909,12 @@ def _float32(model: nn.Module) -> nn.Module:
   return model.clone(**changes) if changes else model
 
 
-def _example(model: nn.Module, input_shape: Sequence[int] | None, input_dtype: Any) -> Any:
+def _example(model: nn.Module, input_shape: Sequence[int] | None, input_dtype: Any,
+             variables: Mapping[str, Any] | None = None) -> Any:
+  if input_shape is None and isinstance(model, MnistMLP) and variables is not None:
+    kernel = (variables.get("params") or {}).get("BinaryDense_0", {}).get("kernel")
+    if kernel is not None and np.ndim(kernel) >= 2:   # the MLP's input width, from its kernel
+      input_shape = (1, int(np.shape(kernel)[-2]))
   if input_shape is None:
     for cls, shape in DEFAULT_INPUT_SHAPES.items():
       if isinstance(model, cls):
@@ -947,7 +952,7 @@ def pack_network(model: nn.Module, variables: Mapping[str, Any], *,
     PackingError: one line naming the module path and the reason.
   """
   model = _float32(model)
-  example = _example(model, input_shape, input_dtype)
+  example = _example(model, input_shape, input_dtype, variables)
   network = _Packed(_apply_fn(model), _variables(variables), xnor_kernel.backend(kernel),
                     type(model).__name__)
   network.program(example.shape, example.dtype)
@@ -981,7 +986,7 @@ def pack_ensemble(model: nn.Module, variables: Mapping[str, Any], *,
                      f"got leading sizes {sorted(sizes, key=str)}.")
   num_samples = sizes.pop()
   model = _float32(model)
-  example = _example(model, input_shape, input_dtype)
+  example = _example(model, input_shape, input_dtype, variables)
   backend = xnor_kernel.backend(kernel)
   networks = []
   for k in range(num_samples):
@@ -1011,7 +1016,7 @@ def binary_params(model: nn.Module, variables: Mapping[str, Any], *,
   model = _float32(model)
   first = jax.tree.map(lambda p: p[0], params) if ensemble else params
   closed_records = trace_layers(_apply_fn(model), {**variables, "params": first},
-                                _example(model, input_shape, jnp.float32))[1]
+                                _example(model, input_shape, jnp.float32, variables))[1]
   out = jax.tree.map(lambda p: p, params)
   for record in closed_records:
     if record.kind not in ("dense", "conv"):
