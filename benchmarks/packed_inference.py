@@ -17,14 +17,18 @@ load: inference then runs the same XLA program on the same values, so the
 latencies should agree; the packed file is the gain (storage, transfer).
 
 Section ``fully_binary``: the fully binary MLP (``MnistMLP(activations="binary")``,
-784-2048x3-10, random +-1 weights and BatchNorm statistics) run as its jitted
-float32 simulation and as the packed xnor/popcount network of
-``bayesbinn_jax.nn.xnor.pack_network`` (first layer float, hidden layers on
-uint32 words), alternating call by call, at batch 1, 8 and 100; the same for
-one 2048x2048 hidden layer alone (float ``sign(x) @ W`` + BatchNorm + sign
-against xnor + integer threshold) and, unless ``--skip-vgg``, for the fully
-binary VGG at batch 1 and 8. ``predictions_identical`` checks the argmax of
-every timed batch. Unless ``--skip-ensemble``, a small fully binary MLP
+784-2048x3-10, random +-1 weights and BatchNorm statistics) fed uint8 images, run
+as its jitted float32 simulation and as the packed network of
+``bayesbinn_jax.nn.pack_network(..., input_dtype=uint8)`` (first layer on 8
+bit-planes, every layer one popcount product), on the native kernel (``packed``)
+and on pure XLA (``packed_xla``), alternating call by call, at batch 1, 8 and 100;
+unless ``--skip-vgg``, the same for the fully binary VGG at batch 1 and 8.
+``predictions_identical`` checks the argmax of every timed batch. ``machine``
+holds the measured memory bandwidth (a NumPy copy) and popcount throughput (the
+kernel on an L2-resident product); ``layers[batch]`` gives each popcount product
+(bit-planes, rows, uint32 words, units) timed alone beside its floors: its bytes
+over the bandwidth and its uint64 word operations over the popcount throughput.
+Unless ``--skip-ensemble``, a small fully binary MLP
 (64-256-256-10) is trained with BayesBiNN on a synthetic 10-class task and K = 8
 posterior samples are packed (``pack_ensemble``, 8 bits per weight): the
 file sizes and the Monte Carlo accuracy and NLL of the packed and float
