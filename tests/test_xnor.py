@@ -140,6 +140,25 @@ def test_native_kernel_is_used_when_it_builds():
     xnor_kernel.backend("gpu")
 
 
+def test_without_a_compiler_the_xla_kernel_packs(tmp_path, monkeypatch):
+  """A machine without a C++ compiler (or an empty cache) falls back to pure XLA, same outputs."""
+  monkeypatch.setattr(xnor_kernel, "_STATE", {})
+  monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+  monkeypatch.setenv(xnor_kernel.ENV_CACHE, str(tmp_path / "cache"))
+  monkeypatch.delenv(xnor_kernel.ENV_BACKEND, raising=False)
+  available, reason = xnor_kernel.native_status()
+  assert not available and "no-such-compiler" in reason
+  assert xnor_kernel.backend() == "xla"
+  with pytest.raises(xnor_kernel.NativeKernelError, match="native xnor kernel unavailable"):
+    xnor_kernel.backend("native")
+  model = OddMLP()
+  x = np.random.default_rng(3).standard_normal((2, 20)).astype(np.float32)
+  variables = _random_network(model, x)
+  net = pack_network(model, variables, input_shape=x.shape)
+  assert net.kernel == "xla"
+  _check_equal(_apply(model), variables, x, net)
+
+
 def test_pack_words_layout():
   bits = np.zeros((2, 35), bool)
   bits[0, [0, 2, 31]] = True
