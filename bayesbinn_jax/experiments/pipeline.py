@@ -50,6 +50,7 @@ from bayesbinn_jax.train.methods import Method
 from bayesbinn_jax.train.metric_writer import MetricsFileError, MetricWriter, read_records
 from bayesbinn_jax.train.metrics import classification_metrics, regression_metrics
 from bayesbinn_jax.train.distributed import is_main_process, process_count
+from bayesbinn_jax.train.stall import stalled_training_note
 from bayesbinn_jax.train.sharding import (check_batch_size, data_mesh, pin_layout, place, replicate, shard_state,
                                           state_bytes_per_device)
 
@@ -123,6 +124,8 @@ class RunData:
                  "num_test": ds.num_test, "num_outputs": self.num_outputs}
     if isinstance(ds, data.ArrayDataset):
       described.update(num_classes=ds.num_classes, num_val=ds.num_val, dtype=str(ds.x_train.dtype))
+    if isinstance(ds, data.ImageFolderDataset):  # --data-dir of class folders: names and source
+      described.update(classes=list(ds.classes), image_folder=dict(ds.origin or {}))
     return described
 
 
@@ -536,12 +539,23 @@ def _train(prepared: Prepared, options: RunOptions, state: TrainState, start: in
         console.evaluation(record, total)
       if spec.continual and last_of_task:
         _add_task_matrix_row(prepared, state, task, global_epoch, record)
+      if global_epoch == 0 and spec.task == "classification":
+        _say_stall_note(prepared, options, record, console)
       records.append(record)
       if writer:
         writer.write(record)
       if (global_epoch + 1) % run.checkpoint_every == 0 or last_of_task:
         checkpointer.save(global_epoch + 1, state, _metadata(options, spec, global_epoch + 1))
   return state
+
+
+def _say_stall_note(prepared: Prepared, options: RunOptions, record: dict, console: Console) -> None:
+  """The note of :func:`stalled_training_note` after the first epoch, when it has one."""
+  dataset = prepared.run_data.dataset
+  note = stalled_training_note(record["train_loss"], dataset.num_classes, options.optimizer,
+                               options.config.as_dict(), dataset.num_train)
+  if note:
+    console.line(f"note: {note}")
 
 
 def _train_epoch(prepared: Prepared, options: RunOptions, state: TrainState, global_epoch: int,
