@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import os
 import pathlib
 import tarfile
@@ -427,3 +428,66 @@ def test_cifar10_jpeg_to_npz_script_writes_the_loaders_arrays(tmp_path):
     np.testing.assert_array_equal(saved["y_train"], [0, 0, 0, 1, 1, 1])  # airplane < truck
     with Image.open(root / "train" / "truck" / "0001.jpg") as image:
       np.testing.assert_array_equal(saved["x_train"][4], np.asarray(image.convert("RGB")))
+
+
+# ----------------------------------------------------------------------------- the CLI
+def _digits(root: pathlib.Path, per_class: tuple[int, int] = (4, 2)) -> pathlib.Path:
+  """28x28 grayscale PNGs in three class folders whose brightness differs."""
+  rng = np.random.default_rng(0)
+  for split, count in zip(("train", "test"), per_class):
+    for level, name in enumerate(("zero", "one", "two")):
+      for index in range(count):
+        pixels = rng.normal(40 + 80 * level, 10, (28, 28)).clip(0, 255).astype(np.uint8)
+        _write(root / split / name / f"{index}.png", pixels)
+  return root
+
+
+@pytest.mark.slow
+def test_cli_trains_on_an_image_folder_and_records_its_classes(tmp_path, monkeypatch, capsys):
+  from bayesbinn_jax.experiments.cli import main  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv(image_folder.CACHE_DIR_ENV, str(tmp_path / "cache"))
+  folder = _digits(tmp_path / "digits")
+  out = tmp_path / "out"
+  assert main(["mnist", "--data-dir", str(folder), "--out", str(out), "--epochs", "1", "--quiet",
+               "--no-figures", "--set", "batch_size=4", "--set", "eval_batch_size=8"]) == 0
+  config = json.loads((out / "config.json").read_text())
+  described = config["data"]
+  assert described["classes"] == ["one", "two", "zero"]  # sorted folder names: labels 0, 1, 2
+  assert described["num_classes"] == 3 and described["input_shape"] == [28, 28, 1]
+  assert described["num_train"] + described["num_val"] == 12 and described["num_test"] == 6
+  origin = described["image_folder"]
+  assert origin["source"] == str(folder) and origin["format"] == "folder" and origin["mode"] == "L"
+  assert not origin["from_cache"] and os.path.dirname(origin["cache_file"]) == str(tmp_path / "cache")
+  assert config["data_dir"] == str(folder)
+  assert os.path.isfile(origin["cache_file"])
+  assert 0.0 <= json.loads((out / "summary.json").read_text())["test_accuracy"] <= 1.0
+  capsys.readouterr()
+
+
+@pytest.mark.parametrize("problem", ["empty_class", "tar_classes_differ", "not_a_tar"])
+def test_cli_refuses_a_bad_image_folder_with_one_line_and_exit_2(tmp_path, monkeypatch, capsys,
+                                                                  problem):
+  from bayesbinn_jax.experiments.cli import main  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv(image_folder.CACHE_DIR_ENV, str(tmp_path / "cache"))
+  folder = _digits(tmp_path / "digits")
+  if problem == "empty_class":
+    for path in (folder / "test" / "two").iterdir():
+      path.unlink()
+    source, words = folder, f"{folder / 'test' / 'two'}: empty class folder"
+  elif problem == "tar_classes_differ":
+    _write(folder / "train" / "three" / "0.png", _pixels(1, 1, (28, 28)))
+    source = _tar(folder, tmp_path / "digits.tar.gz")
+    words = f"{source}: class folders differ between train/ and test/ (only in train/: three)"
+  else:
+    source = tmp_path / "notes.txt"
+    source.write_text("not data")
+    words = f"--data-dir {source}: not a directory, nor a .tar/.tar.gz archive"
+  out = tmp_path / "out"
+  try:
+    code = main(["mnist", "--data-dir", str(source), "--out", str(out), "--epochs", "1", "--quiet"])
+  except SystemExit as exit_info:  # argument errors
+    code = exit_info.code
+  assert code == 2
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert words in line, line
+  assert not out.exists()

@@ -43,9 +43,13 @@ data:
   snelson        --data-file with x_train, y_train, x_test, or the copy shipped in the package
   mnist, permuted-mnist, cifar10, cifar100
                  --data-file F.npz (x_train, y_train, x_test, y_test; uint8 images NHW or
-                 NHWC, integer labels, any number of classes), or --data-dir D holding the
-                 official MNIST IDX files, or tensorflow-datasets (downloads when online;
-                 --data-dir is then its data_dir)
+                 NHWC, integer labels, any number of classes), or --data-dir D holding
+                 D/train/<class>/ and D/test/<class>/ image files (PNG, JPEG; one size;
+                 classes = sorted folder names), or --data-dir D.tar/.tar.gz of those
+                 (decoded once and cached in ~/.cache/bayesbinn_jax or
+                 $BAYESBINN_JAX_CACHE_DIR), or --data-dir D holding the official MNIST IDX
+                 files, or tensorflow-datasets (downloads when online; --data-dir is then
+                 its data_dir)
 
 examples:
   bayesbinn-train two-moons
@@ -100,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="epochs (per task for permuted-mnist); default: the paper's")
   parser.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
   parser.add_argument("--data-file", default=None, help="an .npz data file (see below)")
-  parser.add_argument("--data-dir", default=None, help="MNIST IDX files, or a tfds data_dir")
+  parser.add_argument("--data-dir", default=None,
+                      help="class folders of images (train/<class>/, test/<class>/) or a .tar/.tar.gz "
+                           "of them, MNIST IDX files, or a tfds data_dir (see below)")
   parser.add_argument("--allow-unseen-labels", action="store_true",
                       help="accept test labels the training split lacks (noted; refused otherwise)")
   parser.add_argument("--ood-data-file", default=None,
@@ -247,7 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
   _check_paths(parser, args)
   if args.data_dir is not None and not os.path.isdir(args.data_dir):
-    parser.error(f"--data-dir {args.data_dir}: not a directory.")
+    from bayesbinn_jax.data.image_folder import is_tar_source  # noqa: PLC0415
+
+    if not is_tar_source(args.data_dir):
+      parser.error(f"--data-dir {args.data_dir}: not a directory, nor a .tar/.tar.gz archive.")
 
   from bayesbinn_jax.train import host_cpu  # noqa: PLC0415 - keeps --help and argument errors fast
 

@@ -98,13 +98,17 @@ def _has_idx_files(directory: str) -> bool:
 
 
 def _images(tfds_name: str) -> Callable[[RunConfig, DataSource], data.ArrayDataset]:
-  """An image set: ``--data-file`` (.npz), else MNIST IDX files in ``--data-dir``,
-  else tensorflow-datasets (``--data-dir`` as its data_dir; downloads when online)."""
+  """An image set: ``--data-file`` (.npz), else ``--data-dir`` as class folders of image files
+  (``train/<class>/``, ``test/<class>/``) or a tar of them (decoded once, then cached:
+  :func:`bayesbinn_jax.data.load_image_folder`), else MNIST IDX files in ``--data-dir``, else
+  tensorflow-datasets (``--data-dir`` as its data_dir; downloads when online)."""
 
   def load(config: RunConfig, source: DataSource) -> data.ArrayDataset:
     allow = source.allow_unseen_labels
     if source.data_file is not None:
       return data.load_npz(source.data_file, allow_unseen_labels=allow)
+    if source.data_dir is not None and data.is_image_folder_source(source.data_dir):
+      return data.load_image_folder(source.data_dir).dataset
     if source.data_dir is not None and _has_idx_files(source.data_dir):
       return data.load_idx_dir(source.data_dir, allow_unseen_labels=allow)
     return data.load_tfds(tfds_name, source.data_dir, allow_unseen_labels=allow)
