@@ -147,3 +147,24 @@ def test_note_for_other_optimizers_names_the_learning_rate():
   note = stalled_training_note(1.5, 4, "ste", {"lr": 1e-2})  # ln 4 = 1.386
   assert note is not None and "learning rate (lr=0.01)" in note and "recipe" not in note
   assert stalled_training_note(1.3, 4, "ste", {"lr": 1e-2}) is None
+
+
+# ------------------------------------------------------------------ the presets use the recipe
+def test_mnist_preset_takes_the_recipe_for_a_temperature_set_alone():
+  from bayesbinn_jax.experiments.config import build_config, help_text
+
+  def settings(experiment, *overrides):
+    values = build_config(experiment, "bayesbinn", overrides=list(overrides)).as_dict()
+    return values["temperature"], values["lr"], values["lambda_init"], values["train_set_scale"]
+
+  assert settings("mnist") == (1e-10, 1e-4, 10.0, 1)                    # the paper's, untouched
+  assert settings("mnist", "temperature=1e-10") == (1e-10, 1e-4, 10.0, 1)
+  assert settings("mnist", "temperature=1e-2") == (1e-2, 1e-4, 10.0, 139330)
+  assert settings("mnist", "temperature=1e-2", "lr=1e-3") == (1e-2, 1e-3, 10.0, 13933)
+  assert settings("mnist", "temperature=1e-2", "train_set_scale=3") == (1e-2, 1e-4, 10.0, 3)
+  # A subset: N = 1000 less its 10% validation split = 900, 60x less than 54,000.
+  values = build_config("mnist", "bayesbinn", overrides=["temperature=1e-2", "train_subset=1000"]).as_dict()
+  assert values["train_set_scale"] == 8359789
+  # Other experiments keep their presets (the recipe is calibrated on the MNIST MLP).
+  assert settings("permuted-mnist", "temperature=0.5")[3] == 1
+  assert "ceil(tau / 7.2e-8)" in " ".join(help_text().split())

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 from bayesbinn_jax.experiments.presets import RENAMED_KEYS, preset
 from bayesbinn_jax.nn.activations import BINARY_INPUT_QUANTIZERS
 from bayesbinn_jax.nn.networks import ACTIVATIONS
+from bayesbinn_jax.optim.temperature import TRAIN_SET_SIZE, apply_recipe
 from bayesbinn_jax.train.hyperparams import (FRACTION, HYPERPARAMS, NON_NEGATIVE, OPTIMIZERS, POSITIVE,  # noqa: F401
                                              ConfigError, Hyper, OneOf, Settings, field_types, fields_help,
                                              hyper_class, keys_where, setting)
@@ -155,7 +156,13 @@ def build_config(experiment: str, optimizer: str, *, seed: int = 0, epochs: int 
   values = from_mapping(experiment, optimizer, {**preset(experiment, optimizer), "seed": seed}).as_dict()
   if epochs is not None:
     values["epochs"] = epochs
-  return from_mapping(experiment, optimizer, apply_overrides(experiment, optimizer, values, overrides))
+  values = apply_overrides(experiment, optimizer, values, overrides)
+  if experiment == "mnist" and optimizer == "bayesbinn":
+    # Issue 30: a temperature set alone takes the recipe's train_set_scale (docs/temperature.md).
+    subset = values["train_subset"]
+    values = apply_recipe(values, [item.partition("=")[0].strip() for item in overrides],
+                          round(subset * (1 - values["val_fraction"])) if subset else TRAIN_SET_SIZE)
+  return from_mapping(experiment, optimizer, values)
 
 
 def apply_overrides(experiment: str, optimizer: str, values: Mapping[str, Any],

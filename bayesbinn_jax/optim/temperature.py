@@ -172,20 +172,21 @@ RECIPE_KEYS = ("lambda_init", "lr", "train_set_scale")
 """The settings :func:`apply_recipe` fills in."""
 
 
-def apply_recipe(settings: Mapping[str, Any], given: Collection[str]) -> dict[str, Any]:
+def apply_recipe(settings: Mapping[str, Any], given: Collection[str],
+                 train_set_size: int = TRAIN_SET_SIZE) -> dict[str, Any]:
   """``settings`` (a flat config with ``temperature``, ``lr``, ``lambda_init``,
   ``train_set_scale``) with the recipe for its temperature, when ``temperature`` is among the
   ``given`` keys (set by the user): each of :data:`RECIPE_KEYS` not given itself takes the
-  value of ``recipe(settings["temperature"], lr=settings["lr"])``, except that with a given
-  lr the train_set_scale is the one that lr needs. Otherwise ``settings`` unchanged (a
-  copy)."""
+  value of ``recipe(settings["temperature"], lr=settings["lr"], train_set_size=N)``, except
+  that with a given lr the train_set_scale is the one that lr needs. Otherwise ``settings``
+  unchanged (a copy)."""
   result = dict(settings)
   if "temperature" not in given:
     return result
-  good = recipe(result["temperature"], lr=result["lr"])
+  good = recipe(result["temperature"], lr=result["lr"], train_set_size=train_set_size)
   for key in RECIPE_KEYS:
     if key not in given:
       result[key] = good[key]
   if "lr" in given and "train_set_scale" not in given:
-    result["train_set_scale"] = _scale_for(result["temperature"], result["lr"])
+    result["train_set_scale"] = _scale_for(result["temperature"], result["lr"], train_set_size)
   return result

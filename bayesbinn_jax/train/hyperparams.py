@@ -189,7 +189,9 @@ class BayesBiNNHyper(ScheduleHyper):
   """BayesBiNN (:func:`bayesbinn_jax.optim.bayesbinn`) and its Monte Carlo evaluation."""
 
   name: ClassVar[str] = "bayesbinn"
-  temperature: float = setting(1e-10, doc="tau of the relaxed samples", check=POSITIVE)
+  temperature: float = setting(
+      1e-10, doc="tau of the relaxed samples; on mnist, set alone it also sets train_set_scale to "
+      "ceil(tau / 7.2e-8), the recipe of optim/temperature.py (docs/temperature.md)", check=POSITIVE)
   momentum: float = setting(0.0, doc="beta of lambda's momentum", check=FRACTION)
   train_samples: int = setting(1, doc="K, samples per step", check=POSITIVE)
   test_samples: int = setting(
