@@ -58,6 +58,11 @@ def test_smoke_runs_every_stage_and_writes_the_summary(tmp_path):
   assert config["config"]["epochs"] == 1 and config["config"]["batch_size"] == 10
   assert config["optimizer"] == "bayesbinn" and config["data"]["num_train"] == 54
   assert config["data"]["input_shape"] == [32, 32, 3]
+  # --data-dir on the archive: the classes recorded, the arrays read from the decode stage's cache.
+  assert config["data"]["classes"] == [f"class{i}" for i in range(10)]
+  origin = config["data"]["image_folder"]
+  assert origin["format"] == "tar" and origin["from_cache"] is True
+  assert origin["source"].endswith("tiny-cifar.tar.gz")
 
   packed = summary["packed_inference"]  # benchmarks/packed_inference.py's JSON
   assert packed == json.loads((out / "packed_inference.json").read_text())
