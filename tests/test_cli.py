@@ -166,7 +166,7 @@ def test_idx_directory_is_read(tmp_path):
 
 
 def test_tfds_path_with_mock_data(tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
+  import tensorflow_datasets as tfds  # a declared dependency
   out = str(tmp_path / "out")
   with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=120):
     assert main(["permuted-mnist", "--out", out, "--epochs", "1", "--quiet",

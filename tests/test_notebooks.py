@@ -95,9 +95,8 @@ def _use_a_python3_kernel(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
 @pytest.mark.parametrize("name", NOTEBOOKS)
 @pytest.mark.slow
 def test_notebook_runs_top_to_bottom(name, monkeypatch, tmp_path):
-  nbformat = pytest.importorskip("nbformat")
-  nbclient = pytest.importorskip("nbclient")
-  pytest.importorskip("ipykernel")
+  import nbclient  # nbclient, nbformat and ipykernel: the test extra's
+  import nbformat
   _use_a_python3_kernel(monkeypatch, tmp_path)
   monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
       p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
