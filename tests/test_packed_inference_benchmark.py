@@ -28,6 +28,7 @@ def test_packed_inference_writes_the_fully_binary_section(tmp_path):
   for row in rows.values():
     assert row["float32"] > 0 and row["packed"] > 0
     assert row["speedup"] == row["float32"] / row["packed"]
+    assert set(row["back_to_back"]) >= {"float32", "packed"}
   # One popcount product per binary layer of 784-2048x3-10; the first on 8 bit-planes of the
   # uint8 pixels (784 bits = 25 words, padded to 26), the hidden ones on 2048 bits = 64 words.
   layers = section["layers"]["100"]
