@@ -17,11 +17,11 @@
 #                            config.json, metrics.jsonl (seconds per epoch), summary.json, plan.json
 #                            (decode time, epochs planned); as many epochs (the cosine spanning
 #                            them) as the VGG step time measured above says fit in $CIFAR_BUDGET_S
-#                            (220 s, decoding included)
+#                            (210 s, decoding included)
 #   packed_inference.json    benchmarks/packed_inference.py: packed (1-bit) and float32 inference
 #                            latency of the MNIST MLP, the fully binary MLP and VGG (xnor vs float)
 #   logs/<stage>.log         each stage's output
-# Every stage runs under `timeout` (limits 30 + 60 + 100 + 220 + 60 s = 470 s), so the whole
+# Every stage runs under `timeout` (limits 30 + 50 + 120 + 210 + 60 s = 470 s), so the whole
 # check ends within 8 minutes even when one stage hangs; a failed or timed-out stage is recorded
 # in device_check.json and the next stage runs. With --smoke every limit is 300 s (a hang guard).
 # Nothing imports tensorflow_datasets. Exit status: 0 when every stage succeeded, 1 otherwise,
@@ -48,7 +48,7 @@ else
   limit() { echo "$1"; }
 fi
 cifar_jpeg="${CIFAR_JPEG:-../shared/data/cifar10-jpeg.tar.gz}"
-cifar_budget="${CIFAR_BUDGET_S:-220}"
+cifar_budget="${CIFAR_BUDGET_S:-210}"
 mkdir -p "$out/logs" || exit 2
 work="$(mktemp -d "${TMPDIR:-/tmp}/device_check.XXXXXX")" || exit 2
 trap 'rm -rf "$work"' EXIT
@@ -104,9 +104,9 @@ else
          --optimizers bayesbinn_k1,bayesbinn_k5,ste,optax_adam)
 fi
 # One run per network, so that a network whose steps overrun their limit costs only its own table.
-stage step_time_mnist "$(limit 60)" python benchmarks/step_time.py --models mnist "${sizes[@]}" \
+stage step_time_mnist "$(limit 50)" python benchmarks/step_time.py --models mnist "${sizes[@]}" \
   --out "$out/step_time_mnist.json"
-stage step_time_vgg "$(limit 100)" python benchmarks/step_time.py --models vgg "${sizes[@]}" \
+stage step_time_vgg "$(limit 120)" python benchmarks/step_time.py --models vgg "${sizes[@]}" \
   --out "$out/step_time_vgg.json"
 
 # 3. CIFAR-10 (JPEG copy) with BayesBiNN: decode, plan the epochs, train.
@@ -187,7 +187,7 @@ fi
 if [[ $smoke == 1 ]]; then
   packed=(--calls 2 --skip-vgg --skip-ensemble)
 else
-  packed=(--calls 20 --skip-ensemble)
+  packed=(--calls 10 --skip-ensemble)
 fi
 stage packed_inference "$(limit 60)" python benchmarks/packed_inference.py "${packed[@]}" \
   --out "$out/packed_inference.json"
