@@ -51,9 +51,33 @@ inline __m256i Pop8(__m256i v) {
   return _mm256_add_epi8(_mm256_shuffle_epi8(lookup, lo), _mm256_shuffle_epi8(lookup, hi));
 }
 
-// Rows [begin, end) of the same sums, 4 units per 256-bit vector: w4 holds groups of 4 units with their
-// uint64 words interleaved, (groups, k, 4); two rows of `a` share each load of w4. Byte counts
-// are summed for up to 31 words (8 * 31 < 256), then into 64-bit lanes by _mm256_sad_epu8.
+// Per unit of a group of 4, sum_t popcount(a0[t] ^ w) into *s0 (and of a1 into *s1 when kTwo):
+// the two sources share each load of the group's words. Byte counts are summed for up to 31
+// words (8 * 31 < 256), then into 64-bit lanes by _mm256_sad_epu8.
+template <bool kTwo>
+inline void Sums(const uint64_t* a0, const uint64_t* a1, const uint64_t* wg, int64_t k,
+                 __m256i* s0, __m256i* s1) {
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i c0 = zero, c1 = zero;
+  int64_t t = 0;
+  while (t < k) {
+    const int64_t stop = t + 31 < k ? t + 31 : k;
+    __m256i b0 = zero, b1 = zero;
+    for (; t < stop; ++t) {
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + t * 4));
+      b0 = _mm256_add_epi8(b0, Pop8(_mm256_xor_si256(wv, _mm256_set1_epi64x(a0[t]))));
+      if (kTwo) b1 = _mm256_add_epi8(b1, Pop8(_mm256_xor_si256(wv, _mm256_set1_epi64x(a1[t]))));
+    }
+    c0 = _mm256_add_epi64(c0, _mm256_sad_epu8(b0, zero));
+    if (kTwo) c1 = _mm256_add_epi64(c1, _mm256_sad_epu8(b1, zero));
+  }
+  *s0 = c0;
+  *s1 = c1;
+}
+
+// Rows [begin, end) of the sums, 4 units per 256-bit vector (w4: groups of 4 units with their
+// uint64 words interleaved, (groups, k, 4)). Two rows share each load of w4; a lone row pairs
+// its bit-planes instead, so no work is done twice.
 void CountAvx2(const uint64_t* a, const uint64_t* w4, int32_t* out, int64_t planes, int64_t m,
                int64_t n, int64_t k, int64_t begin, int64_t end) {
   const int64_t groups = (n + 3) / 4;
@@ -62,25 +86,25 @@ void CountAvx2(const uint64_t* a, const uint64_t* w4, int32_t* out, int64_t plan
     const bool two = i + 1 < end;
     for (int64_t g = 0; g < groups; ++g) {
       const uint64_t* wg = w4 + g * k * 4;
-      __m256i t0 = zero, t1 = zero;
-      for (int64_t p = 0; p < planes; ++p) {
-        const uint64_t* a0 = a + (p * m + i) * k;
-        const uint64_t* a1 = two ? a0 + k : a0;
-        __m256i s0 = zero, s1 = zero;
-        int64_t t = 0;
-        while (t < k) {
-          const int64_t end = t + 31 < k ? t + 31 : k;
-          __m256i b0 = zero, b1 = zero;
-          for (; t < end; ++t) {
-            const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + t * 4));
-            b0 = _mm256_add_epi8(b0, Pop8(_mm256_xor_si256(wv, _mm256_set1_epi64x(a0[t]))));
-            b1 = _mm256_add_epi8(b1, Pop8(_mm256_xor_si256(wv, _mm256_set1_epi64x(a1[t]))));
-          }
-          s0 = _mm256_add_epi64(s0, _mm256_sad_epu8(b0, zero));
-          s1 = _mm256_add_epi64(s1, _mm256_sad_epu8(b1, zero));
+      __m256i t0 = zero, t1 = zero, s0, s1;
+      if (two) {
+        for (int64_t p = 0; p < planes; ++p) {
+          const uint64_t* a0 = a + (p * m + i) * k;
+          Sums<true>(a0, a0 + k, wg, k, &s0, &s1);
+          t0 = _mm256_add_epi64(t0, _mm256_slli_epi64(s0, static_cast<int>(p)));
+          t1 = _mm256_add_epi64(t1, _mm256_slli_epi64(s1, static_cast<int>(p)));
         }
-        t0 = _mm256_add_epi64(t0, _mm256_slli_epi64(s0, static_cast<int>(p)));
-        t1 = _mm256_add_epi64(t1, _mm256_slli_epi64(s1, static_cast<int>(p)));
+      } else {
+        for (int64_t p = 0; p < planes; p += 2) {
+          const uint64_t* a0 = a + (p * m + i) * k;
+          if (p + 1 < planes) {
+            Sums<true>(a0, a0 + m * k, wg, k, &s0, &s1);
+            t0 = _mm256_add_epi64(t0, _mm256_slli_epi64(s1, static_cast<int>(p + 1)));
+          } else {
+            Sums<false>(a0, a0, wg, k, &s0, &s1);
+          }
+          t0 = _mm256_add_epi64(t0, _mm256_slli_epi64(s0, static_cast<int>(p)));
+        }
       }
       alignas(32) int64_t r0[4], r1[4];
       _mm256_store_si256(reinterpret_cast<__m256i*>(r0), t0);
