@@ -118,6 +118,9 @@ def test_no_note_below_ln_classes():
   assert stalled_training_note(2.30, 10, "bayesbinn", dict(PRESET, temperature=1e-2)) is None
   assert stalled_training_note(math.nan, 10, "bayesbinn", PRESET) is None
   assert stalled_training_note(5.0, 1, "bayesbinn", PRESET) is None
+  # A first epoch of 4 steps (two moons has 1) says little yet; 5 are enough.
+  assert stalled_training_note(5.0, 10, "bayesbinn", PRESET, steps=4) is None
+  assert stalled_training_note(5.0, 10, "bayesbinn", PRESET, steps=5) is not None
 
 
 def test_note_at_ln_classes_names_temperature_lr_scale_and_the_recipe():

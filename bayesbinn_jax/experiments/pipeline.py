@@ -553,7 +553,8 @@ def _say_stall_note(prepared: Prepared, options: RunOptions, record: dict, conso
   """The note of :func:`stalled_training_note` after the first epoch, when it has one."""
   dataset = prepared.run_data.dataset
   note = stalled_training_note(record["train_loss"], dataset.num_classes, options.optimizer,
-                               options.config.as_dict(), dataset.num_train)
+                               options.config.as_dict(), dataset.num_train,
+                               prepared.training.steps_per_epoch)
   if note:
     console.line(f"note: {note}")
 

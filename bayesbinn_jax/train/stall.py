@@ -15,6 +15,9 @@ from typing import Any, Mapping
 
 from bayesbinn_jax.optim.temperature import TRAIN_SET_SIZE, recipe
 
+MIN_STEPS = 5
+"""A first epoch of fewer steps (two moons: 1) says little yet: no note."""
+
 RELATIVE_TOLERANCE = 0.05
 """A setting within 5% of the recipe's value counts as the recipe's."""
 
@@ -25,7 +28,7 @@ def _differs(value: Any, target: float) -> bool:
 
 def stalled_training_note(
     train_loss: float, num_classes: int, optimizer: str, config: Mapping[str, Any],
-    train_set_size: int = TRAIN_SET_SIZE,
+    train_set_size: int = TRAIN_SET_SIZE, steps: int = MIN_STEPS,
 ) -> str | None:
   """The note for a run whose mean training loss after its first epoch is >= ln(num_classes).
 
@@ -36,14 +39,16 @@ def stalled_training_note(
     config: the run's settings; BayesBiNN's note reads ``temperature``,
       ``lambda_init``, ``lr`` and ``train_set_scale``, the others' ``lr`` when present.
     train_set_size: N, the training examples (the recipe keeps lr * train_set_scale * N).
+    steps: the steps of the first epoch; below MIN_STEPS there is no note.
 
   Returns:
     One sentence naming the likely cause (temperature, lambda_init, learning rate)
     and, for BayesBiNN, the recipe's values for the run's temperature; None when
-    the loss is below ln(num_classes), is not finite, or there are fewer than two
-    classes.
+    the loss is below ln(num_classes), is not finite, there are fewer than two
+    classes, or the epoch had fewer than MIN_STEPS steps.
   """
-  if num_classes < 2 or not math.isfinite(train_loss) or train_loss < math.log(num_classes):
+  if (num_classes < 2 or steps < MIN_STEPS or not math.isfinite(train_loss)
+      or train_loss < math.log(num_classes)):
     return None
   head = (f"the training loss after the first epoch, {train_loss:.3f}, is not below "
           f"ln({num_classes}) = {math.log(num_classes):.3f}, the loss of a uniform guess: "
