@@ -200,11 +200,22 @@ def test_cli_refuses_a_gain_without_output_batchnorm(tmp_path, capsys):
   assert not os.path.exists(out)
 
 
-def test_xnor_packing_refuses_a_learned_gain():
-  from bayesbinn_jax.nn.xnor import network_config  # noqa: PLC0415
+def test_xnor_packing_of_a_learned_gain_equals_the_float_network():
+  # The packer follows the layers (issue 25): the output BatchNorm's learned gain is a real
+  # operation after the last binary layer, replayed as the float network computes it.
+  import os  # noqa: PLC0415
+  import sys  # noqa: PLC0415
 
-  with pytest.raises(ValueError, match="learned_output_scale=True"):
-    network_config(MnistMLP(hidden=8, activations="binary", learned_output_scale=True))
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  from test_xnor import _apply, _check_equal, _random_network  # noqa: PLC0415
+  from bayesbinn_jax.nn.xnor import pack_network  # noqa: PLC0415
+
+  model = MnistMLP(num_classes=5, hidden=16, depth=2, activations="binary", learned_output_scale=True)
+  x = np.random.default_rng(0).standard_normal((3, 28, 28)).astype(np.float32)
+  variables = _random_network(model, x, seed=4)
+  gain = variables["params"]["BatchNorm_2"]["scale"]
+  variables["params"]["BatchNorm_2"]["scale"] = np.linspace(0.5, 3.0, np.size(gain)).astype(np.float32)
+  _check_equal(_apply(model), variables, x, pack_network(model, variables))
 
 
 def test_runs_saved_before_the_setting_resume_as_without_a_gain():
@@ -221,4 +232,5 @@ def test_runs_saved_before_the_setting_resume_as_without_a_gain():
   now["config"]["output_scale"] = "learned"
   with pytest.raises(CheckpointError, match="written with output_scale='none', but this run has "
                                             "output_scale='learned'"):
-    check_metadata(old, now, "config.json")
+    check_metadata(old, now, "config.json", ignored=("activations", "activation_quantizer", "param_dtype",
+                                                     "max_nonfinite_steps", "mc_loop"))

@@ -113,7 +113,9 @@ def bop(
   float init, a sample never binarised) are binarised by the update itself:
   it returns ``target - params`` with ``target = -sign(w)`` where a weight flips
   and ``sign(w)`` elsewhere (0 -> +1), which for +-1 params is the ``-2 w`` / 0
-  above bit for bit; called eagerly on such params it also warns
+  above bit for bit. ``optax.apply_updates`` then leaves each weight within one
+  ulp of +-1 (w + (target - w) rounds), and exactly +-1 after the next update;
+  called eagerly on such params the update also warns
   (:class:`NotBinaryParamsWarning`, naming the leaf).
 
   Returns:
