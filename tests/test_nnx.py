@@ -655,6 +655,17 @@ def test_pack_network_of_a_users_own_nnx_model():
     bnx.pack_network(model)
 
 
+def test_summary_of_a_users_own_nnx_model_counts_by_hand():
+  """bnx.summary of a model that is no paper network: rows by NNX path; binary weights
+  3*3*2*8 + 32*16 + 16*3 = 704, the conv's 4*4*8*(3*3*2) = 2,304 float MACs (real input),
+  the two dense layers' 32*16 + 16*3 = 560 binary MACs per example. Catches: the summary
+  refusing user models, or counting them through another network."""
+  result = bnx.summary(_users_own(), input_shape=(1, 8, 8, 2), print_table=False)
+  assert [row.path for row in result.layers] == ["conv", "norm", "l1", "b1", "l2", "b2"]
+  assert result.binary_weights == 704
+  assert result.float_macs == 4 * 4 * 8 * 18 and result.binary_macs == 32 * 16 + 16 * 3
+
+
 def test_summary_of_an_nnx_network_counts_by_hand():
   """bnx.summary is nn.summary of the linen twin: 40*48 + 48*48 + 48*10 = 4,704 binary
   weights, the first layer's 1,920 float MACs and 2,784 binary ones per

@@ -119,16 +119,29 @@ def summary(model: Any, variables: Mapping[str, Any], *, input_shape: Sequence[i
   Returns:
     A :class:`Summary` (rows, totals; ``str()`` is the table).
   """
-  kinds: dict[int, str] = {}
+  example = xnor._example(model, input_shape, input_dtype)  # pylint: disable=protected-access
   try:
     net = xnor.pack_network(model, variables, input_shape=input_shape, input_dtype=input_dtype)
+  except xnor.PackingError:
+    net = None
+  return summarize(xnor._apply_fn(xnor._float32(model)), variables, example,  # pylint: disable=protected-access
+                   packed=net, print_table=print_table)
+
+
+def summarize(apply: Any, variables: Mapping[str, Any], example: Any, *, packed: Any = None,
+              print_table: bool = True) -> Summary:
+  """:func:`summary` of any ``apply(variables, x)`` built from the binary layers (the
+  entry :func:`~bayesbinn_jax.nn.xnor.pack` takes; the NNX adapter uses it): the layers
+  as the packed network computes them, or, when it does not pack (real activations),
+  as traced. ``packed``: the network already packed, if any."""
+  kinds: dict[int, str] = {}
+  try:
+    net = packed if packed is not None else xnor.pack(apply, variables, example)
     program, _ = net._networks[0].program(  # pylint: disable=protected-access
-        xnor._example(model, input_shape, input_dtype).shape, input_dtype)  # pylint: disable=protected-access
+        tuple(np.shape(example)), jnp.result_type(example))
     records, kinds = program.records, program.input_kinds
   except xnor.PackingError:
-    example = xnor._example(model, input_shape, input_dtype)  # pylint: disable=protected-access
-    records = xnor.trace_layers(xnor._apply_fn(xnor._float32(model)),  # pylint: disable=protected-access
-                                dict(variables), example)[1]
+    records = xnor.trace_layers(apply, dict(variables), example)[1]
   rows = []
   for record in records:
     params = record.variables.get("params", {}) or {}

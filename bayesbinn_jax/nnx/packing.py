@@ -109,14 +109,20 @@ def pack_ensemble(model: nnx.Module, *, input_shape: Sequence[int] | None = None
 
 
 def summary(model: nnx.Module, *, input_shape: Sequence[int] | None = None,
-            **kwargs: Any) -> Any:
+            input_dtype: Any = jnp.float32, print_table: bool = True) -> Any:
   """The per-layer summary (kind, input and weight precision, parameter count, float32 and
-  packed memory, binary and float multiply-accumulates; totals, a table) of a network of
-  :mod:`bayesbinn_jax.nnx.networks`: :func:`bayesbinn_jax.nn.summary` of its linen twin,
-  rows named by the linen layers (``BinaryDense_i`` is ``model.dense[i]``). Other keyword
-  arguments go to it (``input_dtype``, ``print_table``)."""
-  from bayesbinn_jax.nn.summary import summary as linen_summary  # pylint: disable=import-outside-toplevel
+  packed memory, binary and float multiply-accumulates; totals, a table) of an NNX model
+  built from the binary layers: a network of :mod:`bayesbinn_jax.nnx.networks` through
+  :func:`bayesbinn_jax.nn.summary` of its linen twin (rows named by the linen layers,
+  ``BinaryDense_i`` is ``model.dense[i]``), any other model through
+  :func:`bayesbinn_jax.nn.summary.summarize` of its eval-mode function (rows named by
+  the NNX paths; ``input_shape`` required)."""
+  from bayesbinn_jax.nn.summary import summarize, summary as linen_summary  # pylint: disable=import-outside-toplevel
 
-  twin, variables = nnx_to_linen(model)
   shape = example_shape(model) if input_shape is None else tuple(input_shape)
-  return linen_summary(twin, variables, input_shape=shape, **kwargs)
+  if isinstance(model, _Network):
+    twin, variables = nnx_to_linen(model)
+    return linen_summary(twin, variables, input_shape=shape, input_dtype=input_dtype,
+                             print_table=print_table)
+  return summarize(_eval_apply(model), nnx.state(model), jax.ShapeDtypeStruct(shape, input_dtype),
+                             print_table=print_table)
