@@ -194,3 +194,13 @@ def test_saturated_update_equals_the_general_formula_at_plus_minus_one():
   s = np.asarray(natural_gradient_scale(params["w"], lam, 1e-10), np.float64)
   expected = np.asarray(lam, np.float64) - 1e-4 * (100 * s * np.asarray(grads["w"]) + np.asarray(lam))
   np.testing.assert_allclose(new.lam["w"], expected, rtol=1e-5)
+
+
+def test_update_refuses_params_of_another_tree_structure():
+  # Catches zipping params and lambda leaf by leaf when their trees differ (same leaf count,
+  # other keys): the update would pair each gradient with another weight's lambda.
+  tx = bb.bayesbinn(1e-3, 10)
+  state = tx.init({"a": jnp.zeros(3), "b": jnp.zeros(3)})
+  other = {"a": jnp.zeros(3), "c": jnp.zeros(3)}
+  with pytest.raises(ValueError, match="tree structure of the params init got"):
+    tx.update(other, state, other)

@@ -165,6 +165,10 @@ def _samples_in(params: PyTree, lam: PyTree, num_samples: Any) -> int | None:
   1: lambda's shapes); a traced one (injected without ``static_args``) reads it
   from the leaves' extra leading axis, which must agree.
   """
+  if jax.tree.structure(params) != jax.tree.structure(lam):
+    raise ValueError(
+        f"params must have the tree structure of the params init got; got {jax.tree.structure(params)}, "
+        f"lambda has {jax.tree.structure(lam)}.")
   expected = _checks.concrete(num_samples)
   sizes = set()
   for (where, leaf), ref in zip(_trees.leaves_with_paths(params), jax.tree.leaves(lam), strict=True):
