@@ -50,6 +50,11 @@ run mnist-bayesbinn-epoch-time-malloc-default mnist --optimizer bayesbinn --data
 # Fully binary MLP (binary activations into every binary layer but the first), 30 epochs (issue 15).
 run mnist-bayesbinn-binary-activations mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs 30 --set activations=binary
 run mnist-ste-binary-activations mnist --optimizer ste --data-file "$DATA/mnist.npz" --epochs 30 --set activations=binary
+# CIFAR-10 (JPEG copy), the paper's VGG and settings, 5 epochs with the cosine over the 5 (issue 27);
+# about 22 minutes of the whole 2-core CPU per epoch. An interrupted run (SIGTERM checkpoints at the
+# step) resumes where it stopped.
+run cifar10-jpeg-bayesbinn cifar10 --optimizer bayesbinn --data-dir "$DATA/cifar10-jpeg.tar.gz" --epochs 5
+run cifar10-jpeg-ste cifar10 --optimizer ste --data-dir "$DATA/cifar10-jpeg.tar.gz" --epochs 5
 # Out-of-distribution images for MNIST: the test digits turned 90 degrees (issue 16).
 OOD=/tmp/bayesbinn-ood-mnist-rot90.npz
 [ -f "$OOD" ] || python benchmarks/ood_mnist.py "$DATA/mnist.npz" "$OOD"
