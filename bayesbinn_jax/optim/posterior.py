@@ -45,7 +45,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bayesbinn_jax import _checks
 from bayesbinn_jax.optim.nested import find_states
 from bayesbinn_jax.optim.sampling import sample_binary, sample_relaxed
 from bayesbinn_jax.optim.state import BayesBiNNState

@@ -92,15 +92,11 @@ def _relaxed(leaf: jax.Array, key: jax.Array, temperature: Any, num_samples: int
   return jnp.tanh((leaf.astype(dtype) + delta) / jnp.asarray(temperature, dtype)).astype(leaf.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("num_samples", "generator", "saturated"))
+@functools.partial(jax.jit, static_argnames=("num_samples", "generator"))
 def _sample_relaxed(lam: PyTree, key: jax.Array, temperature: Any, num_samples: int | None,
-                    generator: str, saturated: bool) -> PyTree:
+                    generator: str) -> PyTree:
   leaves, treedef = jax.tree.flatten(lam)
-  keys = _leaf_keys(lam, key)
-  if saturated:
-    drawn = [_signs(leaf, k, num_samples, generator) for leaf, k in zip(leaves, keys)]
-  else:
-    drawn = [_relaxed(leaf, k, temperature, num_samples, generator) for leaf, k in zip(leaves, keys)]
+  drawn = [_relaxed(leaf, k, temperature, num_samples, generator) for leaf, k in zip(leaves, _leaf_keys(lam, key))]
   return jax.tree.unflatten(treedef, drawn)
 
 
@@ -144,7 +140,9 @@ def sample_relaxed(
     (3, 2)
   """
   check_generator(generator)
-  return _sample_relaxed(lam, key, temperature, num_samples, generator, is_saturated(temperature))
+  if is_saturated(temperature):  # the tau -> 0 limit: the binary sample, bit for bit
+    return _sample_binary(lam, key, num_samples, generator)
+  return _sample_relaxed(lam, key, temperature, num_samples, generator)
 
 
 @functools.partial(jax.jit, static_argnames=("num_samples", "generator"))
