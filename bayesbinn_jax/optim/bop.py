@@ -55,6 +55,12 @@ class BopState(NamedTuple):
       in float32 or wider (``state_dtype``).
     flip_fraction: fraction of all weights flipped by the last update (float32
       scalar; 0 before the first update).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> state = bop(threshold=1e-8, gamma=1e-5).init({"w": jnp.ones(3, jnp.bfloat16)})
+    >>> state.momentum["w"].dtype, float(state.flip_fraction)   # a bfloat16 m could not move
+    (dtype('float32'), 0.0)
   """
 
   count: jax.Array
@@ -63,7 +69,13 @@ class BopState(NamedTuple):
 
 
 def binarize_params(params: optax.Params) -> optax.Params:
-  """Returns ``sign(params)`` with 0 mapped to +1, in each leaf's dtype."""
+  """Returns ``sign(params)`` with 0 mapped to +1, in each leaf's dtype.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> binarize_params({"w": jnp.array([0.3, 0.0, -2.0])})["w"]   # Bop's first params
+    Array([ 1.,  1., -1.], dtype=float32)
+  """
   return jax.tree.map(
       lambda p: jnp.where(jnp.asarray(p) >= 0, 1, -1).astype(jnp.asarray(p).dtype),
       params,
@@ -127,6 +139,17 @@ def bop(
     ValueError: for a hyperparameter out of range; from ``init`` and
       ``update`` for a params or grads leaf that is not floating point, naming
       the leaf, or grads not shaped like params.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> params = binarize_params({"w": jnp.array([0.5, -0.5, 0.5])})   # [1, -1, 1]
+    >>> tx = bop(threshold=0.5, gamma=1.0)          # gamma = 1: m is the last gradient
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update({"w": jnp.array([1.0, 1.0, 0.2])}, state, params)
+    >>> optax.apply_updates(params, updates)["w"]   # only w * m = 1 > 0.5 flips
+    Array([-1., -1.,  1.], dtype=float32)
+    >>> round(float(state.flip_fraction), 3)
+    0.333
   """
   check_range("threshold", threshold, low=0.0)
   check_range("gamma", gamma, low=0.0, low_inclusive=False, high=1.0)

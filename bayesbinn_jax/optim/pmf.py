@@ -44,6 +44,12 @@ class PMFState(NamedTuple):
     beta: the current projection sharpness (float32 scalar), 1 at init.
     adam_state: the ``optax.ScaleByAdamState`` of the Adam step on ``u``
       (moments in the latent's dtype).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> state = pmf(1e-3, rho=1.2).init({"w": jnp.zeros(2, jnp.bfloat16)})
+    >>> state.latent["w"].dtype, float(state.beta), int(state.count)
+    (dtype('float32'), 1.0, 0)
   """
 
   count: jax.Array
@@ -57,7 +63,13 @@ def pmf_lr_schedule(
     decay: float = 0.2,
     every: int = 7000,
 ) -> optax.Schedule:
-  """Step decay ``init * decay ** floor(count / every)`` (x0.2 every 7k on MNIST)."""
+  """Step decay ``init * decay ** floor(count / every)`` (x0.2 every 7k on MNIST).
+
+  Examples:
+    >>> schedule = pmf_lr_schedule(1e-3, decay=0.5, every=10)
+    >>> [round(float(schedule(t)), 6) for t in (0, 9, 10, 25)]
+    [0.001, 0.001, 0.0005, 0.00025]
+  """
   check_positive("init", init)
   check_range("decay", decay, low=0.0, low_inclusive=False, high=1.0)
   check_integer("every", every, low=1)
@@ -121,6 +133,18 @@ def pmf(
     ValueError: for a hyperparameter out of range; from ``init`` and
       ``update`` for a params or grads leaf that is not floating point, naming
       the leaf, or grads not shaped like params.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> tx = pmf(1e-2, rho=1.5, beta_interval=1)      # beta grows x1.5 every update
+    >>> state = tx.init({"w": jnp.array([0.5, -0.2])})  # u = params, beta = 1
+    >>> params = pmf_weights(state)                    # w = tanh(u): train from here
+    >>> updates, state = tx.update({"w": jnp.array([1.0, -1.0])}, state, params)
+    >>> params = optax.apply_updates(params, updates)
+    >>> [round(u, 4) for u in state.latent["w"].tolist()], float(state.beta)  # u - lr * sign(d)
+    ([0.49, -0.19], 1.5)
+    >>> bool(jnp.allclose(params["w"], jnp.tanh(1.5 * state.latent["w"])))
+    True
   """
   check_positive("learning_rate", learning_rate)
   check_range("rho", rho, low=1.0)
@@ -217,6 +241,12 @@ def pmf_weights(state: Any, params: optax.Params | None = None) -> optax.Params:
   does not own (``optax.MaskedNode`` under ``multi_transform``) are taken
   from ``params``, which is then required. With ``params`` the result takes
   their dtype; without, the latent's (float32 or wider by default).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> state = pmf(1e-3, rho=1.2).init({"w": jnp.array([2.0, 0.0, -0.5])})
+    >>> [round(w, 3) for w in pmf_weights(state)["w"].tolist()]   # tanh(1 * u)
+    [0.964, 0.0, -0.462]
   """
   beta = find_state(state, PMFState).beta
   return _map_latent(lambda u: jnp.tanh(beta * u).astype(u.dtype), state, params)
@@ -226,6 +256,12 @@ def pmf_mode(state: Any, params: optax.Params | None = None) -> optax.Params:
   """The binary weights ``sign(u)`` (0 -> +1) used to evaluate a PMF network.
 
   ``state`` and ``params`` as in :func:`pmf_weights`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> state = pmf(1e-3, rho=1.2).init({"w": jnp.array([2.0, 0.0, -0.5])})
+    >>> pmf_mode(state)["w"]
+    Array([ 1.,  1., -1.], dtype=float32)
   """
   return _map_latent(
       lambda u: jnp.where(u >= 0, 1, -1).astype(u.dtype), state, params

@@ -32,6 +32,15 @@ class BayesBiNNState(NamedTuple):
     notfinite_count: consecutive steps skipped for NaN or Inf gradients (int32
       scalar; a finite step resets it to 0), the contract of
       ``optax.apply_if_finite``'s ``ApplyIfFiniteState.notfinite_count``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from bayesbinn_jax import bayesbinn
+    >>> state = bayesbinn(1e-3, train_set_size=100).init({"w": jnp.zeros((2, 3), jnp.bfloat16)})
+    >>> state.lam["w"].shape, state.lam["w"].dtype, int(state.count)  # float32 whatever the params
+    ((2, 3), dtype('float32'), 0)
+    >>> state.momentum is None, state.prior_lam is None                 # momentum=0, no prior
+    (True, True)
   """
 
   count: chex.Array

@@ -57,6 +57,14 @@ def clip_weights(bound: float = 1.0) -> optax.GradientTransformationExtraArgs:
     ValueError: for a bound <= 0; from ``init`` and ``update`` for a params
       leaf that is not floating point, naming it, or updates not shaped like
       params.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> params = {"w": jnp.array([0.5, 0.9, -0.9])}
+    >>> tx = clip_weights(1.0)
+    >>> updates, _ = tx.update({"w": jnp.array([0.25, 0.5, -0.5])}, tx.init(params), params)
+    >>> optax.apply_updates(params, updates)["w"]
+    Array([ 0.75,  1.  , -1.  ], dtype=float32)
   """
   check_positive("bound", bound)
 
@@ -169,6 +177,14 @@ def ste_adam(
     ValueError: for a hyperparameter out of range; from ``init`` and
       ``update`` for a params or grads leaf that is not floating point, naming
       the leaf.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> params = {"w": jnp.array([0.0, 0.999])}   # latent weights; Adam steps by lr * sign(g)
+    >>> tx = ste_adam(0.01)
+    >>> updates, state = tx.update({"w": jnp.array([1.0, -1.0])}, tx.init(params), params)
+    >>> [round(w, 4) for w in optax.apply_updates(params, updates)["w"].tolist()]
+    [-0.01, 1.0]
   """
   check_positive("learning_rate", learning_rate)
   check_range("b1", b1, low=0.0, high=1.0, high_inclusive=False)
