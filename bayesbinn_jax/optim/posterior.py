@@ -55,13 +55,25 @@ PyTree = Any
 
 @jax.jit
 def posterior_mode(lam: PyTree) -> PyTree:
-  """The most probable network: w = sign(lambda), with lambda <= 0 giving -1."""
+  """The most probable network: w = sign(lambda), with lambda <= 0 giving -1.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> posterior_mode({"w": jnp.array([2.0, 0.0, -0.5])})["w"]
+    Array([ 1., -1., -1.], dtype=float32)
+  """
   return jax.tree.map(lambda l: jnp.where(l > 0, 1, -1).astype(l.dtype), lam)
 
 
 @jax.jit
 def posterior_mean(lam: PyTree) -> PyTree:
-  """The posterior mean of every weight: mu = tanh(lambda)."""
+  """The posterior mean of every weight: mu = tanh(lambda).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> [round(mu, 3) for mu in posterior_mean({"w": jnp.array([0.0, 0.5, -20.0])})["w"].tolist()]
+    [0.0, 0.462, -1.0]
+  """
   return jax.tree.map(jnp.tanh, lam)
 
 
@@ -72,6 +84,15 @@ def posterior_as_prior(lam: PyTree) -> PyTree:
   both are Bernoulli in the same natural parameterisation, so the prior is a
   copy of lambda: ``bayesbinn(..., prior_lambda=posterior_as_prior(state.lam))``
   or ``state._replace(prior_lam=posterior_as_prior(state.lam))``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from bayesbinn_jax import bayesbinn
+    >>> params = {"w": jnp.zeros(3)}
+    >>> state = bayesbinn(1e-3, 100).init(params)          # ... trained on task 1
+    >>> task2 = bayesbinn(1e-3, 100, prior_lambda=posterior_as_prior(state.lam))
+    >>> bool(jnp.all(task2.init(params).prior_lam["w"] == state.lam["w"]))
+    True
   """
   return jax.tree.map(jnp.array, lam)
 
@@ -91,6 +112,16 @@ def posterior_lambda(opt_state: Any) -> PyTree:
   Raises:
     ValueError: when ``opt_state`` holds no BayesBiNN state, when their lambda
       trees differ in structure, or when two train the same leaf.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> from bayesbinn_jax import bayesbinn
+    >>> params = {"kernel": jnp.zeros((2, 3)), "scale": jnp.ones(3)}
+    >>> tx = optax.multi_transform({"binary": bayesbinn(1e-3, 100), "real": optax.adam(1e-3)},
+    ...                            {"kernel": "binary", "scale": "real"})
+    >>> lam = posterior_lambda(tx.init(params))
+    >>> lam["kernel"].shape, lam["scale"]                  # Adam's leaf is masked
+    ((2, 3), MaskedNode())
   """
   lams = [state.lam for state in find_states(opt_state, BayesBiNNState)]  # NNX containers unboxed
   if not lams:
@@ -207,6 +238,14 @@ def mean_params(opt_state: Any, params: PyTree) -> PyTree:
   """The posterior mean tanh(lambda) at BayesBiNN's leaves, ``params`` elsewhere.
 
   Arguments, result and errors as in :func:`mode_params`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from bayesbinn_jax import bayesbinn
+    >>> params = {"w": jnp.zeros(3)}
+    >>> state = bayesbinn(1e-3, 100, lambda_init=0.5).init(params)   # lambda = +-0.5
+    >>> [round(abs(mu), 3) for mu in mean_params(state, params)["w"].tolist()]   # |tanh(0.5)|
+    [0.462, 0.462, 0.462]
   """
   lam = posterior_lambda(opt_state)
   return _fill(posterior_mean(lam), lam, params, None)
@@ -306,6 +345,13 @@ def mc_outputs(
   Raises:
     ValueError: for ``num_samples`` < 1 or not an integer, or a partial
       posterior without ``params``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> lam = {"w": jnp.array([20.0, -20.0, 0.0])}          # w = +1, -1, and a coin
+    >>> out = mc_outputs(lambda p: jnp.sum(p["w"]), lam, jax.random.key(0), num_samples=8)
+    >>> out.shape, bool(jnp.all(jnp.abs(out) == 1))           # 1 - 1 +- 1
+    ((8,), True)
   """
   if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
     raise ValueError(f"num_samples must be an integer >= 1; got {num_samples!r}.")
@@ -330,6 +376,14 @@ def predictive_probs(
   Probabilities are averaged, not logits, in at least float32.
   ``logits_fn(params)`` returns the logits of one network; the other
   arguments as in :func:`mc_outputs`.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> lam = {"w": jnp.array([[20.0, -20.0]])}            # 1 input -> 2 logits, w = [[1, -1]]
+    >>> x = jnp.ones((5, 1))
+    >>> probs = predictive_probs(lambda p: x @ p["w"], lam, jax.random.key(0), num_samples=4)
+    >>> probs.shape, [round(p, 3) for p in probs[0].tolist()]   # softmax([1, -1])
+    ((5, 2), [0.881, 0.119])
   """
 
   def probs(network: PyTree) -> jax.Array:
