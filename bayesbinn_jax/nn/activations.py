@@ -64,6 +64,14 @@ def ste_sign(w: jax.Array) -> jax.Array:
   ``jax.grad`` gets the masked straight-through gradient and forward mode
   (``jax.jvp``, ``jax.jacfwd``) works too. The output has the dtype of ``w``,
   which must be floating point.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> w = jnp.array([-2.0, -0.5, 0.0, 0.5, 2.0])
+    >>> ste_sign(w)
+    Array([-1., -1.,  1.,  1.,  1.], dtype=float32)
+    >>> jax.grad(lambda w: ste_sign(w).sum())(w)        # 1 where |w| <= 1
+    Array([0., 1., 1., 1., 0.], dtype=float32)
   """
   return _sign(w)
 
@@ -92,6 +100,14 @@ def approx_sign(x: jax.Array) -> jax.Array:
   i.e. ``2 - 2|x|`` for ``|x| <= 1`` and 0 outside: the derivative of the
   piecewise polynomial ``2x + x|x|`` that approximates the sign on ``[-1, 1]``.
   A ``jax.custom_jvp`` as :func:`ste_sign`; the output has the dtype of ``x``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> x = jnp.array([-2.0, -0.5, 0.0, 0.5, 2.0])
+    >>> approx_sign(x)
+    Array([-1., -1.,  1.,  1.,  1.], dtype=float32)
+    >>> jax.grad(lambda x: approx_sign(x).sum())(x)     # max(0, 2 - 2|x|)
+    Array([0., 1., 2., 1., 0.], dtype=float32)
   """
   return _sign(x)
 

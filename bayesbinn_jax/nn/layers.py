@@ -24,6 +24,12 @@ The default kernel init is the paper's (and the released code's BinaryLinear)
 ``U(-1, 1) * sqrt(3 * 0.25 / ((fan_in + fan_out) / 2))``. For a convolution the
 fans include the receptive field, ``fan_in = kh * kw * in`` and
 ``fan_out = kh * kw * out``.
+
+Examples:
+  >>> import jax, jax.numpy as jnp
+  >>> w = default_kernel_init(jax.random.key(0), (3, 2))  # fan_in 3, fan_out 2
+  >>> bool(jnp.all(jnp.abs(w) <= (1.5 / (3 + 2)) ** 0.5))
+  True
 """
 
 from __future__ import annotations
@@ -85,6 +91,16 @@ class BinaryDense(nn.Module):
     dtype: computation dtype; None promotes the input's and the kernel's.
     param_dtype: dtype of ``kernel``.
     use_bias: add a binary bias (initialised at zero, +1 under "ste").
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> layer = BinaryDense(features=2, quantizer="ste")
+    >>> variables = layer.init(jax.random.key(0), jnp.ones((1, 3)))
+    >>> variables["params"]["kernel"].shape
+    (3, 2)
+    >>> kernel = jnp.array([[0.3, -0.2], [-0.7, 0.1], [0.5, 0.0]])    # sign: [[1, -1], [-1, 1], [1, 1]]
+    >>> layer.apply({"params": {"kernel": kernel}}, jnp.array([[1.0, 2.0, 3.0]]))
+    Array([[2., 4.]], dtype=float32)
   """
 
   features: int
@@ -133,6 +149,16 @@ class BinaryConv(nn.Module):
     kernel_init: initializer of ``kernel``; the paper's uniform init by default.
     dtype: computation dtype; None promotes the input's and the kernel's.
     param_dtype: dtype of ``kernel``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> conv = BinaryConv(features=4, quantizer="ste")
+    >>> x = jnp.ones((2, 5, 5, 3))                                    # NHWC
+    >>> jax.eval_shape(conv.init, jax.random.key(0), x)["params"]["kernel"].shape
+    (3, 3, 3, 4)
+    >>> y = conv.apply({"params": {"kernel": jnp.full((3, 3, 3, 4), 0.2)}}, x)   # sign: all +1
+    >>> y.shape, float(y[0, 2, 2, 0]), float(y[0, 0, 0, 0])          # 3*3*3 terms; a corner 2*2*3
+    ((2, 5, 5, 4), 27.0, 12.0)
   """
 
   features: int
@@ -212,6 +238,17 @@ def BatchNorm(  # pylint: disable=invalid-name
   float32, initialised to 1): ``y = scale * (x - mean) / sqrt(var + epsilon)``. The
   networks use it only on their output BatchNorm (``learned_output_scale``), where
   it sets the logits' scale, i.e. the predictive's confidence (not in the paper).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> bn = BatchNorm(momentum=0.9)
+    >>> x = jnp.array([[1.0], [3.0]])
+    >>> variables = bn.init(jax.random.key(0), x, use_running_average=True)
+    >>> sorted(variables)                                             # no params
+    ['batch_stats']
+    >>> y, updated = bn.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+    >>> [round(v, 3) for v in y[:, 0].tolist()], round(float(updated["batch_stats"]["mean"][0]), 3)
+    ([-1.0, 1.0], 0.2)
   """
   check_range("momentum", momentum, low=0.0, high=1.0)
   check_positive("epsilon", epsilon)

@@ -45,6 +45,16 @@ def mc_apply(apply_fn: Callable[..., Any], *, params_collection: str = "params",
       logits = apply({"params": params}, x)   # (K, batch, classes)
       return optax.softmax_cross_entropy_with_integer_labels(
           logits, y[None]).mean(axis=1).sum()
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from bayesbinn_jax.nn import BinaryDense
+    >>> model = BinaryDense(features=2)
+    >>> kernels = jnp.stack([jnp.ones((3, 2)), -jnp.ones((3, 2))])    # K = 2 networks
+    >>> x = jnp.ones((5, 3))                                          # shared by both
+    >>> y = mc_apply(model.apply)({"params": {"kernel": kernels}}, x)
+    >>> y.shape, y[:, 0].tolist()
+    ((2, 5, 2), [[3.0, 3.0], [-3.0, -3.0]])
   """
 
   if loop not in LOOPS:
