@@ -113,6 +113,14 @@ class InputShapeError(ValueError):
     network: the network's class name.
     shape: the input's shape, batch axis included.
     smallest: the smallest input shape that fits, e.g. ``"(N, 8, 8, C)"``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> try:
+    ...   VGGBinaryConnect().init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)), train=False)
+    ... except InputShapeError as error:
+    ...   print(error.shape, "->", error.smallest)
+    (1, 4, 4, 3) -> (N, 8, 8, C) with C >= 1 (CIFAR: (N, 32, 32, 3))
   """
 
   def __init__(self, network: str, shape: tuple[int, ...], problem: str, smallest: str):
@@ -188,6 +196,16 @@ class ToyMLP(_Precision, nn.Module):
     learned_output_scale: the output BatchNorm learns a gain per output
       (``params["BatchNorm_0"]["scale"]``, not in the paper); needs
       ``output_batchnorm``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> model = ToyMLP(hidden=(8,), outputs=2)          # the paper's: hidden=(64, 64)
+    >>> x = jnp.zeros((4, 2))                           # 4 two-moons points
+    >>> variables = model.init(jax.random.key(0), x, train=False)
+    >>> jax.tree.map(jnp.shape, variables["params"]["BinaryDense_0"])
+    {'bias': (8,), 'kernel': (2, 8)}
+    >>> model.apply(variables, x, train=False).shape    # logits
+    (4, 2)
   """
 
   hidden: Sequence[int] = (64, 64)
@@ -260,6 +278,20 @@ class MnistMLP(_Precision, nn.Module):
       (``params["BatchNorm_<last>"]["scale"]``, float32, initialised to 1), which
       sets the logits' scale and so the confidence; not in the paper (its last
       BatchNorm has no gain and leaves the logits standardised).
+
+  Examples:
+    Shapes through ``jax.eval_shape``, which computes nothing:
+
+    >>> import jax, jax.numpy as jnp
+    >>> model, key = MnistMLP(), jax.random.key(0)
+    >>> x = jnp.zeros((2, 28, 28))
+    >>> variables = jax.eval_shape(lambda: model.init(key, x, train=False))
+    >>> sum(p.size for p in jax.tree.leaves(variables["params"]))   # 784*2048 + 2*2048^2 + 2048*10
+    10014720
+    >>> logits, updates = jax.eval_shape(lambda v: model.apply(
+    ...     v, x, train=True, rngs={"dropout": key}, mutable=["batch_stats"]), variables)
+    >>> logits.shape, sorted(updates["batch_stats"])
+    ((2, 10), ['BatchNorm_0', 'BatchNorm_1', 'BatchNorm_2', 'BatchNorm_3'])
   """
 
   num_classes: int = 10
@@ -347,6 +379,20 @@ class VGGBinaryConnect(_Precision, nn.Module):
       (``params["BatchNorm_<last>"]["scale"]``, float32, initialised to 1), which
       sets the logits' scale and so the confidence; not in the paper (its last
       BatchNorm has no gain and leaves the logits standardised).
+
+  Examples:
+    Shapes through ``jax.eval_shape``, which computes (and compiles) nothing:
+
+    >>> import jax, jax.numpy as jnp
+    >>> model = VGGBinaryConnect(num_classes=10)
+    >>> x = jnp.zeros((1, 32, 32, 3))
+    >>> variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    >>> variables["params"]["BinaryConv_0"]["kernel"].shape
+    (3, 3, 3, 128)
+    >>> sum(p.size for p in jax.tree.leaves(variables["params"]))   # 14.0M binary weights
+    14022016
+    >>> jax.eval_shape(lambda v: model.apply(v, x, train=False), variables).shape
+    (1, 10)
   """
 
   num_classes: int = 10
@@ -411,6 +457,14 @@ class ContinualMLP(MnistMLP):
   BatchNorm: eps 1e-4, PyTorch momentum 0.15 (Flax 0.85), no gain or bias.
   The :class:`MnistMLP` block structure with two hidden layers of 100 and no
   dropout.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> model = ContinualMLP()
+    >>> x = jnp.zeros((3, 784))                         # a batch of one permuted-MNIST task
+    >>> variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    >>> [kernel.shape for kernel in jax.tree.leaves(variables["params"])]
+    [(784, 100), (100, 100), (100, 10)]
   """
 
   hidden: int = 100
