@@ -41,6 +41,14 @@ def nnx_variables(model: nnx.Module) -> dict[str, dict[str, dict[str, Any]]]:
 
   Leaves are the NNX arrays themselves (a K-stacked params leaf stays stacked);
   ``batch_stats`` is present when the network has BatchNorm.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from bayesbinn_jax.nnx import ToyMLP
+    >>> model = ToyMLP(hidden=(8,), rngs=nnx.Rngs(0))   # dense[i] is BinaryDense_i
+    >>> jax.tree.map(jnp.shape, nnx_variables(model)["params"]["BinaryDense_0"])
+    {'bias': (8,), 'kernel': (2, 8)}
   """
   variables: dict[str, dict[str, dict[str, Any]]] = {}
   for collection, kind in _COLLECTIONS.items():
@@ -53,7 +61,21 @@ def nnx_variables(model: nnx.Module) -> dict[str, dict[str, dict[str, Any]]]:
 
 def nnx_to_linen(model: nnx.Module) -> tuple[linen.Module, dict[str, Any]]:
   """The linen twin of an NNX network and its variables: ``(module, variables)``,
-  so that ``module.apply(variables, x, train=False)`` equals ``model.eval(); model(x)``."""
+  so that ``module.apply(variables, x, train=False)`` equals ``model.eval(); model(x)``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from bayesbinn_jax.nnx import ToyMLP
+    >>> model = ToyMLP(hidden=(8,), rngs=nnx.Rngs(0))
+    >>> twin, variables = nnx_to_linen(model)
+    >>> type(twin).__module__, type(twin).__name__
+    ('bayesbinn_jax.nn.networks', 'ToyMLP')
+    >>> x = jnp.ones((3, 2))
+    >>> model.eval()
+    >>> bool(jnp.allclose(twin.apply(variables, x, train=False), model(x)))
+    True
+  """
   return model.linen(), nnx_variables(model)
 
 
@@ -64,6 +86,16 @@ def linen_to_nnx(model: nnx.Module, variables: Mapping[str, Any]) -> nnx.Module:
   Raises:
     ValueError: when a leaf of ``variables`` has no place in ``model``, a leaf of
       ``model`` gets no value, or shapes differ.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from flax import nnx
+    >>> import bayesbinn_jax.nn as bnn
+    >>> from bayesbinn_jax.nnx import ToyMLP
+    >>> variables = bnn.ToyMLP(hidden=(8,)).init(jax.random.key(1), jnp.zeros((1, 2)), train=False)
+    >>> model = linen_to_nnx(ToyMLP(hidden=(8,), rngs=nnx.Rngs(0)), variables)
+    >>> bool(jnp.all(model.dense[1].kernel[...] == variables["params"]["BinaryDense_1"]["kernel"]))
+    True
   """
   expected = nnx_variables(model)
   unknown = sorted(set(variables) - set(_COLLECTIONS))

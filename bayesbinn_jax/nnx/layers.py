@@ -49,7 +49,18 @@ def as_linen(model: nnx.Module) -> Iterator[None]:
   linen twins (``twin.apply(variables, x)``, the same outputs), each named by its path in
   ``model`` joined by "_" ("dense_0", "block_conv"): what lets the linen tracer of
   :mod:`bayesbinn_jax.nn.xnor` see an NNX model's layers
-  (:func:`bayesbinn_jax.nnx.pack_network`)."""
+  (:func:`bayesbinn_jax.nnx.pack_network`).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> layer = BinaryLinear(3, 2, rngs=nnx.Rngs(0))
+    >>> x = jnp.ones((1, 3))
+    >>> with as_linen(layer):
+    ...   y = layer(x)                       # through bayesbinn_jax.nn.BinaryDense
+    >>> bool(jnp.all(y == layer(x)))
+    True
+  """
   names = {id(node): "_".join(str(p) for p in path) or type(node).__name__
            for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Module)}
   token = _AS_LINEN.set(names)
@@ -105,6 +116,16 @@ class BinaryLinear(nnx.Module):
     param_dtype: dtype of ``kernel`` (and ``bias``).
     use_bias: add a binary bias.
     rngs: the ``params`` stream draws the kernel.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> layer = BinaryLinear(3, 2, quantizer="ste", rngs=nnx.Rngs(0))
+    >>> layer.kernel.shape
+    (3, 2)
+    >>> layer.kernel[...] = jnp.array([[0.3, -0.2], [-0.7, 0.1], [0.5, 0.0]])
+    >>> layer(jnp.array([[1.0, 2.0, 3.0]]))          # x @ sign(kernel)
+    Array([[2., 4.]], dtype=float32)
   """
 
   def __init__(self, in_features: int, out_features: int, *, quantizer: str = "none",
@@ -159,6 +180,15 @@ class BinaryConv(nnx.Module):
       explicit pairs).
     quantizer, input_quantizer, kernel_init, dtype, param_dtype, rngs: as
       :class:`BinaryLinear`.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from flax import nnx
+    >>> conv = BinaryConv(3, 4, quantizer="ste", rngs=nnx.Rngs(0),
+    ...                   kernel_init=jax.nn.initializers.constant(0.2))   # sign: all +1
+    >>> y = conv(jnp.ones((2, 5, 5, 3)))                                   # NHWC
+    >>> conv.kernel.shape, y.shape, float(y[0, 2, 2, 0]), float(y[0, 0, 0, 0])
+    ((3, 3, 3, 4), (2, 5, 5, 4), 27.0, 12.0)
   """
 
   def __init__(self, in_features: int, out_features: int,
@@ -240,6 +270,16 @@ def BatchNorm(  # pylint: disable=invalid-name
   normalizes with the batch statistics and updates ``mean`` and ``var``
   (``nnx.BatchStat``); eval mode (``model.eval()``) uses them. ``use_scale``
   adds a learned gain (``scale``, an ``nnx.Param`` initialised to 1).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> bn = BatchNorm(1, momentum=0.9, rngs=nnx.Rngs(0))
+    >>> y = bn(jnp.array([[1.0], [3.0]]))            # a new BatchNorm is in train mode
+    >>> [round(v, 3) for v in y[:, 0].tolist()], round(float(bn.mean[0]), 3)
+    ([-1.0, 1.0], 0.2)
+    >>> bn.scale is None and bn.bias is None
+    True
   """
   check_integer("num_features", num_features, low=1)
   check_range("momentum", momentum, low=0.0, high=1.0)

@@ -67,6 +67,16 @@ def mc_apply(model: nnx.Module, *args: Any, loop: str = "vmap", **kwargs: Any) -
       logits = mc_apply(model, x)                        # (K, batch, classes)
       return optax.softmax_cross_entropy_with_integer_labels(
           logits, y[None]).mean(axis=1).sum()
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from bayesbinn_jax.nnx import BinaryLinear
+    >>> model = BinaryLinear(3, 2, rngs=nnx.Rngs(0))
+    >>> model.kernel.set_value(jnp.stack([jnp.ones((3, 2)), -jnp.ones((3, 2))]))   # K = 2
+    >>> y = mc_apply(model, jnp.ones((5, 3)))
+    >>> y.shape, y[:, 0].tolist()
+    ((2, 5, 2), [[3.0, 3.0], [-3.0, -3.0]])
   """
   if loop not in LOOPS:
     raise ValueError(f"mc_apply: loop must be one of {LOOPS}; got {loop!r}.")
@@ -101,6 +111,15 @@ def apply_params(model: nnx.Module, *args: Any, **kwargs: Any) -> Callable[[PyTr
     model.eval()
     probs = predictive_probs(apply_params(model, x), optimizer.opt_state, key, 32,
                              params=nnx.state(model, nnx.Param))
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from bayesbinn_jax.nnx import BinaryLinear
+    >>> model = BinaryLinear(3, 2, rngs=nnx.Rngs(0))
+    >>> fn = apply_params(model, jnp.ones((1, 3)))
+    >>> fn({"kernel": -jnp.ones((3, 2))})            # model's own kernel untouched
+    Array([[-3., -3.]], dtype=float32)
   """
   graphdef, _, rest = nnx.split(model, nnx.Param, ...)
 
