@@ -45,6 +45,14 @@ def example_shape(model: nnx.Module) -> tuple[int, ...]:
 
   Raises:
     ValueError: for a model that says neither (pass ``input_shape``).
+
+  Examples:
+    >>> from flax import nnx
+    >>> from bayesbinn_jax.nnx import ToyMLP, VGGBinaryConnect
+    >>> example_shape(nnx.eval_shape(lambda: ToyMLP(in_features=3, rngs=nnx.Rngs(0))))
+    (1, 3)
+    >>> example_shape(nnx.eval_shape(lambda: VGGBinaryConnect(image_size=(16, 16), rngs=nnx.Rngs(0))))
+    (1, 16, 16, 3)
   """
   if hasattr(model, "image_size") and hasattr(model, "in_channels"):
     return (1, *model.image_size, model.in_channels)
