@@ -34,13 +34,13 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 
-# The official MNIST file names (without ``.gz``), by array key.
 MNIST_IDX_FILES: dict[str, str] = {
     "x_train": "train-images-idx3-ubyte",
     "y_train": "train-labels-idx1-ubyte",
     "x_test": "t10k-images-idx3-ubyte",
     "y_test": "t10k-labels-idx1-ubyte",
 }
+"""The official MNIST file names (without ``.gz``), by array key."""
 
 _GZIP_MAGIC = b"\x1f\x8b"
 

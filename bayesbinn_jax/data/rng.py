@@ -16,6 +16,7 @@ from typing import Any, Union
 import numpy as np
 
 SeedLike = Union[int, np.integer, np.random.SeedSequence, np.random.Generator, Any]
+"""A seed: an int, a ``jax.random`` key, a NumPy ``SeedSequence`` or ``Generator``."""
 
 
 def _entropy(seed: Any) -> int | list[int]:

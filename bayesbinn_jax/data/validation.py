@@ -411,7 +411,8 @@ def check_value_range(
   float, a split in [0, 1] (already scaled)      note         note
   float, a split >= 0 reaching above 1           note         note
   (unscaled pixels, e.g. 0..255 as floats)
-  float, a split with negative values            fine (already normalised)
+  float, a split with negative values            fine         fine
+  (already normalised)
   ============================================  ===========  ===========
 
   Errors are the cases that do not train or cannot be normalised. Measured on

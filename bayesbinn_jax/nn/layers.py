@@ -225,7 +225,7 @@ def BatchNorm(  # pylint: disable=invalid-name
     ra_var  <- momentum * ra_var  + (1 - momentum) * var_B
 
   Eval mode uses ``ra_mean`` and ``ra_var`` instead. ``momentum`` is Flax's, i.e.
-  ``1 - `` PyTorch's (PyTorch 0.15 -> 0.85, 0.2 -> 0.8, default 0.1 -> 0.9). Flax
+  1 minus PyTorch's (PyTorch 0.15 -> 0.85, 0.2 -> 0.8, default 0.1 -> 0.9). Flax
   tracks the biased batch variance where PyTorch tracks the unbiased one, which
   only changes the running variance by a factor ``n / (n - 1)``.
 

@@ -13,7 +13,7 @@ layers), ``activations`` ("real": the paper's networks; "binary": fully binary,
 see below), ``dtype`` (computation) and ``param_dtype`` (kernels), and is called as ``model.apply(variables, x, train=...)``: ``train=True``
 normalizes with batch statistics (apply with ``mutable=["batch_stats"]``) and
 enables dropout (pass ``rngs={"dropout": key}``); ``train=False`` uses the running
-statistics and is deterministic. BatchNorm momenta are Flax's, ``1 - `` PyTorch's.
+statistics and is deterministic. BatchNorm momenta are Flax's, 1 minus PyTorch's.
 
 Fully binary networks (``activations="binary"``; BinaryNet, Courbariaux et al.
 2016): every binary layer but the first takes binary inputs, ``sign(x)`` with

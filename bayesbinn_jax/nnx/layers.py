@@ -264,7 +264,7 @@ def BatchNorm(  # pylint: disable=invalid-name
 ) -> nnx.BatchNorm:
   """``flax.nnx.BatchNorm`` without learned gain or bias, the twin of
   :func:`bayesbinn_jax.nn.BatchNorm` (same momentum convention, Flax's =
-  ``1 - `` PyTorch's, same float32 statistics).
+  1 minus PyTorch's, same float32 statistics).
 
   Train mode (``model.train()``, or ``use_running_average=False`` in the call)
   normalizes with the batch statistics and updates ``mean`` and ``var``
