@@ -95,6 +95,17 @@ def pack_network(model: nnx.Module, *, input_shape: Sequence[int] | None = None,
 
   Raises:
     ValueError: the packer's refusals (``PackingError``: one line naming the layer).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from bayesbinn_jax.nnx import ToyMLP
+    >>> model = ToyMLP(hidden=(8,), activations="binary", quantizer="ste", rngs=nnx.Rngs(0))
+    >>> net = pack_network(model)                    # STE latent weights: packs their signs
+    >>> x = jnp.array([[0.5, -1.0], [2.0, 0.3]])
+    >>> model.eval()
+    >>> bool(jnp.all(net(x) == model(x)))
+    True
   """
   shape = example_shape(model) if input_shape is None else tuple(input_shape)
   if isinstance(model, _Network):
@@ -110,7 +121,20 @@ def pack_ensemble(model: nnx.Module, *, input_shape: Sequence[int] | None = None
   """Packs the K networks a network of :mod:`bayesbinn_jax.nnx.networks` holds stacked
   (every ``nnx.Param`` with a leading axis K, e.g. ``bb.sample_params(opt_state, params,
   key, K)``), sharing its BatchNorm statistics: :func:`bayesbinn_jax.nn.xnor.pack_ensemble`
-  on the linen twin; ``predict_proba`` is the K networks' mean probability."""
+  on the linen twin; ``predict_proba`` is the K networks' mean probability.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from bayesbinn_jax.nnx import ToyMLP
+    >>> model = ToyMLP(hidden=(8,), activations="binary", quantizer="ste", rngs=nnx.Rngs(0))
+    >>> stacked = jax.tree.map(lambda p: jnp.stack([p, -p]), nnx.state(model, nnx.Param))
+    >>> nnx.update(model, stacked)                   # K = 2 networks
+    >>> net = pack_ensemble(model)
+    >>> x = jnp.array([[0.5, -1.0], [2.0, 0.3]])
+    >>> net(x).shape, net.predict_proba(x).shape     # (K, N, outputs); the mean over K
+    ((2, 2, 2), (2, 2))
+  """
   twin, variables = nnx_to_linen(model)
   shape = example_shape(model) if input_shape is None else tuple(input_shape)
   return xnor.pack_ensemble(twin, variables, input_shape=shape, **kwargs)
@@ -124,7 +148,16 @@ def summary(model: nnx.Module, *, input_shape: Sequence[int] | None = None,
   :func:`bayesbinn_jax.nn.summary` of its linen twin (rows named by the linen layers,
   ``BinaryDense_i`` is ``model.dense[i]``), any other model through
   :func:`bayesbinn_jax.nn.summary.summarize` of its eval-mode function (rows named by
-  the NNX paths; ``input_shape`` required)."""
+  the NNX paths; ``input_shape`` required).
+
+  Examples:
+    >>> from flax import nnx
+    >>> from bayesbinn_jax.nnx import ToyMLP
+    >>> model = ToyMLP(hidden=(8,), activations="binary", rngs=nnx.Rngs(0))
+    >>> table = summary(model, print_table=False)   # print_table=True prints it
+    >>> table.binary_weights, table.float_macs, table.binary_macs   # 2*8+8 + 8*2+2; 2*8; 8*2
+    (42, 16, 16)
+  """
   from bayesbinn_jax.nn.summary import summarize, summary as linen_summary  # pylint: disable=import-outside-toplevel
 
   shape = example_shape(model) if input_shape is None else tuple(input_shape)
