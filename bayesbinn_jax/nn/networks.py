@@ -49,7 +49,7 @@ from bayesbinn_jax.nn.activations import check_input_quantizer
 from bayesbinn_jax.nn.layers import BatchNorm, BinaryConv, BinaryDense, check_quantizer
 
 ACTIVATIONS: tuple[str, ...] = ("real", "binary")
-"""Accepted values of every network's ``activations``: the paper's, or fully binary."""
+"""Accepted values of every network's ``activations`` (the paper's, or fully binary)."""
 
 
 def check_activations(activations: Any, activation_quantizer: Any) -> None:
