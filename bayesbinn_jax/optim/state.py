@@ -36,9 +36,9 @@ class BayesBiNNState(NamedTuple):
   Examples:
     >>> import jax.numpy as jnp
     >>> from bayesbinn_jax import bayesbinn
-    >>> state = bayesbinn(1e-3, train_set_size=100).init({"w": jnp.zeros((2, 3), jnp.bfloat16)})
-    >>> state.lam["w"].shape, state.lam["w"].dtype, int(state.count)  # float32 whatever the params
-    ((2, 3), dtype('float32'), 0)
+    >>> state = bayesbinn(1e-3, train_set_size=100).init({"w": jnp.zeros(3)})
+    >>> state.lam["w"].shape, state.lam["w"].dtype, int(state.count)   # lam_dtype=None: float32
+    ((3,), dtype('float32'), 0)
     >>> state.momentum is None, state.prior_lam is None                 # momentum=0, no prior
     (True, True)
   """
