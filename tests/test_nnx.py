@@ -519,21 +519,21 @@ def test_nnx_optimizer_step_equals_the_linen_step():
 
 
 def test_readme_nnx_loop_trains_two_moons():
-  """The README's NNX block, run after its linen block (it reuses tx, x, y), trains two moons
-  to 95% training accuracy and gives a predictive over the test set."""
+  """The NNX block of docs/getting_started.md, run after its linen block (it reuses tx, x, y),
+  trains two moons to 95% training accuracy and gives a predictive over the test set."""
   import os
   import re
 
-  readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+  readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "getting_started.md")
   text = open(readme).read()
   linen_code = re.search(r"```python\n(.*?)```",
                          text[text.index("## BayesBiNN in a Flax TrainState loop"):], re.S).group(1)
   nnx_code = re.search(r"```python\n(.*?)```",
-                       text[text.index("### The same loop in Flax NNX"):], re.S).group(1)
+                       text[text.index("## The same loop in Flax NNX"):], re.S).group(1)
   linen_code = linen_code.replace("range(3000)", "range(1)")  # only its definitions are needed
   namespace: dict = {}
-  exec(compile(linen_code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
-  exec(compile(nnx_code, "README.md", "exec"), namespace)  # noqa: S102
+  exec(compile(linen_code, "getting_started.md", "exec"), namespace)  # noqa: S102 - our own docs
+  exec(compile(nnx_code, "getting_started.md", "exec"), namespace)  # noqa: S102
   assert float(namespace["accuracy"]) >= 0.95
   probs = namespace["probs"]
   assert probs.shape == (len(namespace["moons"].x_test), 2)
