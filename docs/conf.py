@@ -103,8 +103,32 @@ def _escape_abs_bars(app, what, name, obj, options, lines):
                          for k, part in enumerate(parts))
 
 
+def _doctests_as_code_blocks(app, what, name, obj, options, lines):
+  """Each run of doctest lines (from ``>>>`` to the next blank line) as a ``pycon`` code block.
+
+  reStructuredText's doctest blocks refuse an indented output line (e.g. a wrapped list);
+  a code block takes any indentation, and is highlighted."""
+  out, i = [], 0
+  while i < len(lines):
+    stripped = lines[i].lstrip()
+    if not stripped.startswith(">>>"):
+      out.append(lines[i])
+      i += 1
+      continue
+    indent = lines[i][:len(lines[i]) - len(stripped)]
+    run = []
+    while i < len(lines) and lines[i].strip():
+      run.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i].lstrip())
+      i += 1
+    if out and out[-1].strip():
+      out.append("")
+    out += [f"{indent}.. code-block:: pycon", ""] + [f"{indent}   {line}" for line in run] + [""]
+  lines[:] = out
+
+
 def setup(app):
   app.connect("autodoc-process-docstring", _escape_abs_bars)
+  app.connect("autodoc-process-docstring", _doctests_as_code_blocks)
 
 
 html_theme = "furo"
