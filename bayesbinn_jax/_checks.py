@@ -112,7 +112,7 @@ def leading_axis_size(name: str, tree: Any) -> int:
   >>> leading_axis_size("params", {"a": np.zeros((3, 2)), "b": np.zeros(3)})
   3
   """
-  sizes = {}
+  sizes: dict[Any, str] = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     shape = np.shape(leaf)
     sizes.setdefault(shape[0] if shape else None, jax.tree_util.keystr(path))

@@ -154,10 +154,11 @@ def load_idx_dir(
   folder = os.fspath(directory)
   if not os.path.isdir(folder):
     raise DataError(folder, "not a directory")
-  paths = {key: _find(folder, name) for key, name in filenames.items()}
-  missing = [f"{filenames[k]}[.gz]" for k, p in paths.items() if p is None]
+  found = {key: _find(folder, name) for key, name in filenames.items()}
+  missing = [f"{filenames[k]}[.gz]" for k, p in found.items() if p is None]
   if missing:
     raise DataError(folder, f"missing IDX file(s) {', '.join(missing)}")
+  paths = {key: path for key, path in found.items() if path is not None}
 
   arrays = {}
   for key, path in paths.items():

@@ -313,7 +313,7 @@ def _read_tar(archive: str) -> tuple[dict[str, list[_Entry]], tuple[str, ...]]:
       for file in found[split][name]:  # sorted: paths were walked in order
         data = images[prefix + (split, name, file)]
         shown = f"{archive} member {'/'.join(prefix + (split, name, file))}"
-        files[split].append((shown, label, lambda data=data: data))
+        files[split].append((shown, label, lambda data=data: data))  # type: ignore[misc]
   return files, classes
 
 
@@ -423,7 +423,7 @@ def _read_cache(cache_file: str) -> tuple[dict[str, np.ndarray], tuple[str, ...]
 def _write_cache(cache_file: str, arrays: Mapping[str, np.ndarray], classes: tuple[str, ...],
                  mode: str, source: str) -> None:
   buffer = io.BytesIO()
-  np.savez(buffer, **arrays, classes=np.asarray(classes, dtype=str), mode=np.asarray(mode),
+  np.savez(buffer, **dict[str, Any](arrays), classes=np.asarray(classes, dtype=str), mode=np.asarray(mode),
            format=np.asarray(_FORMAT), source=np.asarray(source))
   try:
     os.makedirs(os.path.dirname(cache_file), exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def permuted_tasks(dataset: ArrayDataset, permutations: np.ndarray) -> list[Arra
   """One data set per permutation: every split of ``dataset`` with its pixels permuted."""
   tasks = []
   for permutation in np.asarray(permutations):
-    fields = {
+    fields: dict[str, Any] = {
         name: permute_pixels(value, permutation)
         for name in ("x_train", "x_test", "x_val")
         if (value := getattr(dataset, name)) is not None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -114,7 +114,7 @@ def fit_input_shape(
   images, transposed = fit_images(dataset.x_train, expected, source)
   if not transposed:
     return dataset, None
-  fields = {"x_train": images}
+  fields: dict[str, Any] = {"x_train": images}
   for name in _INPUT_FIELDS[1:]:
     value = getattr(dataset, name, None)
     if value is not None:

@@ -61,6 +61,7 @@ def _read_split(
       )
     images[index] = image
     labels[index] = int(example[label_key])
+  assert images is not None  # count > 0
   return images, labels
 
 

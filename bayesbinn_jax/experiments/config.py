@@ -168,7 +168,7 @@ def build_config(experiment: str, optimizer: str, *, seed: int = 0, epochs: int 
 def apply_overrides(experiment: str, optimizer: str, values: Mapping[str, Any],
                     overrides: Sequence[str]) -> dict[str, Any]:
   """``values`` with each ``key=value`` of ``overrides`` parsed to its field's type."""
-  types = {**field_types(RunSettings), **field_types(hyper_class(optimizer))}
+  types = {**field_types(RunSettings), **field_types(hyper_class(optimizer))}  # type: ignore[arg-type]
   result = dict(values)
   settable = sorted(k for k in result if k != "seed")
   for item in overrides:

@@ -56,6 +56,8 @@ def _preprocessing(spec: Any, dataset: Any) -> dict:
             "std": float(np.std(dataset.x_train))}
   if dataset.x_train.dtype != np.uint8:
     return {"kind": "cast"}
+  mean: Any
+  std: Any
   if spec.normalisation == "per-channel":
     mean, std = data.channel_mean_std(dataset.x_train)
   else:
@@ -191,7 +193,7 @@ def predict_file(model_path: str, data_path: str, out: str | None = None,
                       f"{expected}.")
   if y is not None and (y.ndim != 1 or len(y) != len(x)):
     raise ExportError(f"{data_path}: {len(y)} labels of shape {y.shape} for {len(x)} examples.")
-  inputs = apply_preprocessing(metadata.get(PREPROCESSING_KEY, {"kind": "cast"}), x)
+  inputs: Any = apply_preprocessing(metadata.get(PREPROCESSING_KEY, {"kind": "cast"}), x)
   probabilities = []
   start = time.perf_counter()
   for i in range(0, len(inputs), batch_size):

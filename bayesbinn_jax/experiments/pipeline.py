@@ -105,7 +105,7 @@ class RunData:
   split lacks, when allowed (:func:`bayesbinn_jax.data.check_unseen_labels`).
   """
 
-  dataset: data.ArrayDataset | data.RegressionDataset
+  dataset: Any  # data.ArrayDataset or data.RegressionDataset (by the spec's task)
   preprocessing: Preprocessing
   num_outputs: int
   permutations: np.ndarray | None
@@ -136,7 +136,7 @@ def load_data(spec: ExperimentSpec, config: RunConfig, source: DataSource) -> Ru
   ``val_fraction > 0`` holds out a seeded validation part. The values are then
   checked against ``spec.normalisation`` (DataError, or notes).
   """
-  dataset = spec.load(config, source)
+  dataset: Any = spec.load(config, source)  # data.ArrayDataset or data.RegressionDataset
   note = None
   where = source.data_file or source.data_dir or f"tfds:{spec.name}"
   if spec.image_shape is not None:
@@ -209,13 +209,14 @@ def build_training(spec: ExperimentSpec, options: RunOptions, run_data: RunData)
   method = method_of(config, steps_per_epoch=steps_per_epoch, train_set_size=dataset.num_train,
                      key=purpose_key(config.seed, "optimizer"))
   model = spec.network(config, method.quantizer, run_data.num_outputs)
-  sample_input = run_data.inputs()(dataset.x_train[:1])
+  sample_input: Any = run_data.inputs()(dataset.x_train[:1])
   state = create_train_state(model, method, sample_input, config.seed)
   if _uses_prior(spec, options):
     # The prior of the first task is zero; from the second on it is the last posterior.
     state = state.replace(opt_state=_set_prior(state.opt_state, zero=True))
   train_step = make_train_step(method, spec.task, mc_loop=config.mc_loop)
-  layout, left_whole = None, []
+  layout: Any = None
+  left_whole: list[Any] = []
   if options.shard_state:
     state, layout, left_whole = shard_state(mesh, state, num_samples=method.num_samples)
     train_step = pin_layout(train_step, mesh, layout)
@@ -269,6 +270,7 @@ class Evaluator:
     """Mode predictions (``key`` None) or Monte Carlo ones: class probabilities (N, K),
     or regression outputs in the data's units, (N,) for the mode and (C, N) for MC."""
     predict = self.training.predict if key is None else self.training.predict_mc
+    assert predict is not None  # predict_mc exists where a key is given
     sample_axis = 1 if key is not None and self.spec.task == "regression" else None
     out = predict_batches(predict, state, x, batch_size=self.batch_size, inputs=self.run_data.inputs(task),
                           mesh=self.training.mesh, key=key, sample_axis=sample_axis)
@@ -339,7 +341,7 @@ def restore(prepared: Prepared, options: RunOptions, checkpointer: Checkpointer,
   """The newest intact checkpoint, checked against the run's settings (those of an earlier
   release migrated, see ``config.migrate``) and placed on the mesh; its epoch; a note per
   damaged checkpoint skipped (``purpose``: what the intact one is used for)."""
-  state, meta = checkpointer.restore_latest(
+  state, meta = checkpointer.restore_latest(  # type: ignore[misc]  # called where a checkpoint exists
       prepared.state, _metadata(options, prepared.spec, 0), ignored=resumable_keys(),
       migrate=lambda saved: migrate(saved, checkpointer.directory))
   notes = [f"skipped the damaged checkpoint {error.folder} (it {error.problem}); {purpose} the newest "
@@ -430,7 +432,7 @@ def _run_experiment(options: RunOptions, console: Console | None, folder_note: s
   except MetricsFileError as error:
     raise RunError(f"{error}; the run cannot be resumed: use another --out.") from error
   left_out = data.examples_left_out(prepared.run_data.dataset.num_train, options.config.run.batch_size)
-  _say_notes(prepared, console, [folder_note, *notes, *prepared.run_data.notes, writer and writer.note],
+  _say_notes(prepared, console, [folder_note, *notes, *prepared.run_data.notes, writer.note if writer else None],
              left_out)
   state = _train(prepared, options, state, start, checkpointer, writer, records, console, stop)
   latest = checkpointer.latest()
@@ -438,7 +440,7 @@ def _run_experiment(options: RunOptions, console: Console | None, folder_note: s
   if writer:
     writer.close()
   if stop is not None and stop.requested:  # after the last step: the last checkpoint holds the trained run
-    raise Interrupted(stop.signum, None if latest is None else os.path.join(checkpointer.directory, str(latest)),
+    raise Interrupted(stop.signum, None if latest is None else os.path.join(checkpointer.directory, str(latest)),  # type: ignore[arg-type]
                       options.config.run.epochs * options.config.num_tasks, 0, prepared.training.steps_per_epoch)
   summary = report.summarize(spec, options, records, devices=len(prepared.training.mesh.devices.flat))
   summary.update(processes=process_count(), shard_state=options.shard_state,
@@ -452,7 +454,7 @@ def _run_experiment(options: RunOptions, console: Console | None, folder_note: s
 
 
 def _start(prepared: Prepared, options: RunOptions, checkpointer: Checkpointer,
-           console: Console) -> tuple[TrainState, int, list[str]]:
+           console: Console) -> tuple[TrainState, int, list[str | None]]:
   """A resumed run's newest intact checkpoint and epoch (its data checked against the
   fingerprint it saved), or a new run's initial state after writing config.json and the
   data's fingerprint. Returns the state, the epochs done and notes to say."""
@@ -531,7 +533,7 @@ def _train(prepared: Prepared, options: RunOptions, state: TrainState, start: in
       except EpochStopped as stopped:
         if writer:
           writer.close()
-        raise _interrupted(stop, stopped, global_epoch, (start, start_step), checkpointer, options, spec,
+        raise _interrupted(stop, stopped, global_epoch, (start, start_step), checkpointer, options, spec,  # type: ignore[arg-type]
                            training.steps_per_epoch) from None
       last_of_task = epoch == run.epochs - 1
       if (global_epoch + 1) % run.eval_every == 0 or last_of_task:
@@ -707,7 +709,7 @@ def _interrupted(stop: StopRequest, stopped: EpochStopped, global_epoch: int, re
                       {**meta, "progress": {"epoch": global_epoch, "step": stopped.step, "sums": sums}})
   checkpointer.close()
   folder = None if index is None else os.path.join(checkpointer.directory, str(index))
-  return Interrupted(stop.signum, folder, global_epoch, stopped.step, steps_per_epoch)
+  return Interrupted(stop.signum, folder, global_epoch, stopped.step, steps_per_epoch)  # type: ignore[arg-type]
 
 
 def _check_out_dir(options: RunOptions) -> None:

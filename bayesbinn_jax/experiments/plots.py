@@ -334,7 +334,7 @@ def plot_training_curves(path: PathT, records: Sequence[Mapping[str, Any]]) -> P
   by_epoch = (
       not has_task
       and all(e is not None for e in epochs)
-      and all(b > a for a, b in zip(epochs, epochs[1:]))
+      and all(b > a for a, b in zip(epochs, epochs[1:]) if a is not None and b is not None)
   )
   xs = np.asarray(epochs, dtype=np.float64) if by_epoch else np.arange(1, len(records) + 1, dtype=np.float64)
 

@@ -177,7 +177,7 @@ def _two_moons(inputs: FigureInputs) -> None:
   grid = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
   mode = evaluator.predictions(state, grid)[:, 1].reshape(gx.shape)
   panels = {_label(inputs, "mode"): (gx, gy, mode)}
-  arrays = {"grid_x": gx, "grid_y": gy, "mode_prob": mode}
+  arrays: dict[str, Any] = {"grid_x": gx, "grid_y": gy, "mode_prob": mode}
   if evaluator.training.predict_mc is not None:
     key = purpose_key(evaluator.seed, "figures")
     mc = evaluator.predictions(state, grid, key=key)[:, 1].reshape(gx.shape)
@@ -194,7 +194,7 @@ def _snelson(inputs: FigureInputs) -> None:
   ds = evaluator.run_data.dataset
   mode = evaluator.predictions(state, ds.x_test).reshape(-1)
   curves = {_label(inputs, "mode"): (mode, np.zeros_like(mode))}
-  arrays = {"x_test": ds.x_test.reshape(-1), "mode_mean": mode}
+  arrays: dict[str, Any] = {"x_test": ds.x_test.reshape(-1), "mode_mean": mode}
   if evaluator.training.predict_mc is not None:
     outs = evaluator.predictions(state, ds.x_test, key=purpose_key(evaluator.seed, "figures"))
     curves[f"{optimizer} (MC, C={inputs.options.config.test_samples})"] = (outs.mean(0), outs.std(0))

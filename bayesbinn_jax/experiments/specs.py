@@ -75,7 +75,7 @@ class ExperimentSpec:
   network: Callable[[RunConfig, str, int], nn.Module]
   settings: Mapping[str, Any]
   presets: Mapping[str, Mapping[str, Any]]
-  image_shape: tuple[int, ...] | None = None
+  image_shape: tuple[int | None, ...] | None = None
   presets_ours: tuple[str, ...] = ()
   figures: tuple[str, ...] = ()
   continual: bool = False
@@ -155,7 +155,7 @@ def _network_options(config: RunConfig) -> dict[str, Any]:
               learned_output_scale=run.output_scale == "learned")
 
 
-_MNIST_PRESETS = {
+_MNIST_PRESETS: dict[str, dict[str, Any]] = {
     "bayesbinn": dict(_BAYESBINN, lr=1e-4, temperature=1e-10),
     "ste": dict(_SCHEDULE, lr=1e-2),
     "adam": dict(_SCHEDULE, lr=3e-4),
@@ -288,6 +288,8 @@ def preprocessing(spec: ExperimentSpec, dataset: Dataset) -> Preprocessing:
         to_data_units=lambda out: out * y_std + y_mean)
   if dataset.x_train.dtype != np.uint8:
     return Preprocessing(lambda x: np.asarray(x, np.float32), dataset.y_train, identity)
+  mean: Any
+  std: Any
   if spec.normalisation == "per-channel":
     mean, std = data.channel_mean_std(dataset.x_train)
   else:

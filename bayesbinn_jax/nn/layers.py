@@ -190,7 +190,7 @@ class BinaryConv(nn.Module):
         (*self.kernel_size, x.shape[-1], self.features),
         self.param_dtype,
     )
-    padding = self.padding if isinstance(self.padding, str) else tuple(
+    padding: Any = self.padding if isinstance(self.padding, str) else tuple(
         tuple(p) for p in self.padding
     )
     x4 = quantize_input(x4, self.input_quantizer)

@@ -74,6 +74,7 @@ def mc_apply(apply_fn: Callable[..., Any], *, params_collection: str = "params",
     params = variables[params_collection]
     shared = {name: value for name, value in variables.items() if name != params_collection}
     num_samples = _checks.leading_axis_size(f"mc_apply: {params_collection}", params)
+    sample_rngs: Any
     if rngs is None:
       sample_rngs = None
     elif isinstance(rngs, Mapping):

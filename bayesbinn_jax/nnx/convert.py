@@ -76,7 +76,7 @@ def nnx_to_linen(model: nnx.Module) -> tuple[linen.Module, dict[str, Any]]:
     >>> bool(jnp.allclose(twin.apply(variables, x, train=False), model(x)))
     True
   """
-  return model.linen(), nnx_variables(model)
+  return model.linen(), nnx_variables(model)  # type: ignore[attr-defined]
 
 
 def linen_to_nnx(model: nnx.Module, variables: Mapping[str, Any]) -> nnx.Module:

@@ -92,7 +92,7 @@ def _through_linen(module: nnx.Module, twin: linen.Module, variables: dict, x: j
   name = names.get(id(module), type(module).__name__)
   fields = tuple((f.name, getattr(twin, f.name)) for f in dataclasses.fields(twin)
                  if f.name not in ("parent", "name"))
-  return _Named(type(twin), fields, name).apply({k: {name: v} for k, v in variables.items()}, x,
+  return _Named(type(twin), fields, name).apply({k: {name: v} for k, v in variables.items()}, x,  # type: ignore[return-value]
                                                 **kwargs)
 
 
@@ -202,7 +202,7 @@ class BinaryConv(nnx.Module):
     self.out_features = out_features
     self.kernel_size = tuple(kernel_size)
     self.strides = tuple(strides)
-    self.padding = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
+    self.padding: Any = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
     self.quantizer = check_quantizer(quantizer)
     self.input_quantizer = check_input_quantizer(input_quantizer)
     self.dtype = dtype
@@ -248,7 +248,7 @@ class _BatchNorm(nnx.BatchNorm):
       if self.scale is not None:
         variables["params"] = {"scale": self.scale[...]}
       if running:
-        return _through_linen(self, self.linen(), variables, x, use_running_average=True)
+        return _through_linen(self, self.linen(), variables, x, use_running_average=True)  # type: ignore[return-value]
     return super().__call__(x, use_running_average, **kwargs)
 
 

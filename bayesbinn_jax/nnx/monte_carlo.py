@@ -35,7 +35,7 @@ PyTree = Any
 
 
 def _num_samples(params: PyTree) -> int:
-  sizes = {leaf.shape[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(params)}
+  sizes: set[Any] = {leaf.shape[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(params)}
   if len(sizes) != 1 or None in sizes:
     raise ValueError(
         "mc_apply: every nnx.Param leaf needs the same leading Monte Carlo axis; got leading "
@@ -80,7 +80,7 @@ def mc_apply(model: nnx.Module, *args: Any, loop: str = "vmap", **kwargs: Any) -
   """
   if loop not in LOOPS:
     raise ValueError(f"mc_apply: loop must be one of {LOOPS}; got {loop!r}.")
-  graphdef, params, keys, rest = nnx.split(model, nnx.Param, nnx.RngKey, ...)
+  graphdef, params, keys, rest = nnx.split(model, nnx.Param, nnx.RngKey, ...)  # type: ignore[misc]
   num_samples = _num_samples(params)
   sample_keys = jax.tree.map(lambda key: jax.random.split(key, num_samples), keys)
 
@@ -121,7 +121,7 @@ def apply_params(model: nnx.Module, *args: Any, **kwargs: Any) -> Callable[[PyTr
     >>> fn({"kernel": -jnp.ones((3, 2))})            # model's own kernel untouched
     Array([[-3., -3.]], dtype=float32)
   """
-  graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+  graphdef, _, rest = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
 
   def fn(params: PyTree) -> Any:
     return nnx.merge(graphdef, params, rest, copy=True)(*args, **kwargs)

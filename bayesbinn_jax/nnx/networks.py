@@ -36,7 +36,7 @@ VGG_CONVS = linen_networks.VGG_CONVS
 VGG_DENSES = linen_networks.VGG_DENSES
 
 
-def _flatten(network: nnx.Module, x: jax.Array) -> jax.Array:
+def _flatten(network: _Network, x: jax.Array) -> jax.Array:
   """(N, ...) -> (N, in_features), or InputShapeError naming the width the network was built for."""
   x = jnp.asarray(x)
   width = int(np.prod(x.shape[1:])) if x.ndim else None
@@ -53,15 +53,26 @@ class _Network(nnx.Module):
 
   linen_class: type = linen.Module
   config: dict[str, Any]
+  # Set from ``config`` by _setup (the options of the linen twin), or by a subclass.
+  activations: str
+  activation_quantizer: str
+  quantizer: str
+  dtype: Any
+  param_dtype: Any
+  learned_output_scale: bool
+  in_features: int
+  hidden: Any
+  output_batchnorm: bool
+  depth: int
 
   def _setup(self, config: dict[str, Any]) -> None:
     self.config = config
     self.linen()  # the linen twin checks every option, with its error messages
     for name, value in config.items():
       setattr(self, name, value)
-    self.dense = nnx.List([])
-    self.bn = nnx.List([])
-    self.dropouts = nnx.List([])
+    self.dense: nnx.List[BinaryLinear] = nnx.List([])
+    self.bn: nnx.List[nnx.BatchNorm] = nnx.List([])
+    self.dropouts: nnx.List[nnx.Dropout] = nnx.List([])
 
   def linen(self) -> linen.Module:
     """The linen network with the same options (:mod:`bayesbinn_jax.nn.networks`)."""
@@ -94,7 +105,8 @@ class _Network(nnx.Module):
 
   @staticmethod
   def _drop(dropout: nnx.Dropout, x: jax.Array, train: bool | None) -> jax.Array:
-    return dropout(x, **({} if train is None else {"deterministic": not train}))
+    kwargs: dict[str, Any] = {} if train is None else {"deterministic": not train}
+    return dropout(x, **kwargs)
 
 
 class ToyMLP(_Network):
@@ -256,7 +268,7 @@ class VGGBinaryConnect(_Network):
                      learned_output_scale=learned_output_scale))
     self.in_channels = in_channels
     self.image_size = (height, width)
-    self.conv = nnx.List([])
+    self.conv: nnx.List[BinaryConv] = nnx.List([])
     channels = in_channels
     for i, (features, pool) in enumerate(VGG_CONVS):
       self.conv.append(BinaryConv(

@@ -43,7 +43,7 @@ def check_floating(transform: str, name: str, tree: PyTree) -> None:
 def check_tree_like(name: str, tree: PyTree, reference: PyTree, reference_name: str) -> None:
   """Raises ValueError unless ``tree`` has the structure and shapes of ``reference``."""
   tree_def, ref_def = jax.tree.structure(tree), jax.tree.structure(reference)
-  if tree_def != ref_def:
+  if tree_def != ref_def:  # type: ignore[operator]
     raise ValueError(
         f"{name} must have the tree structure of {reference_name}; got {tree_def}, "
         f"expected {ref_def}."

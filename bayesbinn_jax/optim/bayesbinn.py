@@ -165,7 +165,7 @@ def _samples_in(params: PyTree, lam: PyTree, num_samples: Any) -> int | None:
   1: lambda's shapes); a traced one (injected without ``static_args``) reads it
   from the leaves' extra leading axis, which must agree.
   """
-  if jax.tree.structure(params) != jax.tree.structure(lam):
+  if jax.tree.structure(params) != jax.tree.structure(lam):  # type: ignore[operator]
     raise ValueError(
         f"params must have the tree structure of the params init got; got {jax.tree.structure(params)}, "
         f"lambda has {jax.tree.structure(lam)}.")
@@ -196,7 +196,7 @@ def _check_not_one_network_grads(grads: PyTree, params: PyTree) -> None:
   broadcast of them) with the K stacked params.
   """
   grad_leaves, param_leaves = jax.tree.leaves(grads), jax.tree.leaves(params)
-  if (jax.tree.structure(grads) == jax.tree.structure(params) and grad_leaves
+  if (jax.tree.structure(grads) == jax.tree.structure(params) and grad_leaves  # type: ignore[operator]
       and all(jnp.ndim(p) == jnp.ndim(g) + 1 and jnp.shape(p)[1:] == jnp.shape(g)
               for g, p in zip(grad_leaves, param_leaves))):
     raise ValueError(

@@ -63,7 +63,7 @@ class BopState(NamedTuple):
     (dtype('float32'), 0.0)
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count
   momentum: optax.Updates
   flip_fraction: jax.Array
 

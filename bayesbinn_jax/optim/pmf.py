@@ -52,7 +52,7 @@ class PMFState(NamedTuple):
     (dtype('float32'), 1.0, 0)
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count
   latent: optax.Params
   beta: jax.Array
   adam_state: optax.OptState

@@ -69,7 +69,7 @@ def rebox(like: PyTree, tree: PyTree) -> PyTree:
   if not any(is_variable(leaf) for leaf in like_leaves):
     return tree
   try:
-    leaves = like_def.flatten_up_to(tree)
+    leaves = like_def.flatten_up_to(tree)  # type: ignore[attr-defined]
   except (TypeError, ValueError) as error:
     raise ValueError(
         f"rebox: the tree does not have the structure of the unboxed state ({error}).") from error

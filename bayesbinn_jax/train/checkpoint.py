@@ -42,7 +42,7 @@ import shutil
 import sys
 import zlib
 from collections.abc import Iterator
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import jax
 import numpy as np
@@ -286,7 +286,7 @@ class Checkpointer:
           folder, f"is corrupt: its arrays cannot be read ({type(error).__name__})") from error
     if _crc32(arrays) != meta.get("crc32"):
       raise CorruptCheckpointError(folder, "is corrupt: its arrays differ from the CRC-32 saved with them")
-    return template.replace(**arrays), meta
+    return template.replace(**arrays), cast(dict, meta)
 
   def close(self) -> None:
     self._manager.close()
@@ -333,7 +333,7 @@ def _quiet_on_failure() -> Iterator[None]:
 def _os_error_code(error: BaseException) -> int | None:
   """The errno behind a failed save: that of an ``OSError`` in the chain of causes, or
   the ``os_error_code`` of a TensorStore error; None when the failure is not the system's."""
-  seen = error
+  seen: BaseException | None = error
   while seen is not None:
     if isinstance(seen, OSError) and seen.errno is not None:
       return seen.errno

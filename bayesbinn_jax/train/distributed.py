@@ -73,6 +73,7 @@ def check_arguments(coordinator: str | None, num_processes: int | None, process_
     raise DistributedError(
         f"process_id must be an integer in [0, {num_processes}) for num_processes {num_processes}; "
         f"got {process_id!r}.", ("process_id", "num_processes"))
+  assert coordinator is not None  # all three are given
   parse_address(coordinator)
 
 

@@ -110,7 +110,7 @@ def make_train_step(
   def step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainState, dict]:
     rngs = {"dropout": jax.random.fold_in(state.dropout_key, state.step)}
 
-    def loss_fn(params: PyTree) -> tuple[jax.Array, tuple[jax.Array, PyTree]]:
+    def loss_fn(params: PyTree) -> tuple[jax.Array, tuple[jax.Array, PyTree, PyTree]]:
       variables = {"params": params, "batch_stats": state.batch_stats}
       apply = mc_apply(state.apply_fn, loop=mc_loop) if stacked else state.apply_fn
       out, mutated = apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])

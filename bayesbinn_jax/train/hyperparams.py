@@ -150,7 +150,7 @@ class Settings:
   """Base of the settings dataclasses: every field is checked when an instance is built."""
 
   def __post_init__(self) -> None:
-    types = field_types(type(self))
+    types = field_types(type(self))  # type: ignore[arg-type]
     for field in dataclasses.fields(self):  # type: ignore[arg-type]
       value = check_type(field.name, getattr(self, field.name), types[field.name])
       object.__setattr__(self, field.name, value)
@@ -243,13 +243,13 @@ class PMFHyper(Settings):
 
 
 Hyper = BayesBiNNHyper | SteHyper | AdamHyper | BopHyper | PMFHyper
-HYPERPARAMS: dict[str, type[Settings]] = {
+HYPERPARAMS: dict[str, type[Hyper]] = {
     cls.name: cls for cls in (BayesBiNNHyper, SteHyper, BopHyper, PMFHyper, AdamHyper)}
 """The hyperparameter class of each optimizer, by name."""
 OPTIMIZERS: tuple[str, ...] = tuple(HYPERPARAMS)
 
 
-def hyper_class(optimizer: str) -> type[Settings]:
+def hyper_class(optimizer: str) -> type[Hyper]:
   """The hyperparameters of ``optimizer``; ValueError listing the known ones otherwise."""
   if optimizer not in HYPERPARAMS:
     raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}.")

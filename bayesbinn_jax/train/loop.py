@@ -76,7 +76,7 @@ def train_epoch(
   """
   batches = process_batches(x, y, batch_size, mesh=mesh, seed=seed, epoch=epoch, augment=augment)
   total = len(x) // batch_size
-  sums: dict[str, Any] = dict(sums or {})
+  totals: dict[str, Any] = dict(sums or {})
   pending: tuple[int, Any] | None = None  # (batch index, streak) of the step before this one
 
   def check(index: int, streak: Any) -> None:
@@ -91,11 +91,11 @@ def train_epoch(
     if stop is not None and stop():
       if pending is not None:
         check(*pending)
-      raise EpochStopped(state, index, sums)
+      raise EpochStopped(state, index, totals)
     state, metrics = step(state, *shard_process_batch(mesh, batch_size, inputs(xb), yb))
     metrics = dict(metrics)
     streak = metrics.pop("nonfinite_streak")
-    sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
+    totals = {k: totals.get(k, 0.0) + v for k, v in metrics.items()}
     if max_nonfinite_steps:
       if pending is not None:
         check(*pending)
@@ -103,11 +103,11 @@ def train_epoch(
     if progress is not None:
       progress.update()
       if index % 20 == 0 or index == total - 1:
-        progress.set_postfix({k: f"{float(v) / (index + 1):.4f}" for k, v in sums.items()},
+        progress.set_postfix({k: f"{float(v) / (index + 1):.4f}" for k, v in totals.items()},
                              refresh=False)
   if pending is not None:
     check(*pending)
-  return state, {k: float(v) / max(total, 1) for k, v in sums.items()}
+  return state, {k: float(v) / max(total, 1) for k, v in totals.items()}
 
 
 def predict_batches(

@@ -148,6 +148,7 @@ class MetricWriter:
     if self._protos is not None:
       self.close()
       event_pb2, _ = self._protos
+      assert self.tensorboard_dir is not None  # set with _protos
       now = time.time_ns()
       # Whole seconds, as TensorBoard's own names, and the nanoseconds: a restart in
       # the same second must not overwrite the interrupted run's events.
@@ -195,6 +196,7 @@ class MetricWriter:
     finally:
       os.close(handle)
     if self._events is not None:
+      assert self._protos is not None  # set before _events
       event_pb2, summary_pb2 = self._protos
       values = [summary_pb2.Summary.Value(tag=tag, simple_value=value)
                 for tag, value in _scalars(record).items()]
@@ -208,6 +210,7 @@ class MetricWriter:
       self._events.flush()  # flushes and fsyncs
     except OSError as error:
       self.close()
+      assert self.events_path is not None  # set with _events
       raise OutputWriteError(self.events_path, error) from error
 
   def close(self) -> None:

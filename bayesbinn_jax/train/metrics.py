@@ -57,7 +57,7 @@ class ReliabilityBins(NamedTuple):
   edges: np.ndarray
   confidence: np.ndarray
   accuracy: np.ndarray
-  count: np.ndarray
+  count: np.ndarray  # type: ignore[assignment]  # the field shadows tuple.count
 
 
 def as_float_array(value: Any, name: str) -> np.ndarray:
@@ -77,7 +77,7 @@ def _check_num_bins(num_bins: Any) -> int:
       or num_bins < 1
   ):
     raise ValueError(f"num_bins must be an integer >= 1; got {num_bins!r}.")
-  return int(num_bins)
+  return int(num_bins)  # type: ignore[call-overload]  # an integral numbers.Real
 
 
 def as_probs(probs: Any, name: str = "probs") -> np.ndarray:

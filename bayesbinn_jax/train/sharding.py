@@ -97,7 +97,7 @@ def process_rows(mesh: Mesh, batch_size: int) -> slice:
   """
   check_batch_size(mesh, batch_size)
   indices = NamedSharding(mesh, PartitionSpec(AXIS)).addressable_devices_indices_map((batch_size,))
-  spans = sorted({(index[0].start or 0, batch_size if index[0].stop is None else index[0].stop)
+  spans = sorted({(index[0].start or 0, batch_size if index[0].stop is None else index[0].stop)  # type: ignore[index]
                   for index in indices.values()})
   if any(stop != start for (_, stop), (start, _) in zip(spans, spans[1:])):
     raise ShardingError(
