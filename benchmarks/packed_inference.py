@@ -25,10 +25,17 @@ and on pure XLA (``packed_xla``), alternating call by call, at batch 1, 8 and 10
 (``back_to_back``: each called alone, repeatedly);
 unless ``--skip-vgg``, the same for the fully binary VGG at batch 1 and 8.
 ``predictions_identical`` checks the argmax of every timed batch. ``machine``
-holds the measured memory bandwidth (a NumPy copy) and popcount throughput (the
-kernel on an L2-resident product); ``layers[batch]`` gives each popcount product
-(bit-planes, rows, uint32 words, units) timed alone beside its floors: its bytes
-over the bandwidth and its uint64 word operations over the popcount throughput.
+holds the measured memory bandwidth (a NumPy copy), popcount throughput (the
+native kernel on an L2-resident product, one thread and all cores) and table-lookup
+throughput (the uint8 kernel); ``layers[batch]`` gives each product of one call
+(the uint8 first layer's table lookup, then one popcount product per binary layer:
+bit-planes, rows, uint32 words, units) timed alone beside its floors: its bytes over
+the bandwidth, its uint64 word operations over the popcount throughput, and for the
+uint8 layer its products over the lookup throughput and its time as 8 popcounted
+bit-planes (``alternative_bit_planes_ms``). ``alternatives_ms[batch]`` times the
+whole packed network under each variant of the popcount kernel (word width, one
+row per pass, a reduction per word; ``$BAYESBINN_JAX_XNOR_VARIANT``) and on one
+thread (``$BAYESBINN_JAX_XNOR_THREADS=1``).
 Unless ``--skip-ensemble``, a small fully binary MLP
 (64-256-256-10) is trained with BayesBiNN on a synthetic 10-class task and K = 8
 posterior samples are packed (``pack_ensemble``, 8 bits per weight): the
@@ -195,7 +202,7 @@ def _time_network(model, variables, batches, shape, calls, rng, machine):
   if nets["packed"].kernel == "native":
     nets["packed_xla"] = pack_network(model, variables, input_shape=(1,) + shape,
                                       input_dtype=np.uint8, kernel="xla")
-  latency, layers, identical = {}, {}, True
+  latency, layers, identical, alternatives = {}, {}, True, {}
   for batch in batches:
     x = jax.device_put(_images(rng, (batch,) + shape))
     reference = np.asarray(float_fn(variables, x))
@@ -208,43 +215,81 @@ def _time_network(model, variables, batches, shape, calls, rng, machine):
     latency[str(batch)]["back_to_back"] = {
         name: _alternate({name: fn}, (x,), calls, ratio=False)[name] for name, fn in fns.items()}
     layers[str(batch)] = _layer_rows(nets["packed"], x, machine, calls)
-  return latency, layers, identical
+    if nets["packed"].kernel == "native":
+      alternatives[str(batch)] = _alternatives(nets["packed"], x, calls)
+  return latency, layers, identical, alternatives
 
 
-def _layer_rows(net, x, machine, calls):
-  """Each popcount product of one call: its time alone (median of ``calls``, native kernel)
-  beside its floors: packed bytes over the memory bandwidth, uint64 word operations over the
-  kernel's popcount throughput."""
+def _median_ms(fn, args, calls):
+  """(median, best) milliseconds of ``fn(*args)`` over ``calls`` calls (compiled first)."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(1e3 * (time.perf_counter() - start))
+  return float(np.median(times)), float(np.min(times))
+
+
+def _product_fn(product, kernel, rng, op=None):
+  """A jitted call of one product of a network on random data of its shape, and its args."""
   import jax  # pylint: disable=import-outside-toplevel
 
   from bayesbinn_jax.nn import xnor_kernel  # pylint: disable=import-outside-toplevel
 
+  planes, m, k, n = product["planes"], product["rows"], product["words"], product["units"]
+  if (op or product.get("op")) == "dot_u8":
+    inputs = product["inputs"]
+    u = jax.device_put(rng.integers(0, 256, (m, inputs), dtype=np.uint8))
+    bits = rng.integers(0, 256, (n, -(-inputs // 8)), dtype=np.uint8)
+    w8 = jax.device_put(xnor_kernel.u8_weight_layout(bits))
+    return jax.jit(lambda u, w: xnor_kernel.dot_u8(u, w, n)), (u, w8)
+  k += k % 2 if kernel == "native" else 0
+  a = jax.device_put(rng.integers(0, 2 ** 32, (planes, m, k), dtype=np.uint32))
+  w = jax.device_put(xnor_kernel.weight_layout(
+      rng.integers(0, 2 ** 32, (n, k), dtype=np.uint32), kernel))
+  return jax.jit(lambda a, w: xnor_kernel.xnor_count(a, w, kernel, n)), (a, w)
+
+
+def _layer_rows(net, x, machine, calls):
+  """Each product of one call (a popcount product, or the uint8 first layer's table lookup),
+  timed alone (median of ``calls``, native kernel, inside one jitted call: ``call_overhead_ms``
+  of it is the call itself) beside its floors: its bytes over the memory bandwidth, its
+  uint64 word operations (for the uint8 layer: those of the 8-bit-plane product) over the
+  measured popcount throughput of one core and of all, and for the uint8 layer its products
+  over the measured table-lookup throughput."""
   rng = np.random.default_rng(0)
   rows = []
   for product in net.products(x):
     planes, m, k, n = product["planes"], product["rows"], product["words"], product["units"]
-    a = jax.device_put(rng.integers(0, 2 ** 32, (planes, m, k), dtype=np.uint32))
-    w = jax.device_put(xnor_kernel.weight_layout(
-        rng.integers(0, 2 ** 32, (n, k), dtype=np.uint32), net.kernel))
-    fn = jax.jit(lambda a, w, n=n: xnor_kernel.xnor_count(a, w, net.kernel, n))
-    jax.block_until_ready(fn(a, w))
-    times = []
-    for _ in range(calls):
-      start = time.perf_counter()
-      jax.block_until_ready(fn(a, w))
-      times.append(1e3 * (time.perf_counter() - start))
-    packed_bytes = 4 * (planes * m * k + n * k) + 4 * m * n  # inputs, weights, int32 sums
-    word_ops = planes * m * n * k / 2  # uint64 XOR + popcount + add
-    rows.append({**product, "ms": float(np.median(times)), "best_ms": float(np.min(times)),
-                 "packed_bytes": packed_bytes, "uint64_word_ops": word_ops,
-                 "floor_memory_ms": 1e3 * packed_bytes / machine["memory_bandwidth_bytes_s"],
-                 "floor_popcount_ms": 1e3 * word_ops / machine["popcount_words_s"]})
+    fn, args = _product_fn(product, net.kernel, rng)
+    median, best = _median_ms(fn, args, calls)
+    word_ops = planes * m * n * (k + k % 2) / 2  # uint64 XOR + popcount + add
+    row = {**product, "ms": median, "best_ms": best, "uint64_word_ops": word_ops,
+           "floor_popcount_ms": 1e3 * word_ops / machine["popcount_words_s"],
+           "floor_popcount_all_cores_ms": 1e3 * word_ops / machine["popcount_words_s_all_cores"]}
+    if product.get("op") == "dot_u8":
+      products = m * n * product["inputs"]
+      row["packed_bytes"] = m * product["inputs"] + n * -(-product["inputs"] // 8) + 4 * m * n
+      row["uint8_products"] = products
+      row["floor_lookup_ms"] = 1e3 * products / machine["lookup_products_s"]
+      row["floor_lookup_all_cores_ms"] = 1e3 * products / machine["lookup_products_s_all_cores"]
+      if net.kernel == "native":  # the alternative: the same layer as 8 bit-planes, popcounted
+        plane_fn, plane_args = _product_fn(product, net.kernel, rng, op="xnor_count")
+        row["alternative_bit_planes_ms"] = _median_ms(plane_fn, plane_args, calls)[0]
+    else:
+      row["packed_bytes"] = 4 * (planes * m * k + n * k) + 4 * m * n  # inputs, weights, sums
+    row["floor_memory_ms"] = 1e3 * row["packed_bytes"] / machine["memory_bandwidth_bytes_s"]
+    rows.append(row)
   return rows
 
 
 def _machine(calls):
-  """Measured memory bandwidth (NumPy copy of 256 MiB, best of ``calls``) and popcount
-  throughput (the native kernel on an L2-resident problem, uint64 words per second, best)."""
+  """Measured memory bandwidth (NumPy copy of 256 MiB, best of ``calls``), popcount throughput
+  (the native xnor kernel on an L2-resident product, uint64 words per second, best call, on
+  one core and on all) and table-lookup throughput (the uint8 kernel, products per second)."""
   import jax  # pylint: disable=import-outside-toplevel
 
   from bayesbinn_jax.nn import xnor_kernel  # pylint: disable=import-outside-toplevel
@@ -259,20 +304,72 @@ def _machine(calls):
   bandwidth = 2 * source.nbytes / min(copies)  # read + write
   kernel = xnor_kernel.backend()
   rng = np.random.default_rng(0)
-  m, k, n = 64, 64, 256
+  cores = os.cpu_count() or 1
+  m, k, n = 256, 64, 256   # 1M uint64 words: 4 threads' worth; a 128 KiB weight block in L2
   a = jax.device_put(rng.integers(0, 2 ** 32, (m, k), dtype=np.uint32))
   w = jax.device_put(xnor_kernel.weight_layout(rng.integers(0, 2 ** 32, (n, k), dtype=np.uint32),
                                                kernel))
   fn = jax.jit(lambda a, w: xnor_kernel.xnor_count(a, w, kernel, n))
-  jax.block_until_ready(fn(a, w))
-  best = float("inf")
-  for _ in range(max(calls, 10)):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(a, w))
-    best = min(best, time.perf_counter() - start)
-  return {"memory_bandwidth_bytes_s": bandwidth, "popcount_words_s": m * n * k / 2 / best,
-          "popcount_problem": f"native kernel, M={m} N={n} K={k // 2} uint64 words, best call",
-          "kernel": kernel, "native_status": xnor_kernel.native_status()[1]}
+  result = {"memory_bandwidth_bytes_s": bandwidth, "kernel": kernel,
+            "native_status": xnor_kernel.native_status()[1]}
+  lookup = None
+  if kernel == "native":
+    lm, lk, ln = 64, 784, 256
+    u = jax.device_put(rng.integers(0, 256, (lm, lk), dtype=np.uint8))
+    w8 = jax.device_put(xnor_kernel.u8_weight_layout(
+        rng.integers(0, 256, (ln, lk // 8), dtype=np.uint8)))
+    lookup = jax.jit(lambda u, w: xnor_kernel.dot_u8(u, w, ln))
+  for threads, suffix in (("1", ""), (str(cores), "_all_cores")):
+    os.environ["BAYESBINN_JAX_XNOR_THREADS"] = threads
+    try:
+      best = _median_ms(fn, (a, w), max(calls, 10))[1] / 1e3
+      result["popcount_words_s" + suffix] = m * n * k / 2 / best
+      if lookup is not None:
+        best = _median_ms(lookup, (u, w8), max(calls, 10))[1] / 1e3
+        result["lookup_products_s" + suffix] = lm * lk * ln / best
+    finally:
+      del os.environ["BAYESBINN_JAX_XNOR_THREADS"]
+  result["popcount_problem"] = (f"{kernel} kernel, M={m} N={n} K={k // 2} uint64 words, best "
+                                f"call, 1 and {cores} threads")
+  if lookup is None:
+    result["lookup_products_s"] = result["lookup_products_s_all_cores"] = float("nan")
+  else:
+    result["lookup_problem"] = (f"native uint8 kernel, M={lm} N={ln} K={lk}, best call, 1 and "
+                                f"{cores} threads")
+  return result
+
+
+VARIANTS = ("", "avx2_rows1", "avx2_reduce1", "scalar64", "scalar32")
+"""The native popcount kernel's alternatives ($BAYESBINN_JAX_XNOR_VARIANT; "" the default:
+AVX2, uint64 words, 4 units per vector in an interleaved weight layout, 2 rows per pass over
+the weights, byte counts of up to 31 words reduced at once)."""
+
+
+VARIANT_DOCS = {
+    "": "AVX2 nibble-lookup popcount, uint64 words, 4 units per vector (weights interleaved "
+        "in groups of 4 units), 2 rows (or bit-planes) per pass, one widening per 31 words",
+    "avx2_rows1": "as default, one row per pass over the weights (no batching of images)",
+    "avx2_reduce1": "as default, a widening reduction after every word (no fused reduction)",
+    "scalar64": "scalar popcount of uint64 words, one (row, unit) at a time",
+    "scalar32": "scalar popcount of uint32 words, one (row, unit) at a time",
+}
+
+
+def _alternatives(net, x, calls):
+  """The whole packed network's median ms under each kernel variant and thread limit."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  row = {}
+  settings = [("BAYESBINN_JAX_XNOR_VARIANT", v, v or "default") for v in VARIANTS]
+  settings += [("BAYESBINN_JAX_XNOR_THREADS", "1", "threads_1")]
+  for name, value, label in settings:
+    os.environ[name] = value
+    try:
+      jax.block_until_ready(net(x))
+      row[label] = _median_ms(net, (x,), calls)[0]
+    finally:
+      del os.environ[name]
+  return row
 
 
 def _ensemble(rng, num_samples: int = 8) -> dict:
@@ -359,14 +456,16 @@ def fully_binary(args: argparse.Namespace, rng: np.random.Generator) -> dict:
   machine = _machine(args.calls)
   model = MnistMLP(activations="binary")
   variables = _random_binary_network(model, np.zeros((1, 784), np.float32), rng)
-  latency, layers, identical = _time_network(model, variables, (1, 8, 100), (784,), args.calls,
-                                             rng, machine)
+  latency, layers, identical, alternatives = _time_network(
+      model, variables, (1, 8, 100), (784,), args.calls, rng, machine)
   section = {
       "network": "MnistMLP 784-2048x3-10, activations='binary', uint8 inputs (first layer on "
                  "8 bit-planes: no float matrix product)",
       "machine": machine,
       "latency_ms": latency,
       "layers": layers,
+      "alternatives_ms": {"variants": {v or "default": VARIANT_DOCS[v] for v in VARIANTS},
+                          **alternatives},
       "predictions_identical": identical,
   }
   for batch, row in latency.items():
@@ -379,11 +478,12 @@ def fully_binary(args: argparse.Namespace, rng: np.random.Generator) -> dict:
   if not args.skip_vgg:
     vgg = VGGBinaryConnect(activations="binary")
     vgg_variables = _random_binary_network(vgg, np.zeros((1, 32, 32, 3), np.float32), rng)
-    vgg_latency, vgg_layers, vgg_identical = _time_network(
+    vgg_latency, vgg_layers, vgg_identical, vgg_alternatives = _time_network(
         vgg, vgg_variables, (1, 8), (32, 32, 3), max(3, args.calls // 5), rng, machine)
     section["vgg"] = {"network": "VGGBinaryConnect, activations='binary', uint8 inputs (first "
                                  "conv on 8 bit-planes)",
                       "latency_ms": vgg_latency, "layers": vgg_layers,
+                      "alternatives_ms": vgg_alternatives,
                       "predictions_identical": vgg_identical}
     for batch, row in vgg_latency.items():
       apart = row["back_to_back"]

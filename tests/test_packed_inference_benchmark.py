@@ -29,12 +29,27 @@ def test_packed_inference_writes_the_fully_binary_section(tmp_path):
     assert row["float32"] > 0 and row["packed"] > 0
     assert row["speedup"] == row["float32"] / row["packed"]
     assert set(row["back_to_back"]) >= {"float32", "packed"}
-  # One popcount product per binary layer of 784-2048x3-10; the first on 8 bit-planes of the
-  # uint8 pixels (784 bits = 25 words, padded to 26), the hidden ones on 2048 bits = 64 words.
+  # One product per binary layer of 784-2048x3-10: the first on the uint8 pixels (native
+  # kernel: 784 uint8 inputs by table lookup; XLA: 8 bit-planes of 784 bits = 25 words, padded
+  # to 26), the hidden ones popcounts of 2048 bits = 64 words.
   layers = section["layers"]["100"]
-  assert [(l["planes"], l["rows"], l["words"], l["units"]) for l in layers] == [
-      (8, 100, 26, 2048), (1, 100, 64, 2048), (1, 100, 64, 2048), (1, 100, 64, 10)]
+  native = section["machine"]["kernel"] == "native"
+  first = layers[0]
+  assert (first["op"], first["planes"], first["rows"], first["units"]) == (
+      "dot_u8" if native else "xnor_count", 8, 100, 2048)
+  assert first["words"] == (25 if native else 26)
+  assert [(l["op"], l["planes"], l["rows"], l["words"], l["units"]) for l in layers[1:]] == [
+      ("xnor_count", 1, 100, 64, 2048), ("xnor_count", 1, 100, 64, 2048),
+      ("xnor_count", 1, 100, 64, 10)]
   assert layers[1]["uint64_word_ops"] == 100 * 2048 * 32
+  assert first["uint64_word_ops"] == 8 * 100 * 2048 * 13      # as 8 bit-planes of 13 uint64
   for layer in layers:
     assert layer["floor_popcount_ms"] > 0 and layer["floor_memory_ms"] > 0
+    assert layer["floor_popcount_all_cores_ms"] > 0
+  if native:
+    assert first["uint8_products"] == 100 * 784 * 2048
+    assert first["floor_lookup_ms"] > 0 and first["alternative_bit_planes_ms"] > 0
+    alternatives = section["alternatives_ms"]
+    assert set(alternatives["1"]) == {"default", "avx2_rows1", "avx2_reduce1", "scalar64",
+                                      "scalar32", "threads_1"}
   assert "vgg" not in section and "ensemble" not in section

@@ -380,17 +380,26 @@ def test_uint8_first_layer_runs_on_bit_planes(scale, shift, planes, kernel):
   variables["batch_stats"]["inner"]["BatchNorm_0"]["mean"] *= 255 * scale
   net = pack_network(model, variables, input_shape=x.shape, input_dtype=np.uint8, kernel=kernel)
   assert net.layers(x)[0]["input"] == ("integer bit-planes" if planes else "float")
+  if planes:  # native: uint8 table lookup; XLA: 8 popcounted bit-planes (the same integers)
+    first = net.products(x)[0]
+    assert (first["op"], first["planes"], first["rows"]) == (
+        ("dot_u8" if kernel == "native" else "xnor_count"), 8, 6)
   _check_equal(_apply(model), variables, x, net)
 
 
-@pytest.mark.parametrize("scale,shift", [(1.0, 0.0), (1 / 128, -1.0)])
-def test_uint8_conv_bit_planes_with_padding(scale, shift):
+@pytest.mark.parametrize("scale,shift,kernel", [(1.0, 0.0, KERNELS[-1]), (1 / 128, -1.0, KERNELS[-1]),
+                                                (1 / 128, -1.0, "xla")])
+def test_uint8_conv_bit_planes_with_padding(scale, shift, kernel):
   model = _Scaled(StridedCNN(), scale, shift)
   x = np.random.default_rng(5).integers(0, 256, (2, 12, 10, 3), dtype=np.uint8)
   variables = _random_network(model, x, fan_in=75)
   variables["batch_stats"]["inner"]["BatchNorm_0"]["mean"] *= 100 * scale
-  net = pack_network(model, variables, input_shape=x.shape, input_dtype=np.uint8)
+  net = pack_network(model, variables, input_shape=x.shape, input_dtype=np.uint8, kernel=kernel)
   assert net.layers(x)[0]["input"] == "integer bit-planes"
+  first = net.products(x)[0]   # native: patches of the uint8 pixels, 5 x 5 x 3 inputs each
+  assert first["op"] == ("dot_u8" if kernel == "native" else "xnor_count")
+  if kernel == "native":
+    assert first["inputs"] == 75
   _check_equal(_apply(model), variables, x, net)
 
 

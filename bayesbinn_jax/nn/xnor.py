@@ -178,6 +178,18 @@ def trace_layers(apply: Callable[[Any, jax.Array], Any], variables: Any,
   Returns:
     ``(closed_jaxpr, records)``: the jaxpr of ``x -> outputs`` (``variables``
     closed over as constants) and one :class:`LayerRecord` per marked call.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesbinn_jax.nn import MnistMLP
+    >>> from bayesbinn_jax.nn.xnor import trace_layers
+    >>> model = MnistMLP(num_classes=3, hidden=8, depth=1, activations="binary")
+    >>> x = jnp.zeros((2, 5))
+    >>> variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    >>> _, records = trace_layers(lambda v, x: model.apply(v, x, train=False), variables, x)
+    >>> [(r.path, r.kind, r.in_shape) for r in records]  # doctest: +NORMALIZE_WHITESPACE
+    [('BinaryDense_0', 'dense', (2, 5)), ('BatchNorm_0', 'batchnorm', (2, 8)),
+     ('BinaryDense_1', 'dense', (2, 8)), ('BatchNorm_1', 'batchnorm', (2, 3))]
   """
   records: list[LayerRecord] = []
 
@@ -527,7 +539,7 @@ class _Program:
     return int(self.cache[("signs", record.index)].shape[-1])
 
   def _product(self, record: LayerRecord, flat: jax.Array, units: int) -> None:
-    self.products.append({"path": record.path, "kind": record.kind,
+    self.products.append({"path": record.path, "kind": record.kind, "op": "xnor_count",
                           "planes": int(flat.shape[0]) if flat.ndim == 3 else 1,
                           "rows": int(flat.shape[-2]), "words": int(flat.shape[-1]),
                           "units": int(units),
@@ -651,12 +663,19 @@ class _Program:
     # sum_b 2^b (P - c_b) = (2^depth - 1) P - sum_b 2^b c_b: one kernel call over the planes
     # (a padded conv tap counts its +1 weights in c_b and in P alike, so it adds nothing).
     top = jnp.asarray((2 ** depth - 1) * positive, jnp.int32)
+    bytes_in = self.kernel == "native" and depth == 8
     if record.kind == "dense":
-      total = top - self._dense_counts(record, words, planes, depth)
+      if bytes_in:
+        total = self._u8_dot(record, u.astype(jnp.uint8))
+      else:
+        total = top - self._dense_counts(record, words, planes, depth)
       weight_sum = jnp.asarray(signs.sum(axis=0), jnp.int32)
     else:
       valid = self._valid(record)                                         # (Ho, Wo, kh, kw)
-      total = top - self._conv_counts(record, words, planes, depth)
+      if bytes_in:
+        total = self._u8_dot(record, u.astype(jnp.uint8))
+      else:
+        total = top - self._conv_counts(record, words, planes, depth)
       weight_sum = jnp.asarray(np.einsum("pqab,abco->pqo", valid.astype(np.int64), signs),
                                jnp.int32)
     z = total + offset * weight_sum if offset else total
@@ -670,6 +689,37 @@ class _Program:
     bound = n * (2 ** depth - 1 + abs(offset)) + 1
     return _Value(value, integer=z if scale == 1.0 else None, bounds=(-bound, bound),
                   after_layer=True, bits=(lambda: z >= 0))
+
+  def _u8_dot(self, record: LayerRecord, u: jax.Array) -> jax.Array:
+    """``sum_k u_k w_k`` per unit, (..., units) or (..., Ho, Wo, units), of uint8 inputs (conv:
+    their patches, 0 where padded) and the +-1 weights: ``2 dot(u, v) - sum_k u`` with
+    :func:`~bayesbinn_jax.nn.xnor_kernel.dot_u8` (table lookup; the same integers as the
+    8-bit-plane product, ``(2^8 - 1) P - sum_b 2^b popcount(u_b XOR v)``)."""
+    key = ("u8", record.index)
+    signs = self.cache[("signs", record.index)]
+    units = signs.shape[-1]
+    if key not in self.cache:
+      rows = np.moveaxis(signs > 0, -1, 0).reshape(units, -1)    # (units, kh * kw * C) or (units, K)
+      self.cache[key] = xnor_kernel.u8_weight_layout(np.packbits(rows, axis=1, bitorder="little"))
+    if record.kind == "dense":
+      lead = u.shape[:-1]
+      flat = u.reshape(-1, u.shape[-1])
+    else:
+      (kh, kw), (sh, sw), pads, _, (ho, wo) = self._conv_geometry(record)
+      lead = u.shape[:-3] + (ho, wo)
+      u4 = u.reshape((-1,) + u.shape[-3:])
+      padded = jax.lax.pad(u4, jnp.uint8(0), [(0, 0, 0), (pads[0][0], pads[0][1], 0),
+                                              (pads[1][0], pads[1][1], 0), (0, 0, 0)])
+      taps = [padded[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw, :]
+              for i in range(kh) for j in range(kw)]
+      flat = jnp.concatenate(taps, axis=-1).reshape(-1, kh * kw * u.shape[-1])
+    self.products.append({"path": record.path, "kind": record.kind, "op": "dot_u8",
+                          "planes": 8, "rows": int(flat.shape[0]), "inputs": int(flat.shape[1]),
+                          "words": -(-int(flat.shape[1]) // WORD_BITS), "units": int(units),
+                          "input": "uint8 table lookup"})
+    dot = xnor_kernel.dot_u8(flat, self.cache[key], units)
+    total = 2 * dot - jnp.sum(flat, axis=-1, dtype=jnp.int32)[:, None]
+    return total.reshape(lead + (units,))
 
   # ------------------------------------------------------------------ batchnorm
 
@@ -840,27 +890,95 @@ class XnorNetwork:
       self._features = jax.jit(lambda x: jnp.stack([n.features(x) for n in self._networks]))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Outputs (N, classes), or (K, N, classes) for an ensemble."""
+    """Outputs (N, classes), or (K, N, classes) for an ensemble.
+
+    Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesbinn_jax.nn import MnistMLP, pack_network
+    >>> model = MnistMLP(num_classes=3, hidden=8, depth=1, activations="binary")
+    >>> x = jnp.arange(10.0).reshape(2, 5) - 4.0
+    >>> variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    >>> variables["params"] = jax.tree.map(lambda w: jnp.where(w >= 0, 1.0, -1.0),
+    ...                                    variables["params"])
+    >>> net = pack_network(model, variables, input_shape=x.shape)
+    >>> bool(jnp.array_equal(net(x), model.apply(variables, x, train=False)))
+    True
+    """
     return self._logits(x)
 
   def features(self, x: jax.Array) -> jax.Array:
-    """The binary activations entering the last binary layer, bool (True is +1)."""
+    """The binary activations entering the last binary layer, bool (True is +1).
+
+    Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesbinn_jax.nn import MnistMLP, pack_network
+    >>> model = MnistMLP(num_classes=3, hidden=8, depth=1, activations="binary")
+    >>> x = jnp.arange(10.0).reshape(2, 5) - 4.0
+    >>> variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    >>> variables["params"] = jax.tree.map(lambda w: jnp.where(w >= 0, 1.0, -1.0),
+    ...                                    variables["params"])
+    >>> net = pack_network(model, variables, input_shape=x.shape)
+    >>> net.features(x).shape, net.features(x).dtype
+    ((2, 8), dtype('bool'))
+    """
     return self._features(x)
 
   def predict_proba(self, x: jax.Array) -> jax.Array:
-    """Softmax probabilities (N, classes); an ensemble averages its K networks' probabilities."""
+    """Softmax probabilities (N, classes); an ensemble averages its K networks' probabilities.
+
+    Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesbinn_jax.nn import MnistMLP, pack_network
+    >>> model = MnistMLP(num_classes=3, hidden=8, depth=1, activations="binary")
+    >>> x = jnp.arange(10.0).reshape(2, 5) - 4.0
+    >>> variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    >>> variables["params"] = jax.tree.map(lambda w: jnp.where(w >= 0, 1.0, -1.0),
+    ...                                    variables["params"])
+    >>> net = pack_network(model, variables, input_shape=x.shape)
+    >>> p = net.predict_proba(x)
+    >>> p.shape, bool(jnp.allclose(p.sum(-1), 1.0))
+    ((2, 3), True)
+    """
     probs = jax.nn.softmax(self(x), axis=-1)
     return probs if self.num_samples is None else jnp.mean(probs, axis=0)
 
   def products(self, x: Any) -> list[dict]:
-    """The popcount products of one call on inputs like ``x``: path, kind, bit-planes (P),
-    rows (M), uint32 words (K) and units (N) of each ``xnor_count``."""
+    """The products of one call on inputs like ``x``: path, kind, op (``"xnor_count"``, or
+    ``"dot_u8"`` for a uint8 first layer on the native kernel, with its ``inputs``),
+    bit-planes (P), rows (M), uint32 words (K) and units (N).
+
+    Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesbinn_jax.nn import MnistMLP, pack_network
+    >>> model = MnistMLP(num_classes=3, hidden=8, depth=1, activations="binary")
+    >>> x = jnp.arange(10.0).reshape(2, 5) - 4.0
+    >>> variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    >>> variables["params"] = jax.tree.map(lambda w: jnp.where(w >= 0, 1.0, -1.0),
+    ...                                    variables["params"])
+    >>> net = pack_network(model, variables, input_shape=x.shape)
+    >>> [(p["path"], p["op"], p["rows"], p["words"], p["units"]) for p in net.products(x)]
+    [('BinaryDense_1', 'xnor_count', 2, 2, 3)]
+    """
     program, _ = self._networks[0].program(jnp.shape(x), jnp.result_type(x))
     jax.eval_shape(program.run, jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)))
     return list(program.products)
 
   def layers(self, x: Any) -> list[dict]:
-    """Per traced layer for inputs like ``x``: path, kind and how its input is computed."""
+    """Per traced layer for inputs like ``x``: path, kind and how its input is computed.
+
+    Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesbinn_jax.nn import MnistMLP, pack_network
+    >>> model = MnistMLP(num_classes=3, hidden=8, depth=1, activations="binary")
+    >>> x = jnp.arange(10.0).reshape(2, 5) - 4.0
+    >>> variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    >>> variables["params"] = jax.tree.map(lambda w: jnp.where(w >= 0, 1.0, -1.0),
+    ...                                    variables["params"])
+    >>> net = pack_network(model, variables, input_shape=x.shape)
+    >>> [(l["path"], l["input"]) for l in net.layers(x)]  # doctest: +NORMALIZE_WHITESPACE
+    [('BinaryDense_0', 'float'), ('BatchNorm_0', '-'), ('BinaryDense_1', 'binary'),
+     ('BatchNorm_1', '-')]
+    """
     program, _ = self._networks[0].program(jnp.shape(x), jnp.result_type(x))
     return [{"path": r.path, "kind": r.kind,
              "input": program.input_kinds.get(r.index, "-")} for r in program.records]
@@ -889,6 +1007,24 @@ def pack(apply: Callable[[Any, jax.Array], Any], variables: Any,
 
   Raises:
     PackingError: one line naming the module path and the reason.
+
+  Examples:
+    A function of the variables and the input (here a linen module's ``apply``), fed
+    uint8 images: the first layer runs on their 8 bit-planes, no float product left.
+
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> from bayesbinn_jax.nn import MnistMLP, pack
+    >>> model = MnistMLP(num_classes=3, hidden=8, depth=1, activations="binary")
+    >>> x = np.arange(10, dtype=np.uint8).reshape(2, 5) * 25
+    >>> variables = model.init(jax.random.PRNGKey(0), x.astype(np.float32), train=False)
+    >>> variables["params"] = jax.tree.map(lambda w: jnp.where(w >= 0, 1.0, -1.0),
+    ...                                    variables["params"])
+    >>> apply = lambda v, x: model.apply(v, x.astype(jnp.float32), train=False)
+    >>> net = pack(apply, variables, x)
+    >>> bool(jnp.array_equal(net(x), apply(variables, x)))
+    True
+    >>> [l["input"] for l in net.layers(x) if l["kind"] == "dense"]
+    ['integer bit-planes', 'binary']
   """
   network = _Packed(apply, variables, xnor_kernel.backend(kernel), name)
   network.program(tuple(jnp.shape(example)), jnp.result_type(example))
@@ -950,6 +1086,18 @@ def pack_network(model: nn.Module, variables: Mapping[str, Any], *,
 
   Raises:
     PackingError: one line naming the module path and the reason.
+
+  Examples:
+  >>> import jax, jax.numpy as jnp
+  >>> from bayesbinn_jax.nn import MnistMLP, pack_network
+  >>> model = MnistMLP(num_classes=3, hidden=8, depth=1, activations="binary")
+  >>> x = jnp.arange(10.0).reshape(2, 5) - 4.0
+  >>> variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  >>> variables["params"] = jax.tree.map(lambda w: jnp.where(w >= 0, 1.0, -1.0),
+  ...                                    variables["params"])
+  >>> net = pack_network(model, variables, input_shape=x.shape)
+  >>> bool(jnp.array_equal(net(x), model.apply(variables, x, train=False)))
+  True
   """
   model = _float32(model)
   example = _example(model, input_shape, input_dtype, variables)
@@ -977,6 +1125,20 @@ def pack_ensemble(model: nn.Module, variables: Mapping[str, Any], *,
   Raises:
     PackingError: as :func:`pack_network`; ValueError for params leaves without a
       common leading axis.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesbinn_jax.nn import MnistMLP, pack_ensemble
+    >>> model = MnistMLP(num_classes=3, hidden=8, depth=1, activations="binary")
+    >>> x = jnp.arange(10.0).reshape(2, 5) - 4.0
+    >>> variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    >>> samples = jax.tree.map(   # K = 2 weight samples, +-1
+    ...     lambda w: jnp.stack([jnp.where(w >= 0, 1.0, -1.0), jnp.where(w >= 0.1, 1.0, -1.0)]),
+    ...     variables["params"])
+    >>> net = pack_ensemble(model, {"params": samples,
+    ...                             "batch_stats": variables["batch_stats"]})
+    >>> net.num_samples, net(x).shape, net.predict_proba(x).shape
+    (2, (2, 2, 3), (2, 3))
   """
   variables = _variables(variables)
   params = variables["params"]
@@ -1010,6 +1172,16 @@ def binary_params(model: nn.Module, variables: Mapping[str, Any], *,
 
   Raises:
     PackingError: naming the layer, for weights not +-1.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> from bayesbinn_jax.nn import MnistMLP
+    >>> from bayesbinn_jax.nn.xnor import binary_params
+    >>> model = MnistMLP(num_classes=3, hidden=8, depth=1, quantizer="ste")
+    >>> variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 5)), train=False)
+    >>> params = binary_params(model, variables, input_shape=(1, 5))
+    >>> sorted(np.unique(params["BinaryDense_0"]["kernel"]).tolist())
+    [-1.0, 1.0]
   """
   variables = _variables(variables)
   params = jax.tree.map(np.asarray, variables["params"])
@@ -1045,6 +1217,13 @@ def network_config(model: nn.Module) -> dict:
 
   Raises:
     ValueError: a network :func:`network_from_config` cannot rebuild.
+
+  Examples:
+    >>> from bayesbinn_jax.nn import MnistMLP
+    >>> from bayesbinn_jax.nn.xnor import network_config
+    >>> spec = network_config(MnistMLP(hidden=8, depth=1, activations="binary"))
+    >>> spec["network"], spec["config"]["hidden"], spec["config"]["quantizer"]
+    ('MnistMLP', 8, 'none')
   """
   name = type(model).__name__
   if NETWORKS.get(name) is not type(model):
@@ -1063,7 +1242,15 @@ def network_config(model: nn.Module) -> dict:
 
 
 def network_from_config(spec: Mapping[str, Any]) -> nn.Module:
-  """Rebuilds the network :func:`network_config` described; ValueError if it cannot."""
+  """Rebuilds the network :func:`network_config` described; ValueError if it cannot.
+
+  Examples:
+    >>> from bayesbinn_jax.nn import MnistMLP
+    >>> from bayesbinn_jax.nn.xnor import network_config, network_from_config
+    >>> model = MnistMLP(hidden=8, depth=1, activations="binary", quantizer="none")
+    >>> network_from_config(network_config(model)) == model
+    True
+  """
   name = spec.get("network") if isinstance(spec, Mapping) else None
   if name not in NETWORKS or not isinstance(spec.get("config"), Mapping):
     raise ValueError(f"unknown network {name!r}; expected one of {sorted(NETWORKS)}")

@@ -15,6 +15,19 @@ implementations give the same integers:
   a (M, N, K) broadcast is many times slower). It takes the weights transposed,
   ``(K, N)``.
 
+With the native kernel, the first layer of a network fed ``uint8`` images runs
+:func:`dot_u8` instead of the 8-bit-plane product: ``sum_k u[m, k] v[n, k]`` by table
+lookup (per 4 inputs and each 4-bit half of them, a 16-entry table of partial sums,
+indexed by a nibble of 32 units' weight bits in one byte shuffle), the same integers
+at a fraction of the work.
+
+Environment (read at each call, for measurements): ``BAYESBINN_JAX_XNOR_THREADS``
+caps the threads a large product splits its rows over (default: the cores);
+``BAYESBINN_JAX_XNOR_THREAD_WORK`` scales the work per thread by ``2^value``;
+``BAYESBINN_JAX_XNOR_VARIANT`` selects an alternative of the popcount product
+("scalar64", "scalar32", "avx2_rows1", "avx2_reduce1"; see
+``benchmarks/packed_inference.py``). Every alternative gives the same integers (tested).
+
 ``backend()`` picks "native" when the kernel builds and loads, else "xla" (no
 compiler, a failed build: :func:`native_status` says why); the environment
 variable ``BAYESBINN_JAX_XNOR_KERNEL`` set to ``xla`` or ``native`` forces one
@@ -46,6 +59,7 @@ ENV_CACHE = "BAYESBINN_JAX_CACHE"
 """Environment variable naming the directory of the compiled kernel."""
 
 _TARGET = "bayesbinn_xnor_count"
+_TARGET_U8 = "bayesbinn_dot_u8"
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "xnor_count.cc")
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
@@ -102,13 +116,22 @@ def _load() -> None:
     library = ctypes.cdll.LoadLibrary(path)
     jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.BayesbinnXnorCount),
                                 platform="cpu")
+    jax.ffi.register_ffi_target(_TARGET_U8, jax.ffi.pycapsule(library.BayesbinnDotU8),
+                                platform="cpu")
     _STATE["native"], _STATE["reason"] = True, f"loaded {path}"
   except (OSError, subprocess.SubprocessError, AttributeError) as error:
     _STATE["native"], _STATE["reason"] = False, str(error) or type(error).__name__
 
 
 def native_status() -> tuple[bool, str]:
-  """``(available, reason)``: whether the native kernel loads, and the library or the error."""
+  """``(available, reason)``: whether the native kernel loads, and the library or the error.
+
+  Examples:
+    >>> from bayesbinn_jax.nn import xnor_kernel
+    >>> available, reason = xnor_kernel.native_status()
+    >>> reason.startswith("loaded") == available
+    True
+  """
   with _LOCK:
     _load()
   return bool(_STATE["native"]), str(_STATE["reason"])
@@ -120,6 +143,13 @@ def backend(requested: str | None = None) -> str:
   Raises:
     ValueError: an unknown name.
     NativeKernelError: "native" requested and the kernel cannot be had.
+
+  Examples:
+    >>> from bayesbinn_jax.nn import xnor_kernel
+    >>> xnor_kernel.backend("xla")
+    'xla'
+    >>> xnor_kernel.backend() in xnor_kernel.BACKENDS
+    True
   """
   name = requested or os.environ.get(ENV_BACKEND) or None
   if name is not None and name not in BACKENDS:
@@ -146,6 +176,15 @@ def xnor_count(a: jax.Array, w: jax.Array, kernel: str, units: int) -> jax.Array
     w: the weights in ``kernel``'s layout (:func:`weight_layout`).
     kernel: "native" or "xla" (see :func:`backend`).
     units: N, the number of weight rows.
+
+  Examples:
+    >>> import numpy as np
+    >>> from bayesbinn_jax.nn import xnor_kernel
+    >>> a = np.array([[0b1011, 0]], np.uint32)             # 1 row, K = 2 words
+    >>> w = np.array([[0b0001, 0], [0b1111, 1]], np.uint32)  # 2 units
+    >>> kernel = xnor_kernel.backend()
+    >>> xnor_kernel.xnor_count(a, xnor_kernel.weight_layout(w, kernel), kernel, 2).tolist()
+    [[2, 2]]
   """
   a3 = a if a.ndim == 3 else a[None]
   if kernel == "native":
@@ -167,11 +206,75 @@ def xnor_count(a: jax.Array, w: jax.Array, kernel: str, units: int) -> jax.Array
   return total
 
 
+def dot_u8(u: jax.Array, w8: jax.Array, units: int) -> jax.Array:
+  """``sum_k u[m, k] v[n, k]``, int32 (M, units): uint8 inputs against weight bits (native only).
+
+  The first layer of a network fed uint8 images, by table lookup (``native/xnor_count.cc``);
+  the 8-bit-plane product it replaces is ``sum_k u - 2 dot + 255 popcount(v)``.
+
+  Args:
+    u: (M, K) uint8.
+    w8: the weight bits over K in the layout of :func:`u8_weight_layout`.
+    units: N.
+
+  Raises:
+    NativeKernelError: the native kernel cannot be had.
+
+  Examples:
+    >>> import numpy as np
+    >>> from bayesbinn_jax.nn import xnor_kernel
+    >>> if xnor_kernel.native_status()[0]:
+    ...   u = np.array([[1, 2, 3, 250]], np.uint8)
+    ...   v = np.array([[1, 0, 1, 1], [0, 1, 0, 0]], bool)   # 2 units
+    ...   w8 = xnor_kernel.u8_weight_layout(np.packbits(v, axis=1, bitorder="little"))
+    ...   print(np.asarray(xnor_kernel.dot_u8(u, w8, 2)).tolist())
+    ... else:
+    ...   print([[254, 2]])
+    [[254, 2]]
+  """
+  available, reason = native_status()
+  if not available:
+    raise NativeKernelError(f"native xnor kernel unavailable: {reason}")
+  u = jnp.asarray(u)
+  if u.shape[0] == 0:
+    return jnp.zeros((0, units), jnp.int32)
+  call = jax.ffi.ffi_call(_TARGET_U8, jax.ShapeDtypeStruct((u.shape[0], units), jnp.int32),
+                          vmap_method="sequential")
+  return call(u, w8)
+
+
+def u8_weight_layout(bytes_nk: np.ndarray) -> np.ndarray:
+  """Weight bits (N, ceil(K / 8)) uint8 (little-endian bit order, bit ``i`` of byte ``q`` is
+  input ``8 q + i``) in :func:`dot_u8`'s layout: blocks of 32 units, byte ``q`` of each unit
+  side by side, (ceil(N / 32), ceil(K / 8), 32) (units padded with zero bytes).
+
+  Examples:
+    >>> import numpy as np
+    >>> from bayesbinn_jax.nn import xnor_kernel
+    >>> w8 = xnor_kernel.u8_weight_layout(np.array([[1, 2], [3, 4]], np.uint8))  # 2 units
+    >>> w8.shape, w8[0, :, :3].tolist()
+    ((1, 2, 32), [[1, 3, 0], [2, 4, 0]])
+  """
+  bytes_nk = np.asarray(bytes_nk, np.uint8)
+  n, k8 = bytes_nk.shape
+  padded = np.pad(bytes_nk, ((0, (-n) % 32), (0, 0)))
+  return np.ascontiguousarray(padded.reshape(-1, 32, k8).transpose(0, 2, 1))
+
+
 def weight_layout(words_nk: np.ndarray, kernel: str) -> np.ndarray:
   """The (N, K) packed uint32 weights in ``kernel``'s layout.
 
   "xla": (K, N). "native": K padded to even, the uint64 words of groups of 4 units
   interleaved, (ceil(N / 4), K / 2, 8) uint32 (units padded with zero words).
+
+  Examples:
+    >>> import numpy as np
+    >>> from bayesbinn_jax.nn import xnor_kernel
+    >>> w = np.arange(6, dtype=np.uint32).reshape(3, 2)   # 3 units, 2 words
+    >>> xnor_kernel.weight_layout(w, "xla").tolist()
+    [[0, 2, 4], [1, 3, 5]]
+    >>> xnor_kernel.weight_layout(w, "native").tolist()   # unit j's pair at 2j, 2j + 1
+    [[[0, 1, 2, 3, 4, 5, 0, 0]]]
   """
   words_nk = np.asarray(words_nk, np.uint32)
   if kernel != "native":

@@ -1,0 +1,90 @@
+"""Tests of the native kernels of bayesbinn_jax.nn.xnor_kernel against NumPy transcriptions.
+
+``dot_u8`` (uint8 inputs against weight bits, by table lookup: the first layer of a network
+fed uint8 images) is checked against ``u @ v.T`` in int64 and against the 8-bit-plane
+popcount product it replaces (``sum_k u - 2 dot + 255 popcount(v)``), for sizes that are not
+multiples of 4, 8 or 32 inputs or of 32 units, more than 2048 inputs (the 16-bit sums
+flushed), one row and many, rows split over threads, eager and jitted. Each measured
+alternative of the popcount kernel (``$BAYESBINN_JAX_XNOR_VARIANT``: scalar uint64 and
+uint32 words, one row per pass, a reduction per word) and the one-thread limit give the XLA
+fallback's integers bit for bit.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+from bayesbinn_jax.nn import xnor_kernel
+
+pytestmark = pytest.mark.skipif(not xnor_kernel.native_status()[0],
+                                reason="no native kernel here")
+
+
+def _dot_u8_case(m, k, n, seed):
+  rng = np.random.default_rng(seed)
+  u = rng.integers(0, 256, (m, k), dtype=np.uint8)
+  u[0, : min(k, 9)] = 255                                      # the largest values
+  v = rng.random((n, k)) < 0.5
+  v[0] = True                                                  # a unit with every weight +1
+  w8 = xnor_kernel.u8_weight_layout(np.packbits(v, axis=1, bitorder="little"))
+  return u, v, w8
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (1, 7, 33), (3, 13, 32), (2, 784, 70),
+                                   (5, 2051, 3), (1, 4100, 65)])
+def test_dot_u8_is_the_integer_product(m, k, n):
+  u, v, w8 = _dot_u8_case(m, k, n, m * k + n)
+  expected = u.astype(np.int64) @ v.T.astype(np.int64)
+  assert_array_equal(np.asarray(xnor_kernel.dot_u8(u, w8, n)), expected)            # eager
+  jitted = jax.jit(lambda u, w: xnor_kernel.dot_u8(u, w, n))
+  assert_array_equal(np.asarray(jitted(u, w8)), expected)
+  assert expected[0, 0] == int(u[0].astype(np.int64).sum())   # the all-+1 unit sums the row
+
+
+def test_dot_u8_gives_the_bit_plane_products_integers():
+  """``sum_b 2^b popcount(u_b XOR v) = sum_k u - 2 dot + 255 popcount(v)``, on the XLA
+  fallback's bit-plane product of the same bits."""
+  m, k, n = 4, 100, 37
+  u, v, w8 = _dot_u8_case(m, k, n, 1)
+  planes = ((u[None] >> np.arange(8, dtype=np.uint8)[:, None, None]) & 1).astype(bool)
+  words = np.stack([np.packbits(np.pad(p, ((0, 0), (0, 28))), axis=1, bitorder="little")
+                    .view("<u4") for p in planes])                     # (8, m, 4) uint32
+  weights = np.packbits(np.pad(v, ((0, 0), (0, 28))), axis=1, bitorder="little").view("<u4")
+  counts = np.asarray(xnor_kernel.xnor_count(
+      words, xnor_kernel.weight_layout(weights, "xla"), "xla", n))
+  dot = np.asarray(xnor_kernel.dot_u8(u, w8, n)).astype(np.int64)
+  assert_array_equal(counts, u.astype(np.int64).sum(1)[:, None] - 2 * dot
+                     + 255 * v.sum(1)[None, :])
+
+
+def test_dot_u8_rows_split_over_threads_and_one_thread(monkeypatch):
+  m, k, n = 67, 300, 130                    # 2.6M products: more than one thread's share
+  u, v, w8 = _dot_u8_case(m, k, n, 7)
+  expected = u.astype(np.int64) @ v.T.astype(np.int64)
+  assert_array_equal(np.asarray(xnor_kernel.dot_u8(u, w8, n)), expected)
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREADS", "1")
+  assert_array_equal(np.asarray(xnor_kernel.dot_u8(u, w8, n)), expected)
+
+
+def test_dot_u8_refuses_a_weight_layout_of_other_inputs():
+  u, _, w8 = _dot_u8_case(2, 20, 5, 3)
+  with pytest.raises(Exception, match="dot_u8: expected u"):
+    jax.block_until_ready(xnor_kernel.dot_u8(u[:, :8], w8, 5))
+
+
+@pytest.mark.parametrize("variant", ["", "scalar64", "scalar32", "avx2_rows1", "avx2_reduce1"])
+@pytest.mark.parametrize("p,m,k,n", [(1, 1, 64, 70), (3, 5, 6, 9), (8, 2, 26, 33),
+                                     (1, 600, 36, 130)])
+def test_popcount_variants_equal_the_xla_fallback(variant, p, m, k, n, monkeypatch):
+  rng = np.random.default_rng(p * m + k * n)
+  a = rng.integers(0, 2 ** 32, (p, m, k), dtype=np.uint32)
+  w = rng.integers(0, 2 ** 32, (n, k), dtype=np.uint32)
+  expected = np.asarray(xnor_kernel.xnor_count(a, xnor_kernel.weight_layout(w, "xla"), "xla", n))
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_VARIANT", variant)
+  native = jax.jit(lambda a, w: xnor_kernel.xnor_count(a, w, "native", n))
+  assert_array_equal(np.asarray(native(a, xnor_kernel.weight_layout(w, "native"))), expected)
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREADS", "1")
+  assert_array_equal(np.asarray(native(a, xnor_kernel.weight_layout(w, "native"))), expected)
