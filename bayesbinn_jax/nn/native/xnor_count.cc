@@ -7,9 +7,11 @@
 // first layer of a network fed uint8 images), by table lookup.
 // Large products split their rows over threads ($BAYESBINN_JAX_XNOR_THREADS caps them);
 // $BAYESBINN_JAX_XNOR_VARIANT selects the measured alternatives of the popcount product.
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -290,20 +292,36 @@ int64_t Threads(int64_t work, int64_t per_thread, int64_t parts) {
   return threads < 1 ? 1 : threads;
 }
 
-// Rows [0, m) of fn(begin, end) over `threads` threads (the caller's thread takes the first).
+// Rows [0, m) of fn(begin, end) over up to `threads` threads, in chunks of about a quarter
+// of a thread's share (a multiple of `align` rows) taken from a shared counter: the calling
+// thread starts at once and takes whatever chunks the helpers have not, so a helper that a
+// loaded machine does not schedule costs nothing but its start (the helpers are detached and
+// touch only the shared counters once the last chunk is done).
 template <typename Fn>
 void SplitRows(int64_t m, int64_t threads, int64_t align, Fn fn) {
   if (threads <= 1) {
     fn(0, m);
     return;
   }
-  std::vector<std::thread> pool;
-  const int64_t chunk = ((m + threads - 1) / threads + align - 1) / align * align;
-  for (int64_t begin = chunk; begin < m; begin += chunk) {
-    pool.emplace_back(fn, begin, begin + chunk < m ? begin + chunk : m);
-  }
-  fn(0, chunk < m ? chunk : m);
-  for (auto& t : pool) t.join();
+  const int64_t chunk = ((m + 4 * threads - 1) / (4 * threads) + align - 1) / align * align;
+  const int64_t chunks = (m + chunk - 1) / chunk;
+  struct Counters {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+  };
+  auto counters = std::make_shared<Counters>();
+  auto work = [counters, chunk, chunks, m, fn]() {
+    for (;;) {
+      const int64_t c = counters->next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= chunks) return;
+      const int64_t begin = c * chunk;
+      fn(begin, begin + chunk < m ? begin + chunk : m);
+      counters->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int64_t t = 1; t < threads; ++t) std::thread(work).detach();
+  work();
+  while (counters->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
 }
 
 ffi::Error DotU8Impl(ffi::Buffer<ffi::U8> u, ffi::Buffer<ffi::U8> w,
