@@ -1,0 +1,174 @@
+"""The numbers in docs/results.md, docs/performance.md and the README's headline table agree
+with the committed results files (benchmarks/tables.py --check), and the check catches a
+number that does not."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import tables  # noqa: E402  pylint: disable=wrong-import-position
+
+PAGES = (tables.RESULTS_PAGE, tables.PERFORMANCE_PAGE, tables.README)
+
+
+def test_every_quoted_number_matches_its_file():
+  out = io.StringIO()
+  problems = tables.run(ROOT, check=True, out=out)
+  assert problems == [], "\n".join(problems) + "\nrun: python benchmarks/tables.py"
+  # The two pages exist and every table of theirs was compared (only the README's region may be
+  # missing while the README is being rewritten).
+  skipped = out.getvalue()
+  assert tables.RESULTS_PAGE not in skipped and tables.PERFORMANCE_PAGE not in skipped, skipped
+
+
+def copy_checkout(tmp_path, results_copied: tuple[str, ...] = ()) -> str:
+  """The pages (and figures) copied under tmp_path; benchmarks/results linked entry by entry,
+  except ``results_copied`` (paths relative to it), which are copied so a test may edit them."""
+  root = str(tmp_path)
+  for page in PAGES:
+    if os.path.exists(os.path.join(ROOT, page)):
+      os.makedirs(os.path.dirname(os.path.join(root, page)), exist_ok=True)
+      shutil.copy(os.path.join(ROOT, page), os.path.join(root, page))
+  shutil.copytree(os.path.join(ROOT, tables.FIGURES_DIR), os.path.join(root, tables.FIGURES_DIR))
+  src, dst = os.path.join(ROOT, tables.RESULTS_DIR), os.path.join(root, tables.RESULTS_DIR)
+  os.makedirs(dst)
+  tops = {rel.split("/")[0] for rel in results_copied}
+  for entry in os.listdir(src):
+    if entry not in tops:
+      os.symlink(os.path.join(src, entry), os.path.join(dst, entry))
+  for top in tops:
+    if os.path.isdir(os.path.join(src, top)):
+      shutil.copytree(os.path.join(src, top), os.path.join(dst, top))
+    else:
+      shutil.copy(os.path.join(src, top), os.path.join(dst, top))
+  # The copy starts consistent with its files (whatever the checkout's state), so each test
+  # sees only the difference it makes.
+  tables.run(root, check=False, out=io.StringIO())
+  assert tables.run(root, check=True, out=io.StringIO()) == []
+  return root
+
+
+def edit(path: str, old: str, new: str) -> None:
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  assert text.count(old) >= 1, old
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(text.replace(old, new, 1))
+
+
+def test_a_tampered_table_cell_is_named_with_its_file(tmp_path):
+  root = copy_checkout(tmp_path)
+  # The K = 1 row of the step-time table: 51.8 ms in step_time_mnist_15rounds.json.
+  edit(os.path.join(root, tables.PERFORMANCE_PAGE), "| **BayesBiNN K = 1** | **51.8** |",
+       "| **BayesBiNN K = 1** | **41.8** |")
+  problems = tables.run(root, check=True, out=io.StringIO())
+  assert len(problems) == 1, problems
+  assert "table step-time" in problems[0] and "'MNIST ms'" in problems[0]
+  assert "'**41.8**'" in problems[0] and "'**51.8**'" in problems[0]
+  assert "step_time_mnist_15rounds.json" in problems[0]
+  # Writing puts the file's number back, and the check passes again.
+  tables.run(root, check=False, out=io.StringIO())
+  assert tables.run(root, check=True, out=io.StringIO()) == []
+
+
+def test_a_tampered_prose_number_is_named_with_its_file(tmp_path):
+  root = copy_checkout(tmp_path)
+  path = os.path.join(root, tables.PERFORMANCE_PAGE)
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  k1 = tables.k1_ratio(tables.Results(ROOT))
+  assert f"K = 1 is {k1}x the plain" in text
+  edit(path, f"K = 1 is {k1}x the plain", "K = 1 is 0.99x the plain")
+  problems = tables.run(root, check=True, out=io.StringIO())
+  assert len(problems) == 1, problems
+  assert "'0.99'" in problems[0] and repr(k1) in problems[0] and "step_time_mnist_15rounds.json" in problems[0]
+  # A sentence reworded so that its number is no longer found is a failure too.
+  edit(path, "K = 1 is 0.99x the plain", "K = 1 costs 0.99x the plain")
+  (problem,) = tables.run(root, check=True, out=io.StringIO())
+  assert "is not on the page" in problem
+
+
+def test_a_changed_results_file_fails_the_check(tmp_path):
+  root = copy_checkout(tmp_path, results_copied=("mnist-bayesbinn-100ep",))
+  path = os.path.join(root, tables.RESULTS_DIR, "mnist-bayesbinn-100ep", "summary.json")
+  with open(path, encoding="utf-8") as f:
+    summary = json.load(f)
+  summary["test_accuracy"] = 0.9850  # was 0.9886
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(summary, f)
+  problems = tables.run(root, check=True, out=io.StringIO())
+  text = "\n".join(problems)
+  # The runs table and the 100-epoch table of the results page (and the README's headline
+  # table when it has its region) quote it.
+  assert "table runs, row 'mnist-bayesbinn-100ep'" in text and "'98.50'" in text and "'98.86'" in text
+  assert "table mnist-100ep" in text
+  assert all("mnist-bayesbinn-100ep/summary.json" in p for p in problems), problems
+
+
+def test_the_two_moons_distribution_is_the_mean_and_sample_std_of_its_seeds():
+  with open(os.path.join(ROOT, tables.RESULTS_DIR, tables.TWO_MOONS), encoding="utf-8") as f:
+    d = json.load(f)
+  assert len(d["per_seed"]) == len(d["seeds"]) >= 10
+  for key in ("test_accuracy", "mc_test_accuracy"):
+    values = [row[key] for row in d["per_seed"]]
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    assert d["stats"][key]["mean"] == pytest.approx(mean, abs=1e-12)
+    assert d["stats"][key]["std"] == pytest.approx(std, abs=1e-12)
+
+
+def test_a_stale_figure_copy_fails_the_check(tmp_path):
+  root = copy_checkout(tmp_path)
+  with open(os.path.join(root, tables.FIGURES_DIR, "two_moons.png"), "ab") as f:
+    f.write(b"\0")
+  (problem,) = tables.run(root, check=True, out=io.StringIO())
+  assert "two_moons.png is not a copy" in problem
+  tables.run(root, check=False, out=io.StringIO())  # copies it again
+  edit(os.path.join(root, tables.RESULTS_PAGE), "](figures/snelson.png)", "](figures/snelson-old.png)")
+  (problem,) = tables.run(root, check=True, out=io.StringIO())
+  assert "shows figures/snelson-old.png" in problem
+
+
+def test_the_command_line_exits_1_naming_the_table(tmp_path, capsys):
+  root = copy_checkout(tmp_path)
+  assert tables.main(["--check", "--root", root]) == 0
+  edit(os.path.join(root, tables.RESULTS_PAGE), "| mnist-bop | 15 | 96.66 |", "| mnist-bop | 15 | 98.66 |")
+  assert tables.main(["--check", "--root", root]) == 1
+  out = capsys.readouterr().out
+  assert "docs/results.md, table runs, row 'mnist-bop'" in out and "'98.66'" in out and "'96.66'" in out
+
+
+def test_a_missing_readme_region_is_skipped_with_a_message(tmp_path):
+  root = copy_checkout(tmp_path)
+  with open(os.path.join(root, tables.README), "w", encoding="utf-8") as f:
+    f.write("# no headline table yet\n")
+  out = io.StringIO()
+  assert tables.run(root, check=True, out=out) == []
+  assert "skipped table results-table: README.md has no <!-- results-table:start --> region" in out.getvalue()
+  # Once the region exists (empty), the check asks for the table and writing fills it.
+  with open(os.path.join(root, tables.README), "w", encoding="utf-8") as f:
+    f.write("# t\n\n<!-- results-table:start -->\n<!-- results-table:end -->\n")
+  (problem,) = tables.run(root, check=True, out=io.StringIO())
+  assert "README.md, table results-table" in problem
+  tables.run(root, check=False, out=io.StringIO())
+  with open(os.path.join(root, tables.README), encoding="utf-8") as f:
+    text = f.read()
+  assert "| two moons (the first command)" in text and "`two_moons_seeds.json`" in text
+  assert tables.run(root, check=True, out=io.StringIO()) == []
+
+
+def test_a_missing_results_file_is_named_not_a_crash(tmp_path):
+  root = copy_checkout(tmp_path, results_copied=(tables.TWO_MOONS,))
+  os.remove(os.path.join(root, tables.RESULTS_DIR, tables.TWO_MOONS))
+  problems = tables.run(root, check=True, out=io.StringIO())
+  assert problems and all(tables.TWO_MOONS in p for p in problems), problems
+  assert any("table two-moons-seeds: cannot build it" in p for p in problems)
