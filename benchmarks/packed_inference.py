@@ -71,8 +71,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   return args
 
 
+def _cpu() -> dict:
+  """The host's CPU model, cores and vector extensions (from /proc/cpuinfo where present)."""
+  model, flags = "unknown", set()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as file:
+      for line in file:
+        if line.startswith("model name") and model == "unknown":
+          model = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and not flags:
+          flags = set(line.split(":", 1)[1].split())
+  except OSError:
+    pass
+  return {"model": model, "cores": os.cpu_count(),
+          "vector": [f for f in ("avx2", "avx512f", "avx512_vpopcntdq") if f in flags]}
+
+
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
+  load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
   from bayesbinn_jax.train.host_cpu import retain_freed_memory  # pylint: disable=import-outside-toplevel
   retain_freed_memory()  # before JAX starts: outputs reuse freed blocks, no fresh page faults
   import jax  # pylint: disable=import-outside-toplevel
@@ -137,8 +154,10 @@ def main(argv: list[str] | None = None) -> None:
   result["latency_ms"] = latency
   result["predictions_identical"] = True
   result["machine"] = {"jax": jax.__version__, "backend": jax.devices()[0].platform,
-                       "cpu_count": os.cpu_count()}
+                       "cpu_count": os.cpu_count(), "cpu": _cpu()}
   result["fully_binary"] = fully_binary(args, rng)
+  result["machine"]["load_average_1min"] = {
+      "start": load_start, "end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
   result["command"] = " ".join(["python", "benchmarks/packed_inference.py",
                                 *(argv if argv is not None else sys.argv[1:])])
 
@@ -339,17 +358,20 @@ def _machine(calls):
   return result
 
 
-VARIANTS = ("", "avx2_rows1", "avx2_reduce1", "scalar64", "scalar32")
+VARIANTS = ("", "avx2_rows1", "avx2_reduce1", "avx2_unblocked", "scalar64", "scalar32")
 """The native popcount kernel's alternatives ($BAYESBINN_JAX_XNOR_VARIANT; "" the default:
-AVX2, uint64 words, 4 units per vector in an interleaved weight layout, 2 rows per pass over
-the weights, byte counts of up to 31 words reduced at once)."""
+AVX2, uint64 words, 4 units per vector in an interleaved weight layout, weights in blocks of
+128 KiB each run against all rows, 2 rows per pass over a block, byte counts of up to 31
+words reduced at once)."""
 
 
 VARIANT_DOCS = {
     "": "AVX2 nibble-lookup popcount, uint64 words, 4 units per vector (weights interleaved "
-        "in groups of 4 units), 2 rows (or bit-planes) per pass, one widening per 31 words",
+        "in groups of 4 units), blocks of 128 KiB of weights each against all rows, 2 rows (or "
+        "bit-planes) per pass, one widening per 31 words",
     "avx2_rows1": "as default, one row per pass over the weights (no batching of images)",
     "avx2_reduce1": "as default, a widening reduction after every word (no fused reduction)",
+    "avx2_unblocked": "as default, all weights against each row pair in turn (no cache blocks)",
     "scalar64": "scalar popcount of uint64 words, one (row, unit) at a time",
     "scalar32": "scalar popcount of uint32 words, one (row, unit) at a time",
 }

@@ -6,7 +6,8 @@ popcount product it replaces (``sum_k u - 2 dot + 255 popcount(v)``), for sizes 
 multiples of 4, 8 or 32 inputs or of 32 units, more than 2048 inputs (the 16-bit sums
 flushed), one row and many, rows split over threads, eager and jitted. Each measured
 alternative of the popcount kernel (``$BAYESBINN_JAX_XNOR_VARIANT``: scalar uint64 and
-uint32 words, one row per pass, a reduction per word) and the one-thread limit give the XLA
+uint32 words, one row per pass, a reduction per word, unblocked weights) and the one-thread
+limit give the XLA
 fallback's integers bit for bit.
 """
 
@@ -75,9 +76,10 @@ def test_dot_u8_refuses_a_weight_layout_of_other_inputs():
     jax.block_until_ready(xnor_kernel.dot_u8(u[:, :8], w8, 5))
 
 
-@pytest.mark.parametrize("variant", ["", "scalar64", "scalar32", "avx2_rows1", "avx2_reduce1"])
+@pytest.mark.parametrize("variant", ["", "scalar64", "scalar32", "avx2_rows1", "avx2_reduce1",
+                                     "avx2_unblocked"])
 @pytest.mark.parametrize("p,m,k,n", [(1, 1, 64, 70), (3, 5, 6, 9), (8, 2, 26, 33),
-                                     (1, 600, 36, 130)])
+                                     (1, 600, 36, 130), (1, 3, 1000, 70)])  # 1000: 3 weight blocks
 def test_popcount_variants_equal_the_xla_fallback(variant, p, m, k, n, monkeypatch):
   rng = np.random.default_rng(p * m + k * n)
   a = rng.integers(0, 2 ** 32, (p, m, k), dtype=np.uint32)

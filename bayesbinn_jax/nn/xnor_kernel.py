@@ -25,7 +25,7 @@ Environment (read at each call, for measurements): ``BAYESBINN_JAX_XNOR_THREADS`
 caps the threads a large product splits its rows over (default: the cores);
 ``BAYESBINN_JAX_XNOR_THREAD_WORK`` scales the work per thread by ``2^value``;
 ``BAYESBINN_JAX_XNOR_VARIANT`` selects an alternative of the popcount product
-("scalar64", "scalar32", "avx2_rows1", "avx2_reduce1"; see
+("scalar64", "scalar32", "avx2_rows1", "avx2_reduce1", "avx2_unblocked"; see
 ``benchmarks/packed_inference.py``). Every alternative gives the same integers (tested).
 
 ``backend()`` picks "native" when the kernel builds and loads, else "xla" (no

@@ -125,16 +125,22 @@ inline void Sums(const uint64_t* a0, const uint64_t* a1, const uint64_t* wg, int
 // its bit-planes instead, so no work is done twice.
 // kRun: words whose byte counts are summed before one widening (31: the most a byte holds; 1:
 // a reduction per word); kPair: two rows (or two bit-planes) per pass over the weights.
-template <int64_t kRun = 31, bool kPair = true>
+// kBlock: the weights are taken in blocks of about kBlock bytes of groups, each block against
+// every row [begin, end) before the next (so a block stays in L2 for all rows); 0: no blocks.
+template <int64_t kRun = 31, bool kPair = true, int64_t kBlock = int64_t{128} << 10>
 void CountAvx2(const uint64_t* a, const uint64_t* w4, int32_t* out, int64_t planes, int64_t m,
                int64_t n, int64_t k, int64_t begin, int64_t end) {
   const int64_t groups = (n + 3) / 4;
   const __m256i zero = _mm256_setzero_si256();
+  int64_t block = kBlock ? kBlock / (32 * k) : groups;
+  block = block < 1 ? 1 : block;
+  for (int64_t g0 = 0; g0 < groups; g0 += block) {
+  const int64_t g1 = g0 + block < groups ? g0 + block : groups;
   for (int64_t i = begin; i < end; i += kPair ? 2 : 1) {
     const bool two = kPair && i + 1 < end;
-    for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t g = g0; g < g1; ++g) {
       const uint64_t* wg = w4 + g * k * 4;
-      if (g + kAhead < groups) Prefetch(wg + kAhead * k * 4, k * 32);
+      if (g + kAhead < g1) Prefetch(wg + kAhead * k * 4, k * 32);
       __m256i t0 = zero, t1 = zero, s0, s1;
       if (two) {
         for (int64_t p = 0; p < planes; ++p) {
@@ -163,6 +169,7 @@ void CountAvx2(const uint64_t* a, const uint64_t* w4, int32_t* out, int64_t plan
         if (two) out[(i + 1) * n + g * 4 + u] = static_cast<int32_t>(r1[u]);
       }
     }
+  }
   }
 }
 #endif
@@ -369,7 +376,8 @@ ffi::Error XnorCountImpl(ffi::Buffer<ffi::U32> a, ffi::Buffer<ffi::U32> w,
   const int64_t threads = Threads(planes * m * n * k, kWordsPerThread, m / 2);
   // $BAYESBINN_JAX_XNOR_VARIANT picks a measured alternative (benchmarks/packed_inference.py):
   // "scalar64", "scalar32" (word width), "avx2_rows1" (one row per pass), "avx2_reduce1" (a
-  // widening reduction per word); unset: the fastest, AVX2 two rows per pass, 31-word runs.
+  // widening reduction per word), "avx2_unblocked" (all weights against each row pair in
+  // turn); unset: AVX2, two rows per pass, 31-word runs, 128 KiB weight blocks.
   const char* env = std::getenv("BAYESBINN_JAX_XNOR_VARIANT");
   const std::string variant = env ? env : "";
   SplitRows(m, threads, 2, [=](int64_t begin, int64_t end) {
@@ -378,6 +386,7 @@ ffi::Error XnorCountImpl(ffi::Buffer<ffi::U32> a, ffi::Buffer<ffi::U32> w,
 #if defined(__AVX2__)
     if (variant == "avx2_rows1") return CountAvx2<31, false>(ap, wp, op, planes, m, n, k, begin, end);
     if (variant == "avx2_reduce1") return CountAvx2<1, true>(ap, wp, op, planes, m, n, k, begin, end);
+    if (variant == "avx2_unblocked") return CountAvx2<31, true, 0>(ap, wp, op, planes, m, n, k, begin, end);
     CountAvx2(ap, wp, op, planes, m, n, k, begin, end);
 #else
     CountScalar(ap, wp, op, planes, m, n, k, begin, end);
