@@ -234,7 +234,8 @@ void DotU8Avx2(const uint8_t* u, const uint8_t* w8, int32_t* out, int64_t m, int
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* wb = w8 + b * k8 * 32;
       if (b + 1 < blocks) Prefetch(wb + k8 * 32, k8 * 32);
-      int64_t total[32] = {0};
+      // int32 sums of units 0-7, 8-15, 16-23, 24-31 of the block.
+      __m256i total[4] = {zero, zero, zero, zero};
       for (int64_t q0 = 0; q0 < k8; q0 += 256) {  // 16-bit sums of at most 2048 halves < 2^16
         const int64_t q1 = q0 + 256 < k8 ? q0 + 256 : k8;
         __m256i l0 = zero, l1 = zero, h0 = zero, h1 = zero;
@@ -255,21 +256,32 @@ void DotU8Avx2(const uint8_t* u, const uint8_t* w8, int32_t* out, int64_t m, int
           h0 = _mm256_add_epi16(h0, _mm256_unpacklo_epi8(sh, zero));
           h1 = _mm256_add_epi16(h1, _mm256_unpackhi_epi8(sh, zero));
         }
-        alignas(32) uint16_t sl0[16], sl1[16], sh0[16], sh1[16];
-        _mm256_store_si256(reinterpret_cast<__m256i*>(sl0), l0);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(sl1), l1);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(sh0), h0);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(sh1), h1);
-        // unpacklo holds bytes 0-7 and 16-23 of the 32 units, unpackhi bytes 8-15 and 24-31.
-        for (int p = 0; p < 8; ++p) {
-          total[p] += sl0[p] + 16 * static_cast<int64_t>(sh0[p]);
-          total[16 + p] += sl0[8 + p] + 16 * static_cast<int64_t>(sh0[8 + p]);
-          total[8 + p] += sl1[p] + 16 * static_cast<int64_t>(sh1[p]);
-          total[24 + p] += sl1[8 + p] + 16 * static_cast<int64_t>(sh1[8 + p]);
-        }
+        // l0/h0 hold units 0-7 | 16-23 in 16-bit lanes, l1/h1 units 8-15 | 24-31; in 32-bit
+        // lanes: a = 0-3 | 16-19, b = 4-7 | 20-23, c = 8-11 | 24-27, d = 12-15 | 28-31.
+        const __m256i a = _mm256_add_epi32(_mm256_unpacklo_epi16(l0, zero),
+                                           _mm256_slli_epi32(_mm256_unpacklo_epi16(h0, zero), 4));
+        const __m256i bb = _mm256_add_epi32(_mm256_unpackhi_epi16(l0, zero),
+                                            _mm256_slli_epi32(_mm256_unpackhi_epi16(h0, zero), 4));
+        const __m256i c = _mm256_add_epi32(_mm256_unpacklo_epi16(l1, zero),
+                                           _mm256_slli_epi32(_mm256_unpacklo_epi16(h1, zero), 4));
+        const __m256i d = _mm256_add_epi32(_mm256_unpackhi_epi16(l1, zero),
+                                           _mm256_slli_epi32(_mm256_unpackhi_epi16(h1, zero), 4));
+        total[0] = _mm256_add_epi32(total[0], _mm256_permute2x128_si256(a, bb, 0x20));
+        total[1] = _mm256_add_epi32(total[1], _mm256_permute2x128_si256(c, d, 0x20));
+        total[2] = _mm256_add_epi32(total[2], _mm256_permute2x128_si256(a, bb, 0x31));
+        total[3] = _mm256_add_epi32(total[3], _mm256_permute2x128_si256(c, d, 0x31));
       }
-      for (int64_t j = 0; j < 32 && b * 32 + j < n; ++j) {
-        out[i * n + b * 32 + j] = static_cast<int32_t>(total[j]);
+      int32_t* o = out + i * n + b * 32;
+      if (b * 32 + 32 <= n) {
+        for (int v = 0; v < 4; ++v) {
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 8 * v), total[v]);
+        }
+      } else {
+        alignas(32) int32_t rest[32];
+        for (int v = 0; v < 4; ++v) {
+          _mm256_store_si256(reinterpret_cast<__m256i*>(rest + 8 * v), total[v]);
+        }
+        for (int64_t j = 0; b * 32 + j < n; ++j) o[j] = rest[j];
       }
     }
   }
