@@ -46,7 +46,9 @@ def test_recipe_learns_at_tau_1e_2_and_the_preset_gets_the_note(tmp_path, capsys
   good = recipe(1e-2, train_set_size=NUM_TRAIN * 9 // 10)
   common = ["mnist", "--data-file", data, "--no-figures", "--set", "temperature=1e-2"]
   out = str(tmp_path / "recipe")
-  assert main([*common, "--out", out, "--epochs", "4", "--set", f"lr={good['lr']}",
+  # One epoch, as the stalled run below: the recipe's run is at 100% test accuracy after it
+  # (measured; 4 epochs were run before, all at 100%).
+  assert main([*common, "--out", out, "--epochs", "1", "--set", f"lr={good['lr']}",
                "--set", f"train_set_scale={good['train_set_scale']}"]) == 0
   learned = _summary(out)
   assert learned["test_accuracy"] >= 0.5, learned  # chance: 0.1
