@@ -333,7 +333,7 @@ def _machine(calls):
             "native_status": xnor_kernel.native_status()[1]}
   lookup = None
   if kernel == "native":
-    lm, lk, ln = 64, 784, 256
+    lm, lk, ln = 16, 784, 2048   # lookups dominate (64 blocks of 32 units per table build)
     u = jax.device_put(rng.integers(0, 256, (lm, lk), dtype=np.uint8))
     w8 = jax.device_put(xnor_kernel.u8_weight_layout(
         rng.integers(0, 256, (ln, lk // 8), dtype=np.uint8)))

@@ -179,7 +179,7 @@ def summarize(apply: Any, variables: Mapping[str, Any], example: Any, *, packed:
                                4 * count, 0, 0))
       continue
     weights = sum(int(np.size(v)) for v in params.values())
-    kernel_shape = np.shape(params.get("kernel"))
+    kernel_shape = np.shape(params["kernel"]) if "kernel" in params else ()
     fan_in = int(np.prod(kernel_shape[:-1]))
     macs = int(np.prod(record.out_shape)) // max(batch, 1) * fan_in
     quantizer = record.module.input_quantizer

@@ -249,7 +249,7 @@ class _Value:
     self.integer = integer
     self.bounds = bounds
     self._bits = bits
-    self._bits_value = None
+    self._bits_value: Any = None
     self.after_layer = after_layer
     self.planes = planes
 
@@ -458,7 +458,7 @@ class _Program:
   def _fold(name: str, a: _Value, b: _Value) -> tuple | None:
     """The bit-plane description of ``a (op) b`` for a scalar constant ``b``, if exact."""
     c = _scalar_const(b.value) if not isinstance(b.value, jax.core.Tracer) else None
-    if c is None:
+    if c is None or a.planes is None:
       return None
     u, offset, scale, depth = a.planes
     if name in ("mul", "div"):
@@ -478,6 +478,7 @@ class _Program:
              consts: Sequence[Any]) -> _Value:
     record = self.records[eqn.params["index"]]
     if record.kind == "batchnorm":
+      assert y is not None  # a BatchNorm's output is always computed (see _needed)
       return self._batchnorm(record, eqn, y, x, jaxpr, consts)
     if record.out_dtype not in _EXACT_FLOATS:
       raise PackingError(record.path, f"computes in {record.out_dtype.name}; xnor packing "
@@ -495,13 +496,14 @@ class _Program:
         self.packed.append(record.index)
         return self._planes_layer(record, words, bias, x)
       self.input_kinds[record.index] = "float"
+      assert y is not None  # computed: a layer with real inputs keeps its float output
       return _Value(y.value, after_layer=True)
     self.input_kinds[record.index] = "binary"
     self.packed.append(record.index)
     bits = x.bits()
     self.features = bits
     if record.kind == "dense":
-      z = bits.shape[-1] - 2 * self._dense_counts(record, words, bits)
+      z: Any = bits.shape[-1] - 2 * self._dense_counts(record, words, bits)
     else:
       z = self._conv_offset(record) - 2 * self._conv_counts(record, words, bits)
     if bias is not None:
@@ -644,6 +646,7 @@ class _Program:
   # ------------------------------------------------------------------ integer inputs
 
   def _planes_fit(self, record: LayerRecord, x: _Value) -> bool:
+    assert x.planes is not None
     _, offset, scale, depth = x.planes
     kernel = record.variables.get("params", {}).get("kernel")
     if kernel is None or depth > 16:
@@ -654,6 +657,7 @@ class _Program:
 
   def _planes_layer(self, record: LayerRecord, words: jax.Array, bias: Any, x: _Value) -> _Value:
     """``(u + o) s . w = s (sum_b 2^b (P - popcount(u_b XOR v)) + o sum_valid w)``."""
+    assert x.planes is not None
     u, offset, scale, depth = x.planes
     u = jnp.asarray(u).astype(jnp.uint32)
     positive = self.cache[("positive", record.index)]          # +1 weights per unit
@@ -743,8 +747,10 @@ class _Program:
       return out
     x_var, y_var = eqn.invars[1], eqn.invars[0]
 
+    bounds = x.bounds
+
     def bits() -> jax.Array:
-      t = self._thresholds(record, jaxpr, consts, x_var, y_var, x.bounds)
+      t = self._thresholds(record, jaxpr, consts, x_var, y_var, bounds)
       return x.integer >= t
 
     out._bits = bits
@@ -860,6 +866,7 @@ class _Packed:
   def features(self, x: jax.Array) -> jax.Array:
     program, _ = self.program(jnp.shape(x), jnp.result_type(x))
     program.run(x)
+    assert program.features is not None  # run() refuses a network with no packed layer
     return program.features
 
 
@@ -1147,6 +1154,7 @@ def pack_ensemble(model: nn.Module, variables: Mapping[str, Any], *,
     raise ValueError("params: every leaf needs the same leading sample axis K for an ensemble; "
                      f"got leading sizes {sorted(sizes, key=str)}.")
   num_samples = sizes.pop()
+  assert num_samples is not None  # refused above
   model = _float32(model)
   example = _example(model, input_shape, input_dtype, variables)
   backend = xnor_kernel.backend(kernel)
