@@ -11,7 +11,8 @@
 #     packaged data, runs `bayesbinn-train --help` and the README's main job (two moons,
 #     shortened to WHEEL_CHECK_EPOCHS epochs, default 300) and checks its summary.json.
 # Usage: bash .ci/wheel_check.sh   (needs `build` and `twine`: pip install -e '.[release]')
-# Measured: about 3.5 min on the 2-core EPYC host (build ~35 s, venv + install ~80 s, run ~60 s).
+# Measured on the shared 2-core EPYC host under a load of 9-12: 4.5-5.5 min wall, ~1.5 min CPU
+# (build 20-35 s, venv + install 160-200 s, mostly pip's index look-ups, --help and the run ~75 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
