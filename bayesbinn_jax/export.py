@@ -224,7 +224,8 @@ def size_report(params: PyTree, batch_stats: PyTree | None = None) -> SizeReport
 
 def _write_archive(file: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
   """Writes ``arrays`` as an uncompressed ``.npz`` archive to the open ``file``."""
-  np.savez(file, **arrays)
+  named: dict[str, Any] = dict(arrays)  # numpy's stub types **kwds as its own flags
+  np.savez(file, **named)
 
 
 def save_packed(
