@@ -197,6 +197,13 @@ def long_straight(tmp_path_factory, long_data) -> str:
   return out
 
 
+def _cpu_seconds(pid: int) -> float:
+  """The CPU time (user + system) process ``pid`` has used so far, from /proc."""
+  with open(f"/proc/{pid}/stat") as f:
+    fields = f.read().rsplit(")", 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _wait_for(condition, process, timeout=240.0) -> None:
   began = time.monotonic()
   while not condition():
@@ -226,9 +233,12 @@ def test_a_signal_stops_at_a_step_saves_there_and_resume_gives_the_same_summary(
         assert f"is in use by another run: process {first.pid} on " in lines[0]
     finally:
       first.send_signal(signal.SIGCONT)
-  # Epoch 1 done and saved: the run is inside epoch 2 (540 steps), and the signal is delivered on
-  # SIGCONT, inside epoch 2 whatever the machine's load.
+  # Epoch 1 done and saved, then 0.5 s more of the run's own CPU time: the run is past the
+  # checkpoint's last writes and inside epoch 2's 540 steps (whatever the machine's load: wall time
+  # after the checkpoint is no measure of that under load), and the signal is delivered on SIGCONT.
   _wait_for(lambda: os.path.exists(os.path.join(out, "checkpoints", "1", "file_crcs.json")), first)
+  cpu_at_checkpoint = _cpu_seconds(first.pid)
+  _wait_for(lambda: _cpu_seconds(first.pid) > cpu_at_checkpoint + 0.5, first)
   first.send_signal(signal.SIGSTOP)
   first.send_signal(signum)
   first.send_signal(signal.SIGCONT)
