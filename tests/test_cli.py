@@ -81,6 +81,7 @@ def test_existing_results_are_never_touched(tmp_path, capsys):
   assert sorted(os.listdir(out)) == ["summary.json"]
 
 
+@pytest.mark.slow  # a whole run of the CLI (15-27 s on 2 cores)
 def test_mnist_run_writes_every_output(tmp_path):
   path = write_images(tmp_path / "d.npz")
   out = str(tmp_path / "out")
@@ -125,6 +126,7 @@ def test_snelson_runs_on_the_embedded_data(tmp_path):
   assert os.path.exists(os.path.join(out, "snelson.png"))
 
 
+@pytest.mark.slow  # a whole run of the CLI (15-27 s on 2 cores)
 def test_permuted_mnist_with_and_without_prior(tmp_path):
   path = write_images(tmp_path / "d.npz", num_train=200)
   summaries = {}
@@ -304,6 +306,7 @@ def test_a_full_disk_ends_in_one_line_naming_the_file_the_checkpoint_and_the_res
   assert [r["epoch"] for r in read_records(out)] == [1, 2, 3]
 
 
+@pytest.mark.slow  # a whole run of the CLI (15-27 s on 2 cores)
 def test_channels_first_images_are_transposed_with_a_note_and_other_layouts_refused(tmp_path, capsys):
   # The BinaryConnect VGG with augmentation (pad 4, crop, flip) on tiny 32x32x3 images given
   # channels-first; the class count comes from the file (every label of 0..9 in the test set).

@@ -101,6 +101,7 @@ def _run_script(mode: str, timeout: int = 240) -> dict:
   return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # trains on 8 simulated devices twice (16 s each on 2 cores)
 @pytest.mark.parametrize("model", ["two-moons", "mnist"])
 def test_sharded_state_trains_as_the_replicated_one_on_an_eighth_of_the_memory(model):
   result = _run_script(model)
