@@ -33,6 +33,8 @@ RESULTS_DIR = os.path.join("benchmarks", "results")
 RESULTS_PAGE = os.path.join("docs", "results.md")
 PERFORMANCE_PAGE = os.path.join("docs", "performance.md")
 README = "README.md"
+BAYES_S1 = "temperature-recipe/bayes-regime-tau1e-2/evaluation-c10-rot90/summary.json"
+RECIPE_1E2 = "temperature-recipe/mnist-bayesbinn-tau1e-2/evaluation-c10-rot90/summary.json"
 FIGURES_DIR = os.path.join("docs", "figures")
 
 PAPER_MNIST = {"ste": "98.85 +- 0.09", "bop": "98.47 +- 0.02", "pmf": "98.80 +- 0.06",
@@ -559,6 +561,14 @@ QUOTES: list[Quote] = [
           lambda r: f"{r(NOISE)['median_ms']['counter']['engine'] / r(NOISE)['median_ms']['memory floor']['engine']:.0f}"),
     Quote(PERFORMANCE_PAGE, "in place: temporaries {} MiB, the gradients only", STEP_MNIST,
           lambda r: f"{step(r, STEP_MNIST, 'mnist', 'bayesbinn_k1')['memory']['temp_mib']:.0f}"),
+    # README: when the predictive differs from the mode (issue 30; docs/temperature.md).
+    Quote(README, "predictive beats its mode (OOD AUROC +{}, accuracy", BAYES_S1,
+          lambda r: f"{r(BAYES_S1)['mc_ood_auroc'] - r(BAYES_S1)['ood_auroc']:.3f}"),
+    Quote(README, "accuracy +{} points)", BAYES_S1,
+          lambda r: f"{100 * (r(BAYES_S1)['mc_test_accuracy'] - r(BAYES_S1)['test_accuracy']):.0f}"),
+    Quote(README, "but both are {} points below", BAYES_S1,
+          lambda r: f"{100 * (r(RECIPE_1E2)['test_accuracy'] - r(BAYES_S1)['mc_test_accuracy']):.0f}-"
+                    f"{100 * (r(RECIPE_1E2)['test_accuracy'] - r(BAYES_S1)['test_accuracy']):.0f}"),
 ]
 
 
