@@ -10,6 +10,7 @@ no configuration to keep.
 from __future__ import annotations
 
 import filecmp
+import importlib.util
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ ROOT = os.path.dirname(DOCS)
 sys.path.insert(0, ROOT)  # the checkout's package, installed or not
 
 from bayesbinn_jax._version import __version__  # noqa: E402
+from sphinx.errors import ConfigError  # noqa: E402
 
 project = "bayesbinn_jax"
 author = "the bayesbinn_jax authors"
@@ -34,29 +36,46 @@ extensions = [
     "myst_nb",
 ]
 
-# The notebooks live in ../notebooks (the suite executes them there). Sphinx reads
-# sources only under docs/, so each build copies them into docs/notebooks/
-# (git-ignored), touching only the ones that changed.
-_NOTEBOOKS_IN = os.path.join(ROOT, "notebooks")
+# The notebooks live in ../notebooks, committed without outputs (tests/test_notebooks.py runs
+# them there at smaller sizes). The pages show each one with its outputs, from its copy executed
+# at full size, docs/executed/NAME.ipynb, which docs/execute_notebooks.py writes and
+# tests/test_docs_notebooks.py checks against the notebook. The build refuses a copy that is
+# missing or no longer matches its notebook (a cell edited, added or removed), naming the
+# command that regenerates it, so a page never shows outputs of code other than the notebook's.
+# Sphinx reads sources only under docs/, and the pages keep their names notebooks/NAME, so each
+# build copies the executed copies into docs/notebooks/ (git-ignored), touching only the ones
+# that changed.
+_spec = importlib.util.spec_from_file_location("execute_notebooks", os.path.join(DOCS, "execute_notebooks.py"))
+assert _spec is not None and _spec.loader is not None
+_executed = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_executed)
+_NOTEBOOK_NAMES = _executed.notebook_names()
+_stale = {name: _executed.problems(name) for name in _NOTEBOOK_NAMES}
+_stale = {name: found for name, found in _stale.items() if found}
+if _stale:
+  raise ConfigError(
+      "the notebook pages are built from the executed copies in docs/executed/, and these are "
+      "missing or do not match notebooks/:\n" + "\n".join(
+          f"  {line}" for found in _stale.values() for line in found)
+      + "\nregenerate them (executes each notebook at full size) with:\n" + "\n".join(
+          f"  {_executed.regenerate_command(name)}" for name in _stale))
 _NOTEBOOKS_OUT = os.path.join(DOCS, "notebooks")
 os.makedirs(_NOTEBOOKS_OUT, exist_ok=True)
-for _name in sorted(os.listdir(_NOTEBOOKS_IN)):
-  if _name.endswith(".ipynb"):
-    _src, _dst = os.path.join(_NOTEBOOKS_IN, _name), os.path.join(_NOTEBOOKS_OUT, _name)
-    if not os.path.exists(_dst) or not filecmp.cmp(_src, _dst, shallow=False):
-      shutil.copy2(_src, _dst)
+for _name in _NOTEBOOK_NAMES:
+  _src, _dst = os.path.join(_executed.EXECUTED_DIR, _name), os.path.join(_NOTEBOOKS_OUT, _name)
+  if not os.path.exists(_dst) or not filecmp.cmp(_src, _dst, shallow=False):
+    shutil.copy2(_src, _dst)
 for _name in sorted(os.listdir(_NOTEBOOKS_OUT)):
-  if _name.endswith(".ipynb") and not os.path.exists(os.path.join(_NOTEBOOKS_IN, _name)):
+  if _name.endswith(".ipynb") and _name not in _NOTEBOOK_NAMES:
     os.remove(os.path.join(_NOTEBOOKS_OUT, _name))  # a notebook removed upstream
 
-# The notebooks are committed without outputs and are never executed at build time
-# (tests/test_notebooks.py runs them): the pages show their code and prose.
+# The copies are executed already: the build never executes a notebook.
 nb_execution_mode = "off"
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
 
-exclude_patterns = ["_build", "README.md", "**/.ipynb_checkpoints"]
+exclude_patterns = ["_build", "README.md", "executed", "**/.ipynb_checkpoints"]
 # A link to a file outside docs/ (source, results) is written as a path in
 # backticks on the pages; myst would otherwise try to copy it as a download.
 myst_all_links_external = False

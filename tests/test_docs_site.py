@@ -24,7 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 README = os.path.join(ROOT, "README.md")
 NOTEBOOKS = os.path.join(ROOT, "notebooks")
-SKIP_DIRS = {"_build", "notebooks"}  # the build, and the copies of ../notebooks conf.py makes
+# the build, the copies of docs/executed/ conf.py makes, and the executed notebooks themselves
+SKIP_DIRS = {"_build", "notebooks", "executed"}
 COMMANDS = ("pip install -e . && python -m bayesbinn_jax two-moons",
             "pip install -e '.[test]' && python -m pytest -q -n 2")
 
@@ -244,7 +245,12 @@ def test_the_build_keeps_warnings_as_errors_and_never_executes_notebooks():
     script = handle.read()
   assert "-W" in script and "--keep-going" in script and "docs/_build/html" in script
   with open(os.path.join(DOCS, "conf.py"), encoding="utf-8") as handle:
-    assert re.search(r'^nb_execution_mode = "off"$', handle.read(), re.M)
+    conf = handle.read()
+  assert re.search(r'^nb_execution_mode = "off"$', conf, re.M)
+  # the pages come from the executed copies (tests/test_docs_notebooks.py checks them), the build
+  # refuses a missing or stale one, and Sphinx does not read docs/executed/ as pages of its own
+  assert "execute_notebooks.py" in conf and "_executed.problems(" in conf and "raise ConfigError(" in conf
+  assert re.search(r'^exclude_patterns = \[[^\]]*"executed"', conf, re.M)
   with open(os.path.join(ROOT, ".gitignore"), encoding="utf-8") as handle:
     ignored = handle.read().split()
   assert "docs/_build/" in ignored and "docs/notebooks/" in ignored

@@ -119,7 +119,9 @@ def _notebooks_in_git() -> list[str]:
   """Every notebook git tracks, plus every notebook in notebooks/ (tracked or not yet)."""
   paths = {os.path.join(NOTEBOOK_DIR, name) for name in NOTEBOOKS}
   try:
-    listed = subprocess.run(["git", "ls-files", "-z", "--", "*.ipynb"], cwd=ROOT, capture_output=True,
+    # docs/executed/ holds the executed copies the site shows (tests/test_docs_notebooks.py)
+    listed = subprocess.run(["git", "ls-files", "-z", "--", "*.ipynb", ":(exclude)docs/executed/"],
+                            cwd=ROOT, capture_output=True,
                             check=True, timeout=60).stdout.decode().split("\0")
     paths.update(os.path.join(ROOT, p) for p in listed if p and os.path.exists(os.path.join(ROOT, p)))
   except (OSError, subprocess.SubprocessError):
