@@ -358,19 +358,25 @@ def _machine(calls):
   return result
 
 
-VARIANTS = ("", "avx2_rows1", "avx2_reduce1", "avx2_unblocked", "scalar64", "scalar32")
+VARIANTS = ("", "avx2_lookup", "avx2_hs", "avx2_rows1", "avx2_reduce1", "avx2_unblocked",
+            "scalar64", "scalar32")
 """The native popcount kernel's alternatives ($BAYESBINN_JAX_XNOR_VARIANT; "" the default:
 AVX2, uint64 words, 4 units per vector in an interleaved weight layout, weights in blocks of
-128 KiB each run against all rows, 2 rows per pass over a block, byte counts of up to 31
-words reduced at once)."""
+128 KiB each run against all rows, 2 rows per pass over a block; bits counted by Harley-Seal
+carry-save adders from 24 words per row on, by nibble lookups below, their byte counts
+reduced once per 31 words)."""
 
 
 VARIANT_DOCS = {
-    "": "AVX2 nibble-lookup popcount, uint64 words, 4 units per vector (weights interleaved "
-        "in groups of 4 units), blocks of 128 KiB of weights each against all rows, 2 rows (or "
-        "bit-planes) per pass, one widening per 31 words",
+    "": "AVX2, uint64 words, 4 units per vector (weights interleaved in groups of 4 units), "
+        "blocks of 128 KiB of weights each against all rows, 2 rows (or bit-planes) per pass; "
+        "Harley-Seal carry-save popcount from 24 words per row on, else nibble lookups with "
+        "one widening per 31 words",
+    "avx2_lookup": "as default, nibble-lookup popcount of every word (no Harley-Seal)",
+    "avx2_hs": "as default, Harley-Seal at every width (also below 24 words)",
     "avx2_rows1": "as default, one row per pass over the weights (no batching of images)",
-    "avx2_reduce1": "as default, a widening reduction after every word (no fused reduction)",
+    "avx2_reduce1": "as default, nibble lookups with a widening reduction after every word "
+                    "(no fused reduction)",
     "avx2_unblocked": "as default, all weights against each row pair in turn (no cache blocks)",
     "scalar64": "scalar popcount of uint64 words, one (row, unit) at a time",
     "scalar32": "scalar popcount of uint32 words, one (row, unit) at a time",

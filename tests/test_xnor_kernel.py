@@ -6,9 +6,10 @@ popcount product it replaces (``sum_k u - 2 dot + 255 popcount(v)``), for sizes 
 multiples of 4, 8 or 32 inputs or of 32 units, more than 2048 inputs (the 16-bit sums
 flushed), one row and many, rows split over threads, eager and jitted. Each measured
 alternative of the popcount kernel (``$BAYESBINN_JAX_XNOR_VARIANT``: scalar uint64 and
-uint32 words, one row per pass, a reduction per word, unblocked weights) and the one-thread
-limit give the XLA
-fallback's integers bit for bit.
+uint32 words, nibble lookups only, Harley-Seal only, one row per pass, a reduction per word,
+unblocked weights) and the one-thread limit give the XLA fallback's integers bit for bit,
+also with every product split into chunks of rows and of units over the persistent helper
+threads.
 """
 
 from __future__ import annotations
@@ -76,10 +77,11 @@ def test_dot_u8_refuses_a_weight_layout_of_other_inputs():
     jax.block_until_ready(xnor_kernel.dot_u8(u[:, :8], w8, 5))
 
 
-@pytest.mark.parametrize("variant", ["", "scalar64", "scalar32", "avx2_rows1", "avx2_reduce1",
-                                     "avx2_unblocked"])
+@pytest.mark.parametrize("variant", ["", "scalar64", "scalar32", "avx2_lookup", "avx2_hs",
+                                     "avx2_rows1", "avx2_reduce1", "avx2_unblocked"])
 @pytest.mark.parametrize("p,m,k,n", [(1, 1, 64, 70), (3, 5, 6, 9), (8, 2, 26, 33),
-                                     (1, 600, 36, 130), (1, 3, 1000, 70)])  # 1000: 3 weight blocks
+                                     (1, 600, 36, 130), (1, 3, 1000, 70),  # 1000: 3 weight blocks
+                                     (1, 100, 64, 2048), (1, 1, 144, 512)])  # MLP and VGG shapes
 def test_popcount_variants_equal_the_xla_fallback(variant, p, m, k, n, monkeypatch):
   rng = np.random.default_rng(p * m + k * n)
   a = rng.integers(0, 2 ** 32, (p, m, k), dtype=np.uint32)
@@ -90,3 +92,41 @@ def test_popcount_variants_equal_the_xla_fallback(variant, p, m, k, n, monkeypat
   assert_array_equal(np.asarray(native(a, xnor_kernel.weight_layout(w, "native"))), expected)
   monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREADS", "1")
   assert_array_equal(np.asarray(native(a, xnor_kernel.weight_layout(w, "native"))), expected)
+
+
+@pytest.mark.parametrize("variant", ["", "avx2_lookup", "avx2_hs", "scalar64"])
+@pytest.mark.parametrize("threads", ["2", "3", "5"])
+@pytest.mark.parametrize("p,m,k,n", [(1, 1, 64, 2048), (1, 3, 38, 70), (2, 1, 18, 130),
+                                     (1, 100, 64, 9), (1, 7, 496, 33)])
+def test_popcount_split_over_threads_equals_the_xla_fallback(variant, threads, p, m, k, n,
+                                                              monkeypatch):
+  """Every product split into chunks for the helper threads (the work per thread shrunk to
+  one word): one row's units split (batch 1), a few rows and their units, many rows; widths
+  that are no multiple of 64 bits and unit counts no multiple of 4; more threads than cores
+  (the calling thread takes the chunks no helper takes). Harley-Seal flushes its byte
+  counters after 31 rounds of 8 words: 496 uint32 words are 31 rounds."""
+  rng = np.random.default_rng(m * k + n + p)
+  a = rng.integers(0, 2 ** 32, (p, m, k), dtype=np.uint32)
+  w = rng.integers(0, 2 ** 32, (n, k), dtype=np.uint32)
+  a[0, 0] = w[0]                                      # unit 0 matches row 0: a zero count
+  expected = np.asarray(xnor_kernel.xnor_count(a, xnor_kernel.weight_layout(w, "xla"), "xla", n))
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_VARIANT", variant)
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREADS", threads)
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREAD_WORK", "-40")
+  native = jax.jit(lambda a, w: xnor_kernel.xnor_count(a, w, "native", n))
+  for _ in range(3):                                  # the helpers asleep, then spinning
+    assert_array_equal(np.asarray(native(a, xnor_kernel.weight_layout(w, "native"))), expected)
+  if p == 1:
+    assert expected[0, 0] == 0
+
+
+@pytest.mark.parametrize("threads", ["2", "5"])
+@pytest.mark.parametrize("m,k,n", [(1, 784, 2048), (3, 27, 130), (2, 2051, 33)])
+def test_dot_u8_split_over_threads(threads, m, k, n, monkeypatch):
+  """The uint8 product split into chunks of rows and of blocks of 32 units (batch 1: units)."""
+  u, v, w8 = _dot_u8_case(m, k, n, m + k + n)
+  expected = u.astype(np.int64) @ v.T.astype(np.int64)
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREADS", threads)
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREAD_WORK", "-40")
+  for _ in range(3):
+    assert_array_equal(np.asarray(xnor_kernel.dot_u8(u, w8, n)), expected)

@@ -9,7 +9,9 @@ implementations give the same integers:
   ``-O3 -march=native``, headers from ``jax.ffi.include_dir()``) into a cache
   directory (``$BAYESBINN_JAX_CACHE`` or ``~/.cache/bayesbinn_jax``), keyed by the
   source, jaxlib's version and the host. It reads the words two at a time as
-  ``uint64`` (same bit layout) and runs blocks of 4 rows against each weight row.
+  ``uint64`` (same bit layout), 4 units per AVX2 vector and 2 rows per pass, and
+  counts bits by Harley-Seal carry-save adders (from 24 words a row; nibble lookups
+  below).
 - ``"xla"``: pure JAX, a Python-unrolled loop over the K words of
   ``population_count(a[:, k] ^ w[k, :])`` (one fused elementwise pass per word;
   a (M, N, K) broadcast is many times slower). It takes the weights transposed,
@@ -22,11 +24,18 @@ indexed by a nibble of 32 units' weight bits in one byte shuffle), the same inte
 at a fraction of the work.
 
 Environment (read at each call, for measurements): ``BAYESBINN_JAX_XNOR_THREADS``
-caps the threads a large product splits its rows over (default: the cores);
+caps the threads a large product splits over (default: the cores);
 ``BAYESBINN_JAX_XNOR_THREAD_WORK`` scales the work per thread by ``2^value``;
+``BAYESBINN_JAX_XNOR_NUDGE=0`` stops a product too small to split from waking the
+helper threads for the products after it; ``BAYESBINN_JAX_XNOR_SPIN_US`` (read once)
+is how long an idle helper spins before it sleeps (default 200);
 ``BAYESBINN_JAX_XNOR_VARIANT`` selects an alternative of the popcount product
-("scalar64", "scalar32", "avx2_rows1", "avx2_reduce1", "avx2_unblocked"; see
-``benchmarks/packed_inference.py``). Every alternative gives the same integers (tested).
+("scalar64", "scalar32", "avx2_lookup", "avx2_hs", "avx2_rows1", "avx2_reduce1",
+"avx2_unblocked"; see ``benchmarks/packed_inference.py``). Every alternative gives the
+same integers (tested). The helper threads are persistent (started on first need, one
+per extra core); a product is cut into chunks of rows, or at small batch of units,
+taken from a shared counter, and the calling thread never waits for a helper that has
+not started a chunk.
 
 ``backend()`` picks "native" when the kernel builds and loads, else "xla" (no
 compiler, a failed build: :func:`native_status` says why); the environment
