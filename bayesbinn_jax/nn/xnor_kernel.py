@@ -28,7 +28,7 @@ caps the threads a large product splits over (default: the cores);
 ``BAYESBINN_JAX_XNOR_THREAD_WORK`` scales the work per thread by ``2^value``;
 ``BAYESBINN_JAX_XNOR_NUDGE=0`` stops a product too small to split from waking the
 helper threads for the products after it; ``BAYESBINN_JAX_XNOR_SPIN_US`` (read once)
-is how long an idle helper spins before it sleeps (default 200);
+is how long an idle helper spins before it sleeps (default 100);
 ``BAYESBINN_JAX_XNOR_VARIANT`` selects an alternative of the popcount product
 ("scalar64", "scalar32", "avx2_lookup", "avx2_hs", "avx2_rows1", "avx2_reduce1",
 "avx2_unblocked"; see ``benchmarks/packed_inference.py``). Every alternative gives the

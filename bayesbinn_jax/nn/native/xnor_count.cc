@@ -429,7 +429,7 @@ void DotU8Avx2(const uint8_t* u, const uint8_t* w8, int32_t* out, int64_t m, int
 // at once and takes whatever chunks the helpers have not: a helper that a loaded machine does
 // not schedule costs nothing but the wake-up.
 
-constexpr int64_t kSpinMicros = 200;
+constexpr int64_t kSpinMicros = 100;
 
 int64_t Cores() {
   // hardware_concurrency() reads /sys (some 15 us a call here): once per process.
@@ -530,14 +530,16 @@ class Pool {
       uint64_t g = generation_.load(std::memory_order_acquire);
       const auto start = std::chrono::steady_clock::now();
       for (int64_t spins = 1; g == seen; ++spins) {
-        if (spins % 64 == 0 && std::chrono::steady_clock::now() - start >
+        if (spins % 8 == 0 && std::chrono::steady_clock::now() - start >
                                    std::chrono::microseconds(spin_us_)) {
           std::unique_lock<std::mutex> lock(mutex_);
           ++sleeping_;
           wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
           --sleeping_;
         } else {
-          Pause();
+          // Yielding, not pausing: on an idle core this returns at once; on a loaded machine
+          // it gives the core to whatever else is runnable (the calling thread among them).
+          std::this_thread::yield();
         }
         g = generation_.load(std::memory_order_acquire);
       }
