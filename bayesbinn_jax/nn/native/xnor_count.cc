@@ -369,7 +369,10 @@ void DotU8Avx2(const uint8_t* u, const uint8_t* w8, int32_t* out, int64_t m, int
       __m256i total[4] = {zero, zero, zero, zero};
       for (int64_t q0 = 0; q0 < k8; q0 += 256) {  // 16-bit sums of at most 2048 halves < 2^16
         const int64_t q1 = q0 + 256 < k8 ? q0 + 256 : k8;
-        __m256i l0 = zero, l1 = zero, h0 = zero, h1 = zero;
+        // 16-bit sums of the even units' bytes and of the odd units' (a mask and a shift: no
+        // unpacking on the shuffle ports, which the lookups keep busy).
+        __m256i le = zero, lo = zero, he = zero, ho = zero;
+        const __m256i even = _mm256_set1_epi16(0x00ff);
         for (int64_t q = q0; q < q1; q += 2) {
           __m256i sl = zero, sh = zero;  // bytes: at most 4 lookups of <= 60
           for (int64_t r = q; r < q + 2 && r < q1; ++r) {
@@ -382,11 +385,13 @@ void DotU8Avx2(const uint8_t* u, const uint8_t* w8, int32_t* out, int64_t m, int
             sh = _mm256_add_epi8(sh, _mm256_add_epi8(_mm256_shuffle_epi8(t[1], a),
                                                      _mm256_shuffle_epi8(t[3], c)));
           }
-          l0 = _mm256_add_epi16(l0, _mm256_unpacklo_epi8(sl, zero));
-          l1 = _mm256_add_epi16(l1, _mm256_unpackhi_epi8(sl, zero));
-          h0 = _mm256_add_epi16(h0, _mm256_unpacklo_epi8(sh, zero));
-          h1 = _mm256_add_epi16(h1, _mm256_unpackhi_epi8(sh, zero));
+          le = _mm256_add_epi16(le, _mm256_and_si256(sl, even));
+          lo = _mm256_add_epi16(lo, _mm256_srli_epi16(sl, 8));
+          he = _mm256_add_epi16(he, _mm256_and_si256(sh, even));
+          ho = _mm256_add_epi16(ho, _mm256_srli_epi16(sh, 8));
         }
+        const __m256i l0 = _mm256_unpacklo_epi16(le, lo), l1 = _mm256_unpackhi_epi16(le, lo);
+        const __m256i h0 = _mm256_unpacklo_epi16(he, ho), h1 = _mm256_unpackhi_epi16(he, ho);
         // l0/h0 hold units 0-7 | 16-23 in 16-bit lanes, l1/h1 units 8-15 | 24-31; in 32-bit
         // lanes: a = 0-3 | 16-19, b = 4-7 | 20-23, c = 8-11 | 24-27, d = 12-15 | 28-31.
         const __m256i a = _mm256_add_epi32(_mm256_unpacklo_epi16(l0, zero),
