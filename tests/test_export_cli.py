@@ -125,3 +125,67 @@ def test_predict_refuses_foreign_files_and_wrong_shapes(tmp_path, capsys):
   assert "junk.xnor: not a packed network file" in _one_line_error(capsys, "bayesbinn-predict")
   assert export_cli.predict_main([path, "--data-file", str(tmp_path / "none.npz")]) == 2
   assert "none.npz: no such file" in _one_line_error(capsys, "bayesbinn-predict")
+
+
+def _small_model_file(tmp_path):
+  """A packed 3-class MnistMLP (784 inputs) written by save_xnor, and 5 uint8 examples."""
+  model = MnistMLP(num_classes=3, hidden=16, depth=2, activations="binary")
+  shapes = jax.eval_shape(lambda: model.init(KEY, np.zeros((1, 784)), train=False))
+  rng = np.random.default_rng(1)
+  variables = {"params": jax.tree.map(lambda s: rng.choice([-1.0, 1.0], s.shape).astype(np.float32),
+                                      shapes["params"]),
+               "batch_stats": jax.tree.map(lambda s: np.ones(s.shape, np.float32),
+                                           shapes["batch_stats"])}
+  path = str(tmp_path / "m.xnor")
+  save_xnor(path, model, variables, input_shape=(1, 784),
+            metadata={"stored_input": {"shape": [784], "dtype": "uint8"}})
+  return path, rng.integers(0, 256, (5, 784)).astype(np.uint8)
+
+
+def test_predict_and_export_never_overwrite_a_users_file(tmp_path, capsys):
+  # Before: export wrote the model over any --out file (a user's notes.txt became a zip) and
+  # predict's np.savez did too; now both refuse it in one line, the file byte for byte intact.
+  path, x = _small_model_file(tmp_path)
+  data = str(tmp_path / "x.npz")
+  np.savez(data, x=x)
+  notes = tmp_path / "notes.txt"
+  notes.write_text("my notes")
+  assert export_cli.predict_main([path, "--data-file", data, "--out", str(notes)]) == 2
+  err = _one_line_error(capsys, "bayesbinn-predict")
+  assert f"--out {notes}: the file exists and is not a predictions file" in err, err
+  assert notes.read_text() == "my notes"
+  # export checks --out before it reads the run (this folder holds no run)
+  assert export_cli.export_main([str(tmp_path / "no-run"), "--out", str(notes)]) == 2
+  assert "the file exists and is not a packed model file" in _one_line_error(capsys, "bayesbinn-export")
+  assert notes.read_text() == "my notes"
+  # an earlier output of ours may be replaced; a folder or a missing folder is named
+  preds = tmp_path / "preds"          # no .npz suffix: written at exactly this path
+  for _ in range(2):
+    assert export_cli.predict_main([path, "--data-file", data, "--out", str(preds)]) == 0
+  capsys.readouterr()
+  assert not os.path.exists(str(preds) + ".npz")
+  with np.load(preds) as saved:
+    assert saved["predictions"].shape == (5,) and saved["probabilities"].shape == (5, 3)
+  assert export_cli.predict_main([path, "--data-file", data, "--out", str(tmp_path)]) == 2
+  assert "is a directory" in _one_line_error(capsys, "bayesbinn-predict")
+  missing = tmp_path / "nope" / "p.npz"
+  assert export_cli.predict_main([path, "--data-file", data, "--out", str(missing)]) == 2
+  assert f"the folder {tmp_path / 'nope'} does not exist" in _one_line_error(capsys, "bayesbinn-predict")
+
+
+def test_predict_refuses_labels_dtypes_and_files_it_cannot_use(tmp_path, capsys):
+  path, x = _small_model_file(tmp_path)
+  bad = str(tmp_path / "labels.npz")
+  np.savez(bad, x_test=x, y_test=np.array([0, 1, 7, 2, 0]))   # 7: not one of the 3 classes
+  assert export_cli.predict_main([path, "--data-file", bad]) == 2   # was: accuracy printed, exit 0
+  assert "y_test holds labels the model cannot predict ([7]" in _one_line_error(capsys, "bayesbinn-predict")
+  floats = str(tmp_path / "floats.npz")
+  np.savez(floats, x=x.astype(np.float32) / 255)              # /255 twice without the check
+  assert export_cli.predict_main([path, "--data-file", floats]) == 2
+  assert "examples are float32, but the model was trained on uint8" in _one_line_error(
+      capsys, "bayesbinn-predict")
+  text = tmp_path / "x.txt"
+  text.write_text("hello\n")                                  # numpy read it as a pickle
+  assert export_cli.predict_main([path, "--data-file", str(text)]) == 2
+  err = _one_line_error(capsys, "bayesbinn-predict")
+  assert "not an .npz archive (no zip signature)" in err and "pickle" not in err, err

@@ -28,9 +28,11 @@ Also runnable as ``python -m bayesbinn_jax.experiments.export_cli {export,predic
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import time
+import zipfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -41,6 +43,49 @@ PREPROCESSING_KEY = "preprocessing"
 
 class ExportError(ValueError):
   """A run that cannot be exported, or data that cannot be predicted (one line)."""
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _is_packed_file(path: str) -> bool:
+  """Whether ``path`` is a file ``bayesbinn-export`` (``save_packed``) wrote."""
+  try:
+    with zipfile.ZipFile(path) as archive:
+      if "header.npy" not in archive.namelist():
+        return False
+      with archive.open("header.npy") as handle:
+        return b"bayesbinn_jax.packed" in handle.read(4096)
+  except (OSError, zipfile.BadZipFile):
+    return False
+
+
+def _is_predictions_file(path: str) -> bool:
+  """Whether ``path`` is a file ``bayesbinn-predict --out`` wrote."""
+  try:
+    with np.load(path, allow_pickle=False) as archive:
+      return sorted(archive.files) == ["predictions", "probabilities"]
+  except (OSError, ValueError, zipfile.BadZipFile):
+    return False
+
+
+def check_output_file(path: str, what: str, ours: Any) -> None:
+  """Refuses ``--out path`` before any work when it cannot be written, or when it holds a file
+  that is not ``what`` (``ours(path)`` is False): a user's file is never overwritten. A file of
+  ours (an earlier export or predictions) may be replaced.
+
+  Raises:
+    ExportError: one line naming ``--out`` and the fix.
+  """
+  if os.path.isdir(path):
+    raise ExportError(f"--out {path}: is a directory; pass the path of the {what} to write.")
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):
+    raise ExportError(f"--out {path}: the folder {folder} does not exist; create it or choose "
+                      "another --out.")
+  if os.path.lexists(path) and not ours(path):
+    raise ExportError(f"--out {path}: the file exists and is not a {what} of bayesbinn_jax; it is "
+                      "left as it is: choose another --out, or remove it first.")
 
 
 # --------------------------------------------------------------------------- export
@@ -149,6 +194,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
   if args.samples is not None and args.samples < 1:
     parser.error("--samples must be >= 1")
   try:
+    check_output_file(args.out, "packed model file", _is_packed_file)
     meta = export_run(args.run_dir, args.out, args.samples, args.seed)
   except (ValueError, OSError) as error:
     return _fail("bayesbinn-export", error)
@@ -161,15 +207,21 @@ def export_main(argv: Sequence[str] | None = None) -> int:
 # --------------------------------------------------------------------------- predict
 
 
-def _read_data(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_data(path: str) -> tuple[np.ndarray, np.ndarray | None, str]:
+  """``(x, y or None, the labels' name)`` of an archive's ``x_test``/``y_test`` or ``x``/``y``."""
   try:
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+      raise ExportError(f"{path}: not an .npz archive (no zip signature); pass an .npz with "
+                        "x_test (and y_test) or x (and y).")
     with np.load(path, allow_pickle=False) as archive:
       names = set(archive.files)
       for x_key, y_key in (("x_test", "y_test"), ("x", "y")):
         if x_key in names:
-          return archive[x_key], archive[y_key] if y_key in names else None
+          return archive[x_key], archive[y_key] if y_key in names else None, y_key
   except FileNotFoundError:
     raise ExportError(f"{path}: no such file.") from None
+  except ExportError:
+    raise
   except (OSError, ValueError) as error:
     raise ExportError(f"{path}: not a readable .npz archive ({error}).") from None
   raise ExportError(f"{path}: holds neither x_test nor x (found {sorted(names)}).")
@@ -180,10 +232,11 @@ def predict_file(model_path: str, data_path: str, out: str | None = None,
   """Predicts ``data_path``'s examples with the packed model; returns the report."""
   import jax  # pylint: disable=import-outside-toplevel
 
+  from bayesbinn_jax.atomic import write_atomic  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.export import load_xnor  # pylint: disable=import-outside-toplevel
 
   net, metadata = load_xnor(model_path)
-  x, y = _read_data(data_path)
+  x, y, y_key = _read_data(data_path)
   stored = metadata.get("stored_input") or {}
   expected = tuple(stored.get("shape") or metadata["xnor"]["input_shape"][1:])
   if x.ndim >= 1 and tuple(x.shape[1:]) + (1,) == expected:  # grey images without channel axis
@@ -191,6 +244,10 @@ def predict_file(model_path: str, data_path: str, out: str | None = None,
   if x.ndim < 1 or tuple(x.shape[1:]) != expected:
     raise ExportError(f"{data_path}: examples of shape {tuple(x.shape[1:])}; the model takes "
                       f"{expected}.")
+  stored_dtype = stored.get("dtype")
+  if stored_dtype == "uint8" and x.dtype != np.uint8:
+    raise ExportError(f"{data_path}: examples are {x.dtype}, but the model was trained on uint8 "
+                      "images (pixels 0..255, normalised as in training); pass them as uint8.")
   if y is not None and (y.ndim != 1 or len(y) != len(x)):
     raise ExportError(f"{data_path}: {len(y)} labels of shape {y.shape} for {len(x)} examples.")
   inputs: Any = apply_preprocessing(metadata.get(PREPROCESSING_KEY, {"kind": "cast"}), x)
@@ -220,9 +277,18 @@ def predict_file(model_path: str, data_path: str, out: str | None = None,
             "batch_size": int(min(batch_size, len(x))), "kernel": net.kernel}
   predictions = probs.argmax(-1) if len(probs) else np.zeros((0,), np.int64)
   if y is not None:
+    classes = int(probs.shape[-1]) if probs.ndim == 2 and len(probs) else None
+    outside = (y < 0) | (y >= classes) if classes else np.zeros(len(y), bool)
+    if not np.issubdtype(y.dtype, np.integer) or outside.any():
+      found = y[outside][:3].tolist() if np.issubdtype(y.dtype, np.integer) else str(y.dtype)
+      raise ExportError(f"{data_path}: {y_key} holds labels the model cannot predict ({found}; "
+                        f"it predicts the integer classes 0 to {(classes or 1) - 1}); pass the "
+                        f"labels of the model's classes, or leave {y_key} out.")
     report["accuracy"] = float(np.mean(predictions == y)) if len(y) else float("nan")
   if out is not None:
-    np.savez(out, predictions=predictions, probabilities=probs)
+    buffer = io.BytesIO()
+    np.savez(buffer, predictions=predictions, probabilities=probs)
+    write_atomic(out, buffer.getvalue())  # at exactly ``out``: np.savez would append .npz
   return report
 
 
@@ -240,6 +306,8 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
   if args.batch_size < 1:
     parser.error("--batch-size must be >= 1")
   try:
+    if args.out is not None:
+      check_output_file(args.out, "predictions file", _is_predictions_file)
     report = predict_file(args.model, args.data_file, args.out, args.batch_size)
   except (ValueError, OSError) as error:
     return _fail("bayesbinn-predict", error)
