@@ -393,6 +393,13 @@ def test_resume_of_a_partial_start_trains_from_scratch(tmp_path, straight, data_
   assert [r["epoch"] for r in read_records(out)] == list(range(1, EPOCHS + 1))
 
 
+def test_resume_of_a_missing_folder_is_refused(tmp_path, data_file):
+  # A mistyped --out with --resume used to train a new run from scratch, exit 0.
+  line = assert_refused([*_args(data_file), "--resume"], str(tmp_path / "no-such-run"),
+                        "no-such-run: no such folder, so no run to resume", "drop --resume")
+  assert line.startswith("bayesbinn-train: error: --out "), line
+
+
 def test_resume_refuses_a_finished_run_without_checkpoints(finished, data_file):
   shutil.rmtree(os.path.join(finished, "checkpoints"))
   assert_refused([*_args(data_file), "--resume"], finished, "summary.json", "no checkpoint")

@@ -713,8 +713,13 @@ def _interrupted(stop: StopRequest, stopped: EpochStopped, global_epoch: int, re
 
 
 def _check_out_dir(options: RunOptions) -> None:
-  """Raises RunError when ``out_dir`` cannot be a directory, or holds a run and
-  ``resume`` is off."""
+  """Raises RunError when ``out_dir`` cannot be a directory, holds a run and ``resume`` is
+  off, or does not exist and ``resume`` is on (a mistyped folder would train from scratch; a
+  folder of a run killed before its first checkpoint exists and trains from scratch)."""
+  if options.resume and not os.path.lexists(options.out_dir):
+    raise RunError(
+        f"--out {options.out_dir}: no such folder, so no run to resume; check the path, or drop "
+        "--resume to start a new run there. Nothing was written.")
   folder = os.path.abspath(options.out_dir)
   while not os.path.exists(folder):
     folder = os.path.dirname(folder)
