@@ -60,3 +60,13 @@ def test_vgg_conv_macs_by_hand():
   assert conv1.params == 3 * 3 * 128 * 128
   assert conv1.binary_macs == 8 * 8 * 128 * (3 * 3 * 128)  # before its 2x2 max pool
   assert conv1.packed_bytes == 3 * 3 * 128 * 128 // 8
+
+
+def test_mnist_mlp_of_any_input_width_as_pack_network_takes_it():
+  # pack_network reads an MnistMLP's input width from its first kernel; summary took (1, 784)
+  # and failed with flax's ScopeParamShapeError on a 5-feature MLP that pack_network packed.
+  model = MnistMLP(num_classes=3, hidden=8, depth=1, activations="binary")
+  s = summary(model, _variables(model, np.zeros((1, 5), np.float32)), print_table=False)
+  assert [(l.path, l.params) for l in s.layers] == [
+      ("BinaryDense_0", 5 * 8), ("BatchNorm_0", 16), ("BinaryDense_1", 8 * 3), ("BatchNorm_1", 6)]
+  assert (s.float_macs, s.binary_macs) == (5 * 8, 8 * 3)

@@ -131,7 +131,7 @@ def summary(model: Any, variables: Mapping[str, Any], *, input_shape: Sequence[i
     >>> s.binary_weights, s.binary_macs, s.float_macs   # 5 x 8 + 8 x 3 weights
     (64, 24, 40)
   """
-  example = xnor._example(model, input_shape, input_dtype)  # pylint: disable=protected-access
+  example = xnor._example(model, input_shape, input_dtype, variables)  # pylint: disable=protected-access
   try:
     net = xnor.pack_network(model, variables, input_shape=input_shape, input_dtype=input_dtype)
   except xnor.PackingError:
