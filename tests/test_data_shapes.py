@@ -221,3 +221,24 @@ def test_a_bad_ood_file_is_one_line_naming_it(tmp_path, kind, words):
   assert message.startswith(f"{path}: ") and "\n" not in message
   for word in words:
     assert word in message, (word, message)
+
+
+@pytest.mark.parametrize("expected, fix", [
+    (MLP, "store grayscale (1-channel) images"),
+    (VGG, "store 32x32 RGB (3-channel) images"),
+])
+def test_an_image_folder_that_does_not_fit_names_the_images_to_store(tmp_path, expected, fix):
+  # Before: "x_train examples are ...; save x_train as (N, H, W, 1) images, channels last",
+  # advice for an .npz given to someone whose data are image files.
+  from PIL import Image
+  pixels = _images(1, (12, 10, 3))[0]
+  for split in ("train", "test"):
+    for name in ("cat", "dog"):
+      (tmp_path / split / name).mkdir(parents=True)
+      Image.fromarray(pixels).save(tmp_path / split / name / "0.png")
+  loaded = data.load_image_folder(tmp_path, cache_dir=str(tmp_path / "cache")).dataset
+  with pytest.raises(DataError) as excinfo:
+    data.fit_input_shape(loaded, expected, tmp_path)
+  wanted = data.describe_shape(expected)
+  assert str(excinfo.value) == (f"{tmp_path}: the images are (12, 10, 3) (height, width, channels), "
+                                f"but the network takes {wanted}; {fix}")

@@ -20,6 +20,7 @@ import numpy as np
 
 from bayesbinn_jax.data.dataset import ArrayDataset, RegressionDataset
 from bayesbinn_jax.data.errors import DataError
+from bayesbinn_jax.data.image_folder import is_image_folder_source
 
 ExpectedShape = Sequence[int | None]
 """The shape of one example, ``None`` for a free size: ``(None, None, 1)`` is any H, W, one channel."""
@@ -78,11 +79,22 @@ def fit_images(
   if len(shape) == 3 and len(expected) == 3 and _fits(_channels_last(shape), expected):
     return np.ascontiguousarray(np.moveaxis(images, 1, -1)), True
   wanted = describe_shape(expected)
+  if len(expected) == 3 and is_image_folder_source(source):  # decoded image files: name what to store
+    raise DataError(source, f"the images are {describe_shape(shape)} (height, width, channels), but "
+                            f"the network takes {wanted}; store {_describe_images(expected)} images")
   kind = "images, channels last" if len(expected) == 3 else "arrays"
   fix = f"save {key} as (N, {wanted[1:-1].rstrip(',')}) {kind}"
   raise DataError(
       source, f"{key} examples are {describe_shape(shape)}, but the network takes {wanted}; {fix}"
   )
+
+
+def _describe_images(expected: ExpectedShape) -> str:
+  """``32x32 RGB (3-channel)`` or ``grayscale (1-channel)``: images of the shape ``(H, W, C)``."""
+  height, width, channels = expected
+  size = "" if height is None or width is None else f"{height}x{width} "
+  names = {1: "grayscale (1-channel)", 3: "RGB (3-channel)"}
+  return size + (names.get(channels, f"{channels}-channel") if channels is not None else "")
 
 
 def fit_input_shape(
