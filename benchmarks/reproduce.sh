@@ -104,5 +104,8 @@ bench step-time-mnist-malloc-default step_time.py --models mnist --rounds 15 --m
 bench step-time-scaling step_time.py --devices 1,2,4 --quick
 bench sample-noise sample_noise.py
 bench packed-inference packed_inference.py
+# The temperature results of issue 30 have their own resumable scripts, not run from here (hours):
+# temperature_sweep.sh (MNIST, 30 epochs), temperature_posterior.sh, temperature_small.sh (two
+# moons, Snelson, permuted MNIST); benchmarks/temperature_figure.py draws the sweep's figure.
 
 [ -z "${ONLY:-}" ] && python benchmarks/paper_figures.py "$RESULTS"

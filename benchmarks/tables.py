@@ -1,4 +1,4 @@
-"""Every table of numbers in the Results and Performance pages and the README, from the results files.
+"""Every table of numbers in the Results, Performance and Temperature pages and the README, from the results files.
 
 Usage:
   python benchmarks/tables.py            # rewrite the tables (and the figure copies)
@@ -32,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join("benchmarks", "results")
 RESULTS_PAGE = os.path.join("docs", "results.md")
 PERFORMANCE_PAGE = os.path.join("docs", "performance.md")
+TEMPERATURE_PAGE = os.path.join("docs", "temperature.md")
 README = "README.md"
 BAYES_S1 = "temperature-recipe/bayes-regime-tau1e-2/evaluation-c10-rot90/summary.json"
 RECIPE_1E2 = "temperature-recipe/mnist-bayesbinn-tau1e-2/evaluation-c10-rot90/summary.json"
@@ -437,6 +438,93 @@ def vgg_batch50(r: Results) -> Table:
                 "page faults / step", "peak resident GiB", "source"], rows)
 
 
+# --- Temperature page: the small tasks across temperatures (issue 30, part 3) ----------------
+
+SMALL = "temperature-small"
+SMALL_TEMPERATURES = ("1e-10", "1e-4", "1e-2", "1e-1", "1")
+"""benchmarks/temperature_small.sh's temperatures; permuted MNIST has no T = 1 run."""
+
+
+def small_runs(task: str) -> list[tuple[str, str]]:
+  """(T, run folder relative to benchmarks/results) of ``task``'s runs, T increasing."""
+  temperatures = SMALL_TEMPERATURES[:-1] if task == "permuted-mnist" else SMALL_TEMPERATURES
+  return [(t, f"{SMALL}/{task}-tau{t}") for t in temperatures]
+
+
+def three(values: list[str]) -> str:
+  """Mode / MC C = 10 / MC C = 100 in one cell."""
+  return " / ".join(values)
+
+
+def mode_mc(r: Results, run: str, metric: str, fmt: Callable[[float], str]) -> str:
+  """``metric`` of the mode (from the C = 10 evaluation), the MC predictive with C = 10 and
+  with C = 100 (each from its evaluation-c<C>/summary.json)."""
+  c10, c100 = r(f"{run}/evaluation-c10/summary.json"), r(f"{run}/evaluation-c100/summary.json")
+  return three([fmt(c10[f"test_{metric}"]), fmt(c10[f"mc_test_{metric}"]), fmt(c100[f"mc_test_{metric}"])])
+
+
+def _evaluations(run: str) -> str:
+  return src(f"{run}/evaluation-c10/summary.json", f"{run}/evaluation-c100/summary.json")
+
+
+def small_summary(task: str, t: str) -> str:
+  return f"{SMALL}/{task}-tau{t}/summary.json"
+
+
+def small_eval(task: str, t: str, samples: int) -> str:
+  return f"{SMALL}/{task}-tau{t}/evaluation-c{samples}/summary.json"
+
+
+def small(r: Results, task: str, t: str, samples: int) -> dict:
+  """The evaluation with ``samples`` MC networks of ``task`` at temperature ``t``."""
+  return r(small_eval(task, t, samples))
+
+
+def avg_after_tasks(r: Results, t: str) -> str:
+  return pct(r(small_summary("permuted-mnist", t))["avg_test_accuracy_after_task"][-1], 1)
+
+
+def first_task(r: Results, t: str) -> str:
+  return pct(r(small_summary("permuted-mnist", t))["test_accuracy_matrix"][-1][0], 1)
+
+
+@table("temperature-two-moons", TEMPERATURE_PAGE)
+def temperature_two_moons(r: Results) -> Table:
+  rows = [[t, mode_mc(r, run, "accuracy", lambda x: pct(x, 1)), mode_mc(r, run, "nll", lambda x: num(x, 3)),
+           mode_mc(r, run, "ece", lambda x: num(x, 3)), _evaluations(run)]
+          for t, run in small_runs("two-moons")]
+  return Table(["T", "test acc. (%), mode / C=10 / C=100", "test NLL", "test ECE", "source"], rows)
+
+
+def gaussian_nll(x: float) -> str:
+  """A Gaussian NLL of the samples' spread: 3 decimals, or 2 digits where a near-zero spread
+  (a point-mass posterior; std floored at 1e-6) makes it huge."""
+  return f"{x:.3f}" if abs(x) < 1000 else f"{x:.1e}"
+
+
+@table("temperature-snelson", TEMPERATURE_PAGE)
+def temperature_snelson(r: Results) -> Table:
+  rows = []
+  for t, run in small_runs("snelson"):
+    c10, c100 = r(f"{run}/evaluation-c10/summary.json"), r(f"{run}/evaluation-c100/summary.json")
+    rows.append([t, three([num(c10["train_rmse"], 3), num(c10["mc_train_rmse"], 3), num(c100["mc_train_rmse"], 3)]),
+                 f"{gaussian_nll(c10['mc_train_nll'])} / {gaussian_nll(c100['mc_train_nll'])}", _evaluations(run)])
+  return Table(["T", "RMSE, mode / C=10 / C=100", "NLL, C=10 / C=100", "source"], rows)
+
+
+@table("temperature-continual", TEMPERATURE_PAGE)
+def temperature_continual(r: Results) -> Table:
+  rows = []
+  for t, run in small_runs("permuted-mnist"):
+    s = r(f"{run}/summary.json")
+    rows.append([t, pct(s["avg_test_accuracy_after_task"][-1], 1), pct(s["test_accuracy_matrix"][-1][0], 1),
+                 mode_mc(r, run, "accuracy", lambda x: pct(x, 2)), mode_mc(r, run, "nll", lambda x: num(x, 3)),
+                 mode_mc(r, run, "ece", lambda x: num(x, 3)),
+                 src(f"{run}/summary.json", f"{run}/evaluation-c10/summary.json", f"{run}/evaluation-c100/summary.json")])
+  return Table(["T", "avg. acc. over 5 tasks (%), C=100", "task 1 after task 5 (%), C=100",
+                "task 5 test acc. (%), mode / C=10 / C=100", "task 5 NLL", "task 5 ECE", "source"], rows)
+
+
 # --- README: the headline table ----------------------------------------------------------
 
 
@@ -561,6 +649,24 @@ QUOTES: list[Quote] = [
           lambda r: f"{r(NOISE)['median_ms']['counter']['engine'] / r(NOISE)['median_ms']['memory floor']['engine']:.0f}"),
     Quote(PERFORMANCE_PAGE, "in place: temporaries {} MiB, the gradients only", STEP_MNIST,
           lambda r: f"{step(r, STEP_MNIST, 'mnist', 'bayesbinn_k1')['memory']['temp_mib']:.0f}"),
+    # Temperature page: the small tasks across temperatures (issue 30, part 3).
+    Quote(TEMPERATURE_PAGE, "rises from {}% at 1e-10", small_summary("permuted-mnist", "1e-10"),
+          lambda r: avg_after_tasks(r, "1e-10")),
+    Quote(TEMPERATURE_PAGE, "to {}% at 1e-1 (task 1 kept", small_summary("permuted-mnist", "1e-1"),
+          lambda r: avg_after_tasks(r, "1e-1")),
+    Quote(TEMPERATURE_PAGE, "(task 1 kept at {})", small_summary("permuted-mnist", "1e-1"),
+          lambda r: f"{first_task(r, '1e-10')}% -> {first_task(r, '1e-1')}%"),
+    Quote(TEMPERATURE_PAGE, "Two moons at 1e-2: {} (C = 100)", small_eval("two-moons", "1e-2", 100),
+          lambda r: f"{pct(small(r, 'two-moons', '1e-2', 10)['test_accuracy'], 1)}% -> "
+                    f"{pct(small(r, 'two-moons', '1e-2', 100)['mc_test_accuracy'], 1)}%"),
+    Quote(TEMPERATURE_PAGE, "its mode ({}) with a lower NLL", small_eval("two-moons", "1", 100),
+          lambda r: f"{pct(small(r, 'two-moons', '1', 10)['test_accuracy'], 1)}% -> "
+                    f"{pct(small(r, 'two-moons', '1', 100)['mc_test_accuracy'], 1)}%"),
+    Quote(TEMPERATURE_PAGE, "RMSE is below its mode's ({},", small_eval("snelson", "1e-4", 100),
+          lambda r: f"{num(small(r, 'snelson', '1e-4', 10)['train_rmse'], 3)} -> "
+                    f"{num(small(r, 'snelson', '1e-4', 100)['mc_train_rmse'], 3)}"),
+    Quote(TEMPERATURE_PAGE, "above the point mass's {}. At 1e-1 Snelson", small_eval("snelson", "1e-10", 100),
+          lambda r: num(small(r, "snelson", "1e-10", 100)["mc_train_rmse"], 3)),
     # README: when the predictive differs from the mode (issue 30; docs/temperature.md).
     Quote(README, "predictive beats its mode (OOD AUROC +{}, accuracy", BAYES_S1,
           lambda r: f"{r(BAYES_S1)['mc_ood_auroc'] - r(BAYES_S1)['ood_auroc']:.3f}"),
