@@ -32,8 +32,12 @@ def test_help_is_complete(capsys):
     "argv, message",
     [
         (["mnist", "--set", "no_such_key=1"], "unknown key"),
-        (["mnist", "--set", "lr=abc"], "expected a float"),
-        (["mnist", "--set", "momentum=1.5"], "momentum must be in [0, 1)"),
+        (["mnist", "--set", "lr=abc"], "--set lr='abc': expected a number"),
+        (["mnist", "--set", "epochs=1.5"], "--set epochs='1.5': expected an integer"),   # was "a int"
+        (["mnist", "--set", "lr_milestones=abc"], "expected numbers separated by commas"),  # "a tuple"
+        (["mnist", "--set", "momentum=1.5"], "error: --set momentum=1.5: momentum must be in [0, 1)"),
+        (["mnist", "--set", "temperature=-1"], "error: --set temperature=-1: temperature must be a finite"),
+        (["two-moons", "--set", "temperature=-1"], "error: --set temperature=-1: temperature must be > 0"),
         (["mnist", "--set", "lr"], "--set takes key=value"),
         (["mnist", "--set", "rng=threefry"], "--set rng: renamed; use --set generator=threefry"),
         (["mnist", "--set", "param_dtype=float64"], "param_dtype must be one of float32, bfloat16, float16"),

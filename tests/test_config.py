@@ -73,7 +73,7 @@ def test_unknown_renamed_and_malformed_overrides():
   for item, message in (("no_such_key=1", "--set no_such_key: unknown key for this experiment and optimizer"),
                         ("rng=threefry", "--set rng: renamed; use --set generator=threefry."),
                         ("lr", "--set takes key=value; got 'lr'."),
-                        ("lr=abc", "--set lr='abc': expected a float (default 0.0001)."),
+                        ("lr=abc", "--set lr='abc': expected a number (default 0.0001)."),
                         ("num_tasks=3", "--set num_tasks: unknown key")):  # mnist is not continual
     with pytest.raises(cfg.OverrideError, match=item.partition("=")[0]) as raised:
       cfg.build_config("mnist", "bayesbinn", overrides=[item])

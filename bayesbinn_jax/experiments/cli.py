@@ -27,7 +27,7 @@ from bayesbinn_jax.experiments.console import Console
 from bayesbinn_jax.experiments.presets import NOT_FROM_THE_PAPER
 from bayesbinn_jax.experiments.specs import EXPERIMENTS
 from bayesbinn_jax.train import distributed
-from bayesbinn_jax.train.hyperparams import OPTIMIZERS
+from bayesbinn_jax.train.hyperparams import OPTIMIZERS, ConfigError
 
 DESCRIPTION = """\
 Train a binary neural network with BayesBiNN or a baseline, with the paper's
@@ -218,6 +218,14 @@ def render_error(error: BaseException) -> str:
   return message + "."
 
 
+def _with_override(message: str, error: BaseException, overrides: Sequence[str]) -> str:
+  """``message`` led by the ``--set key=value`` that set the setting ``error`` refuses, if any
+  (a :class:`ConfigError`'s key, or the setting a message such as "lr must be ..." opens with)."""
+  key = error.key if isinstance(error, ConfigError) else message.partition(" ")[0]
+  items = [item for item in overrides if item.partition("=")[0].strip() == key]
+  return f"--set {items[-1]}: {message}" if items else message
+
+
 _CHECKPOINT_ADVICE = (
     ("SettingsMismatchError", "resume with the same settings, or use another --out"),
     ("StateMismatchError", "resume with the same data and settings, or use another --out"),
@@ -240,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           overrides=args.overrides)
     distributed.check_arguments(args.coordinator, args.num_processes, args.process_id)
   except ValueError as error:
-    parser.error(render_error(error))
+    parser.error(_with_override(render_error(error), error, args.overrides))
   out = args.out or os.path.join("runs", f"{args.experiment}-{args.optimizer}-seed{args.seed}")
   ours = args.optimizer in NOT_FROM_THE_PAPER.get(args.experiment, ())
   note = (f"note: the paper gives no {args.optimizer} settings for {args.experiment}; "

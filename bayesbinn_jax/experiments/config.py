@@ -213,8 +213,10 @@ def _parse(key: str, text: str, kind: Any, default: Any) -> Any:
       raise ValueError
     return value
   except ValueError:
-    name = "true/false" if kind is bool else getattr(kind, "__name__", "list")
-    raise OverrideError(f"{key}={text}", f"--set {key}={text!r}: expected a {name} (default {default!r}).") from None
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    name = names.get(kind) or ("an integer" if kind == (int | None) else
+                               "numbers separated by commas, or a JSON list")
+    raise OverrideError(f"{key}={text}", f"--set {key}={text!r}: expected {name} (default {default!r}).") from None
 
 
 def _keys_where(flag: str) -> tuple[str, ...]:
