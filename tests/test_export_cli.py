@@ -189,3 +189,28 @@ def test_predict_refuses_labels_dtypes_and_files_it_cannot_use(tmp_path, capsys)
   assert export_cli.predict_main([path, "--data-file", str(text)]) == 2
   err = _one_line_error(capsys, "bayesbinn-predict")
   assert "not an .npz archive (no zip signature)" in err and "pickle" not in err, err
+
+
+def test_save_xnor_refuses_a_network_of_ones_own_before_writing(tmp_path):
+  # docs/guides/fully_binary.md: the file names the network to rebuild, so only the library's
+  # networks are saved; one's own packs with pack_network given input_shape.
+  import flax.linen as nn
+  from bayesbinn_jax.nn import BatchNorm, BinaryDense, pack_network
+
+  class Mine(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+      x = BatchNorm()(BinaryDense(5)(x), use_running_average=not train)
+      return BatchNorm()(BinaryDense(3, input_quantizer="ste_sign")(x), use_running_average=not train)
+
+  model = Mine()
+  variables = model.init(KEY, np.zeros((1, 7), np.float32))
+  variables = {"params": jax.tree.map(np.sign, variables["params"]),
+               "batch_stats": variables["batch_stats"]}
+  x = np.random.default_rng(0).normal(size=(4, 7)).astype(np.float32)
+  net = pack_network(model, variables, input_shape=(1, 7))
+  np.testing.assert_array_equal(np.asarray(net(x)).argmax(-1),
+                                np.asarray(model.apply(variables, x)).argmax(-1))
+  with pytest.raises(ValueError, match="only the library's networks"):
+    save_xnor(tmp_path / "mine.xnor", model, variables, input_shape=(1, 7))
+  assert not os.listdir(tmp_path)
