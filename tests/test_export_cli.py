@@ -214,3 +214,19 @@ def test_save_xnor_refuses_a_network_of_ones_own_before_writing(tmp_path):
   with pytest.raises(ValueError, match="only the library's networks"):
     save_xnor(tmp_path / "mine.xnor", model, variables, input_shape=(1, 7))
   assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("main, argv, words", [
+    (export_cli.predict_main, ["m.xnor"], "the following arguments are required: --data-file"),
+    (export_cli.predict_main, ["m.xnor", "--data-file", "x.npz", "--batch-size", "0"],
+     "--batch-size must be >= 1"),
+    (export_cli.export_main, ["run", "--out", "m.xnor", "--samples", "0"], "--samples must be >= 1"),
+    (export_cli.export_main, ["run"], "the following arguments are required: --out"),
+])
+def test_usage_errors_are_one_line(main, argv, words, capsys):
+  # Before: argparse's usage block (3 lines) came first, as bayesbinn-train avoids.
+  with pytest.raises(SystemExit) as exit_info:
+    main(argv)
+  assert exit_info.value.code == 2
+  prog = "bayesbinn-predict" if main is export_cli.predict_main else "bayesbinn-export"
+  assert _one_line_error(capsys, prog) == f"{prog}: error: {words}"

@@ -45,6 +45,14 @@ class ExportError(ValueError):
   """A run that cannot be exported, or data that cannot be predicted (one line)."""
 
 
+class _Parser(argparse.ArgumentParser):
+  """An ArgumentParser whose errors are one line on stderr (exit status 2), without the
+  usage block (``--help`` prints it), as ``bayesbinn-train``'s."""
+
+  def error(self, message: str) -> Any:
+    self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(str(message).split())}\n")
+
+
 # --------------------------------------------------------------------------- outputs
 
 
@@ -182,7 +190,7 @@ def export_run(run_dir: str, out: str, samples: int | None = None, seed: int = 0
 
 def export_main(argv: Sequence[str] | None = None) -> int:
   """``bayesbinn-export``: returns the exit status."""
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
       prog="bayesbinn-export", description="Pack a trained run's fully binary network into one "
       "bit per weight for xnor/popcount inference, and print its summary.")
   parser.add_argument("run_dir", help="the output directory of a run (config.json, checkpoints/)")
@@ -294,7 +302,7 @@ def predict_file(model_path: str, data_path: str, out: str | None = None,
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
   """``bayesbinn-predict``: returns the exit status."""
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
       prog="bayesbinn-predict", description="Predict with a packed model written by "
       "bayesbinn-export: accuracy when labels are present, latency per example.")
   parser.add_argument("model", help="a packed model file (bayesbinn-export --out)")
