@@ -239,3 +239,11 @@ def test_a_run_of_release_0_1_0_that_cannot_be_migrated_is_one_line(trained_run,
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert words in line and line.startswith("bayesbinn-train: error: "), line
   assert not os.path.exists(os.path.join(old, "evaluation"))
+
+
+def test_a_saved_run_that_is_missing_or_not_a_run_says_which(tmp_path):
+  # --evaluate / bayesbinn-export of a mistyped folder said it "holds no config.json".
+  with pytest.raises(cfg.SavedRunError, match=r"^\S*nope does not exist: pass the output directory of a run\.$"):
+    cfg.read_saved_run(str(tmp_path / "nope"))
+  with pytest.raises(cfg.SavedRunError, match=r"holds no config.json: pass the output directory"):
+    cfg.read_saved_run(str(tmp_path))

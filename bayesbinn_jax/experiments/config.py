@@ -382,6 +382,8 @@ def read_saved_run(out_dir: str) -> SavedRun:
     with open(path) as handle:
       saved = json.load(handle)
   except FileNotFoundError:
+    if not os.path.isdir(out_dir):
+      raise SavedRunError(out_dir, "does not exist: pass the output directory of a run") from None
     raise SavedRunError(out_dir, "holds no config.json: pass the output directory of a run") from None
   except (OSError, ValueError) as error:
     raise SavedRunError(path, f"is unreadable ({error!r})") from error
