@@ -69,3 +69,13 @@ def test_a_silent_console_prints_nothing_and_shows_no_bar(capsys):
     assert bar is None
   assert capsys.readouterr() == ("", "")
   assert console.show_bar is False
+
+
+def test_an_epoch_shorter_than_a_tenth_of_a_second_prints_milliseconds():
+  # A two moons epoch is one step: every line read "(0.0s)" before.
+  stream = io.StringIO()
+  console = Console(stream=stream)
+  for seconds in (0.0143, 2.345):
+    console.evaluation({"epoch": 1, "seconds": seconds, "train_loss": 0.5}, 3)
+  assert [line.split(":")[0] for line in stream.getvalue().splitlines()] == [
+      "epoch 1/3 (14ms)", "epoch 1/3 (2.3s)"]

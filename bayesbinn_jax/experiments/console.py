@@ -106,7 +106,8 @@ class Console:
     """One line of an evaluated epoch's metrics."""
     parts = [f"{key}={record[key]:.4f}" for key in EVALUATION_KEYS if key in record]
     task = f" task {record['task']}" if "task" in record else ""
-    self.line(f"epoch {record['epoch']}/{total_epochs}{task} ({record['seconds']:.1f}s): " + " ".join(parts))
+    self.line(f"epoch {record['epoch']}/{total_epochs}{task} ({_duration(record['seconds'])}): "
+              + " ".join(parts))
 
   def results(self, summary: Mapping[str, Any], out_dir: str) -> None:
     """A short table of the results and where the outputs went."""
@@ -117,3 +118,8 @@ class Console:
       self.line(f"  {key:<{width}}  {value}")
     files = sorted(name for name in os.listdir(out_dir) if not name.startswith(".") and name != "run.lock")
     self.line(f"outputs in {out_dir}: {', '.join(files)}")
+
+
+def _duration(seconds: float) -> str:
+  """``12.3s``, or ``14ms`` under a tenth of a second (a two moons epoch is one step)."""
+  return f"{seconds:.1f}s" if seconds >= 0.1 else f"{seconds * 1e3:.0f}ms"
