@@ -96,3 +96,13 @@ def test_calibration_notes():
                   "bound's, not a calibration (temperature_at_bound in summary.json)")
   (note,) = report.calibration_notes({"temperature_fit_split": None})
   assert note.startswith("no validation split: no temperature fitted and no calibrated numbers")
+
+
+@pytest.mark.parametrize("experiment", ["two-moons", "snelson"])
+def test_a_data_dir_the_experiment_would_ignore_is_refused(tmp_path, capsys, experiment):
+  # Before: snelson and two-moons trained on their own data, --data-dir silently unused.
+  folder = tmp_path / "images"
+  (folder / "train" / "cat").mkdir(parents=True)
+  line = _refused(tmp_path, capsys, [experiment, "--data-dir", str(folder), "--epochs", "1"])
+  assert line.startswith(f"bayesbinn-train: error: {folder}: {experiment} reads no --data-dir"), line
+  assert line.endswith("drop --data-dir."), line

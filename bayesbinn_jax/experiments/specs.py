@@ -116,8 +116,15 @@ def _images(tfds_name: str) -> Callable[[RunConfig, DataSource], data.ArrayDatas
   return load
 
 
+def _no_data_dir(name: str, source: DataSource, where: str) -> None:
+  """Refuses a ``--data-dir`` that the experiment ``name`` would otherwise ignore."""
+  if source.data_dir is not None:
+    raise data.DataError(source.data_dir, f"{name} reads no --data-dir ({where}); drop --data-dir")
+
+
 def _two_moons(config: RunConfig, source: DataSource) -> data.ArrayDataset:
   """Generated (100 points per class, noise 0.1, a held-out test set), or an .npz of 2-D features."""
+  _no_data_dir("two-moons", source, "its data are generated; an .npz of features goes in --data-file")
   if source.data_file is not None:
     return data.load_npz(source.data_file, allow_unseen_labels=source.allow_unseen_labels)
   return data.two_moons(100, 0.1, config.seed)
@@ -125,6 +132,7 @@ def _two_moons(config: RunConfig, source: DataSource) -> data.ArrayDataset:
 
 def _snelson(config: RunConfig, source: DataSource) -> data.RegressionDataset:
   """``--data-file`` (x_train, y_train, x_test), or the embedded copy."""
+  _no_data_dir("snelson", source, "it ships with the package; an .npz goes in --data-file")
   return data.load_snelson(source.data_file or embedded_snelson_path())
 
 
