@@ -19,8 +19,9 @@ labels are present and the latency per example (batch 1, median of 20 calls, and
 at ``--batch-size``), and writes ``predictions`` (class indices) and
 ``probabilities`` to ``--out``.
 
-A file that is not a packed model, data of the wrong shape, a run that cannot be
-packed: one line on stderr and exit status 2.
+A file that is not a packed model, data of the wrong shape or dtype, labels outside
+the model's classes, a run that cannot be packed, an ``--out`` that holds a file these
+commands did not write (never overwritten): one line on stderr and exit status 2.
 
 Also runnable as ``python -m bayesbinn_jax.experiments.export_cli {export,predict} ...``.
 """
