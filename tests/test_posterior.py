@@ -280,3 +280,16 @@ def test_helpers_name_what_is_wrong():
   stacked = {"w": jnp.zeros((2, 4, 3), jnp.bfloat16)}
   mode = mode_params(state, stacked)["w"]
   assert mode.shape == (4, 3) and mode.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan")])
+def test_a_temperature_that_is_not_positive_is_refused_not_read_as_saturated(temperature):
+  # tau <= 0 is below SATURATED_TEMPERATURE, so without the check it drew the binary sample
+  # silently while bayesbinn() refuses the same value.
+  params = {"w": jnp.zeros((4, 3))}
+  state = bayesbinn(1e-3, 10).init(params)
+  with pytest.raises(ValueError, match=r"temperature must be in \(0, inf\)"):
+    sample_params(state, params, jax.random.key(0), temperature=temperature)
+  # The smallest positive temperature is still the binary limit.
+  tiny = sample_params(state, params, jax.random.key(0), temperature=1e-30)["w"]
+  assert set(np.unique(np.asarray(tiny))) <= {-1.0, 1.0}

@@ -140,6 +140,7 @@ def sample_relaxed(
     (3, 2)
   """
   check_generator(generator)
+  _checks.check_positive("temperature", temperature)  # tau <= 0 would pass as saturated
   if is_saturated(temperature):  # the tau -> 0 limit: the binary sample, bit for bit
     return _sample_binary(lam, key, num_samples, generator)
   return _sample_relaxed(lam, key, temperature, num_samples, generator)
