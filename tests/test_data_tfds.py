@@ -118,3 +118,12 @@ def test_load_tfds_custom_splits(tmp_path):
   ds = data.load_tfds("mnist", data_dir=tmp_path, download=False, splits=("train[:4]", "train[4:]"))
   np.testing.assert_array_equal(ds.x_train, truth["train"][0][:4])
   np.testing.assert_array_equal(ds.x_test, truth["train"][0][4:])
+
+
+def test_without_tensorflow_datasets_the_loader_names_the_extra(monkeypatch):
+  # tensorflow-datasets is the optional 'tfds' extra: without it the loader raises the
+  # library's DataError naming the source and the install, not a bare ImportError.
+  monkeypatch.setitem(__import__("sys").modules, "tensorflow_datasets", None)
+  with pytest.raises(DataError, match=r"^tfds:mnist \(/nowhere\): tensorflow-datasets is not "
+                                      r"installed .*bayesbinn_jax\[tfds\]"):
+    data.load_tfds("mnist", data_dir="/nowhere")

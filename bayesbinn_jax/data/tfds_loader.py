@@ -105,10 +105,15 @@ def load_tfds(
     DataError: ``"tfds:<name>[ (data_dir)]: <problem>"`` when the data cannot be
       opened (not prepared, unknown name) or is invalid.
   """
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-
   folder = None if data_dir is None else os.fspath(data_dir)
   source = f"tfds:{name}" + ("" if folder is None else f" ({folder})")
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  except ImportError as error:  # an optional dependency: the 'tfds' extra
+    raise DataError(
+        source, f"tensorflow-datasets is not installed ({error}). Install it with "
+        "pip install 'bayesbinn_jax[tfds]', or give the data as a .npz file or an image folder."
+    ) from error
   arrays: dict[str, np.ndarray] = {}
   num_classes = None
   for key, split in zip(("train", "test"), splits):
