@@ -160,8 +160,8 @@ def _is_float(dtype: np.dtype) -> bool:
 
 def _check_binary(name: str, w: np.ndarray) -> None:
   """Raises ValueError naming the leaf unless every element of ``w`` is exactly +-1."""
-  check_pm1(name, w, hint=" Save the mode network: bb.posterior_mode(lam), or "
-            "bb.binarize_params(params) for STE.")
+  check_pm1(name, w, hint=" Save the mode network: bb.mode_params(opt_state, params) (or "
+            "bb.posterior_mode(lam)), or bb.binarize_params(params) for STE.")
 
 
 def pack_bits(w: np.ndarray) -> np.ndarray:
@@ -494,7 +494,8 @@ def save_xnor(
     variables: ``{"params", "batch_stats"}``; kernels +-1 (or STE latent
       weights with ``quantizer="ste"``, saved as their sign).
     ensemble: params leaves carry a leading axis of K weight samples.
-    input_shape: the VGG's input shape (..., H, W, C); 32 x 32 by default.
+    input_shape: the shape of an input batch, batch axis first (e.g. ``(1, 32, 32, 3)``
+      for the VGG, ``(1, 784)`` for the MLP); the library's networks have defaults.
     metadata: more JSON-serializable entries (the ``"xnor"`` key is reserved).
 
   Raises:

@@ -498,3 +498,15 @@ def test_refuses_training_mode_and_low_precision_layers():
   # pack_network packs a network's float32 clone: MnistMLP(dtype=bfloat16) packs.
   bf16 = MnistMLP(hidden=8, depth=2, activations="binary", dtype=jnp.bfloat16)
   pack_network(bf16, variables)
+
+
+@pytest.mark.parametrize("batch_stats", ["missing", "empty"])
+def test_refuses_variables_without_batch_stats_naming_the_collection(batch_stats):
+  # A user who passes {"params": ...} (or an empty batch_stats) gets the collection and the
+  # layer that reads it, not flax's multi-line ScopeCollectionNotFound.
+  model, variables = _mlp(activations="binary")
+  variables = {"params": variables["params"]}
+  if batch_stats == "empty":
+    variables["batch_stats"] = {}
+  _refused(r"^MnistMLP: the variables lack the 'batch_stats' collection that /BatchNorm_0 "
+           r"reads; pass every collection", pack_network, model, variables)

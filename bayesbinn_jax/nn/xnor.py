@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from typing import Any, Callable, Mapping, Sequence
 
 import flax
@@ -104,8 +105,8 @@ DEFAULT_INPUT_SHAPES: dict[type, tuple[int, ...]] = {MnistMLP: (1, 784),
 
 _DTYPE_FIELDS = ("dtype", "param_dtype")
 _EXACT_FLOATS = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
-_HINT = (" Pack the mode network: bb.posterior_mode(lam), or bb.binarize_params(params) "
-         "for STE.")
+_HINT = (" Pack the mode network: bb.mode_params(opt_state, params) (or "
+         "bb.posterior_mode(lam)), or bb.binarize_params(params) for STE.")
 
 pack_words = pack_bits
 """Packs booleans along the last axis into uint32 words (see :mod:`bayesbinn_jax.nn.packing`)."""
@@ -844,6 +845,11 @@ class _Packed:
       try:
         closed, records = trace_layers(self.apply, self.variables,
                                        jax.ShapeDtypeStruct(shape, dtype))
+      except flax.errors.ScopeCollectionNotFound as error:  # e.g. {"params": ...} alone
+        where = re.search(r'collection "([^"]+)" in "([^"]*)"', str(error))
+        what = f"the {where[1]!r} collection that {where[2] or '/'} reads" if where else "a collection"
+        raise PackingError(self.name, f"the variables lack {what}; pass every collection, e.g. "
+                           "{'params': state.params, 'batch_stats': state.batch_stats}") from None
       except (TypeError, KeyError, flax.errors.FlaxError) as error:
         raise PackingError(self.name, f"the network cannot be applied to these variables and "
                            f"an input of shape {tuple(shape)} {jnp.dtype(dtype).name} "
