@@ -393,11 +393,15 @@ def test_resume_of_a_partial_start_trains_from_scratch(tmp_path, straight, data_
   assert [r["epoch"] for r in read_records(out)] == list(range(1, EPOCHS + 1))
 
 
-def test_resume_of_a_missing_folder_is_refused(tmp_path, data_file):
-  # A mistyped --out with --resume used to train a new run from scratch, exit 0.
-  line = assert_refused([*_args(data_file), "--resume"], str(tmp_path / "no-such-run"),
-                        "no-such-run: no such folder, so no run to resume", "drop --resume")
-  assert line.startswith("bayesbinn-train: error: --out "), line
+def test_resume_of_a_missing_folder_starts_a_new_run_and_says_so(tmp_path, straight, data_file,
+                                                                 capsys):
+  # A run killed before it made its folder must still resume (the SIGKILL test below), so
+  # --resume into a missing folder trains from scratch; a mistyped path is said, not silent.
+  out = tmp_path / "no-such-run"
+  assert main([*_args(data_file), "--out", str(out), "--resume"]) == 0
+  said = capsys.readouterr().out
+  assert f"--out {out} did not exist, so there was no run to resume: a new run starts there" in said
+  assert comparable(read_summary(out)) == comparable(read_summary(straight))
 
 
 def test_resume_refuses_a_finished_run_without_checkpoints(finished, data_file):

@@ -409,8 +409,10 @@ def run_experiment(options: RunOptions, console: Console | None = None) -> dict:
     except RunError:
       run_folder.check_free(options.out_dir)  # a live run there is the first thing to say
       raise
+    fresh = _no_run_to_resume(options)
     with run_folder.claimed(options.out_dir) as folder_note:
-      return _run_experiment(options, console, folder_note, stop)
+      return _run_experiment(options, console, " ".join(n for n in (fresh, folder_note) if n) or None,
+                             stop)
 
 
 def _run_experiment(options: RunOptions, console: Console | None, folder_note: str | None,
@@ -712,14 +714,18 @@ def _interrupted(stop: StopRequest, stopped: EpochStopped, global_epoch: int, re
   return Interrupted(stop.signum, folder, global_epoch, stopped.step, steps_per_epoch)  # type: ignore[arg-type]
 
 
-def _check_out_dir(options: RunOptions) -> None:
-  """Raises RunError when ``out_dir`` cannot be a directory, holds a run and ``resume`` is
-  off, or does not exist and ``resume`` is on (a mistyped folder would train from scratch; a
-  folder of a run killed before its first checkpoint exists and trains from scratch)."""
+def _no_run_to_resume(options: RunOptions) -> str | None:
+  """The note for ``resume`` into a folder that does not exist: a new run starts there (a run
+  killed before it made its folder resumes this way), and a mistyped path is visible."""
   if options.resume and not os.path.lexists(options.out_dir):
-    raise RunError(
-        f"--out {options.out_dir}: no such folder, so no run to resume; check the path, or drop "
-        "--resume to start a new run there. Nothing was written.")
+    return (f"--out {options.out_dir} did not exist, so there was no run to resume: a new run "
+            "starts there (check the path if you meant to continue another run).")
+  return None
+
+
+def _check_out_dir(options: RunOptions) -> None:
+  """Raises RunError when ``out_dir`` cannot be a directory, or holds a run and ``resume`` is
+  off."""
   folder = os.path.abspath(options.out_dir)
   while not os.path.exists(folder):
     folder = os.path.dirname(folder)
