@@ -39,31 +39,12 @@ TEMPERATURES="${TEMPERATURES:-1e-10 1e-4 1e-2 1e-1 1}"
 TASKS="${TASKS:-two-moons snelson permuted-mnist}"
 NICE="${NICE:-nice -n 5}"
 
-run() {  # run NAME ARGS...: one training run into $RESULTS/NAME, resumed if interrupted
-  local name="$1"; shift
-  local out="$RESULTS/$name"
-  local cmd="python -m bayesbinn_jax $* --no-figures --out $out --quiet"
-  if [ -f "$out/summary.json" ]; then echo "skip $name (done)"; return; fi
-  local resume=""
-  [ -f "$out/config.json" ] && resume="--resume"
-  mkdir -p "$RESULTS"
-  echo "== $name: $cmd"
-  # shellcheck disable=SC2086  # NICE and the command are words
-  /usr/bin/time -f "%e s wall %U s user" $NICE $cmd $resume 2>&1 | tail -n 2
-  echo "$cmd" > "$out/command.txt"
-}
+PREFIX="$NICE"
+# shellcheck source=benchmarks/_resumable.sh
+source benchmarks/_resumable.sh
 
-evaluate() {  # evaluate NAME C: --evaluate of NAME with C sampled networks into NAME/evaluation-cC/
-  local name="$1" samples="$2"
-  local out="$RESULTS/$name"
-  if [ -f "$out/evaluation-c$samples/summary.json" ]; then echo "skip evaluation c$samples of $name (done)"; return; fi
-  local cmd="python -m bayesbinn_jax --evaluate --out $out --set test_samples=$samples --no-figures --quiet"
-  echo "== evaluate $name (C = $samples): $cmd"
-  # shellcheck disable=SC2086
-  $NICE $cmd | tail -n 1
-  rm -rf "$out/evaluation-c$samples"
-  mv "$out/evaluation" "$out/evaluation-c$samples"
-  echo "$cmd" > "$out/evaluation-c$samples/command.txt"
+run() {  # run NAME ARGS...: a training run without figures
+  resumable_run "$@" --no-figures
 }
 
 for task in $TASKS; do
@@ -78,7 +59,7 @@ for task in $TASKS; do
       *) echo "unknown task $task" >&2; exit 2 ;;
     esac
     for C in 10 100; do
-      evaluate "$name" "$C"
+      resumable_evaluate "$name" "c$C" --set test_samples="$C" --no-figures
     done
   done
 done

@@ -31,37 +31,15 @@ r = recipe(float('$1'))
 print(f'--set temperature=$1 --set lambda_init={r[\"lambda_init\"]:.4g} --set lr={r[\"lr\"]:.4g}')"
 }
 
-run() {  # run NAME ARGS...: one training run into $RESULTS/NAME, resumed if interrupted
-  local name="$1"; shift
-  local out="$RESULTS/$name"
-  local cmd="python -m bayesbinn_jax $* --out $out --quiet"
-  if [ -f "$out/summary.json" ]; then echo "skip $name (done)"; return; fi
-  local resume=""
-  [ -f "$out/config.json" ] && resume="--resume"
-  mkdir -p "$RESULTS"
-  echo "== $name: $cmd"
-  /usr/bin/time -f "%e s wall" $cmd $resume 2>&1 | tail -n 3
-  echo "$cmd" > "$out/command.txt"
-}
-
-evaluate() {  # evaluate NAME TAG ARGS...: --evaluate of NAME into NAME/evaluation-TAG/
-  local name="$1" tag="$2"; shift 2
-  local out="$RESULTS/$name"
-  if [ -f "$out/evaluation-$tag/summary.json" ]; then echo "skip evaluation $tag of $name (done)"; return; fi
-  local cmd="python -m bayesbinn_jax --evaluate --out $out $* --quiet"
-  echo "== evaluate $name ($tag): $cmd"
-  $cmd | tail -n 1
-  rm -rf "$out/evaluation-$tag"
-  mv "$out/evaluation" "$out/evaluation-$tag"
-  echo "$cmd" > "$out/evaluation-$tag/command.txt"
-}
+# shellcheck source=benchmarks/_resumable.sh
+source benchmarks/_resumable.sh
 
 for T in $TEMPERATURES; do
   name="mnist-bayesbinn-tau$T"
   # shellcheck disable=SC2046  # the recipe's flags are words
-  run "$name" mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs "$EPOCHS" $(recipe_args "$T")
+  resumable_run "$name" mnist --optimizer bayesbinn --data-file "$DATA/mnist.npz" --epochs "$EPOCHS" $(recipe_args "$T")
   for C in 10 100; do
-    evaluate "$name" "c$C-rot90" --ood-data-file "$OOD_ROT" --set test_samples=$C
-    evaluate "$name" "c$C-cifar-gray" --ood-data-file "$OOD_CIFAR" --set test_samples=$C
+    resumable_evaluate "$name" "c$C-rot90" --ood-data-file "$OOD_ROT" --set test_samples=$C
+    resumable_evaluate "$name" "c$C-cifar-gray" --ood-data-file "$OOD_CIFAR" --set test_samples=$C
   done
 done
