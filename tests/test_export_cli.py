@@ -97,14 +97,21 @@ def test_export_refusals(run, tmp_path, capsys):
   assert "trained with ste" in _one_line_error(capsys, "bayesbinn-export")
 
 
-def test_predict_refuses_foreign_files_and_wrong_shapes(tmp_path, capsys):
+def _small_network(rng):
+  """A fully binary 3-class MnistMLP (784 inputs) and its variables: +-1 kernels drawn from
+  ``rng``, unit BatchNorm statistics."""
   model = MnistMLP(num_classes=3, hidden=16, depth=2, activations="binary")
   shapes = jax.eval_shape(lambda: model.init(KEY, np.zeros((1, 784)), train=False))
-  rng = np.random.default_rng(0)
   variables = {"params": jax.tree.map(lambda s: rng.choice([-1.0, 1.0], s.shape).astype(np.float32),
                                       shapes["params"]),
                "batch_stats": jax.tree.map(lambda s: np.ones(s.shape, np.float32),
                                            shapes["batch_stats"])}
+  return model, variables
+
+
+def test_predict_refuses_foreign_files_and_wrong_shapes(tmp_path, capsys):
+  rng = np.random.default_rng(0)
+  model, variables = _small_network(rng)
   path = str(tmp_path / "m.xnor")
   save_xnor(path, model, variables, input_shape=(1, 784))
   data = tmp_path / "x.npz"
@@ -129,13 +136,8 @@ def test_predict_refuses_foreign_files_and_wrong_shapes(tmp_path, capsys):
 
 def _small_model_file(tmp_path):
   """A packed 3-class MnistMLP (784 inputs) written by save_xnor, and 5 uint8 examples."""
-  model = MnistMLP(num_classes=3, hidden=16, depth=2, activations="binary")
-  shapes = jax.eval_shape(lambda: model.init(KEY, np.zeros((1, 784)), train=False))
   rng = np.random.default_rng(1)
-  variables = {"params": jax.tree.map(lambda s: rng.choice([-1.0, 1.0], s.shape).astype(np.float32),
-                                      shapes["params"]),
-               "batch_stats": jax.tree.map(lambda s: np.ones(s.shape, np.float32),
-                                           shapes["batch_stats"])}
+  model, variables = _small_network(rng)
   path = str(tmp_path / "m.xnor")
   save_xnor(path, model, variables, input_shape=(1, 784),
             metadata={"stored_input": {"shape": [784], "dtype": "uint8"}})
