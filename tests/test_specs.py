@@ -13,7 +13,8 @@ import pytest
 
 from bayesbinn_jax import data
 from bayesbinn_jax.experiments import report, specs
-from bayesbinn_jax.experiments.pipeline import RunOptions, run_experiment
+from bayesbinn_jax.experiments.options import RunOptions
+from bayesbinn_jax.experiments.pipeline import run_experiment
 from bayesbinn_jax.experiments.config import build_config
 from bayesbinn_jax.experiments.presets import preset
 from bayesbinn_jax.nn import ToyMLP
@@ -37,7 +38,7 @@ def test_every_spec_has_valid_presets_and_known_figures(name):
     ("permuted-mnist", (28, 28, 1), 10), ("cifar10", (32, 32, 3), 10), ("cifar100", (32, 32, 3), 100)])
 def test_every_spec_builds_its_network_for_its_inputs(name, shape, outputs):
   spec = specs.get_spec(name)
-  model = spec.network(build_config(name, "bayesbinn"), "none", outputs)
+  model = spec.network(build_config(name, "bayesbinn").run, "none", outputs)
   x = jnp.zeros((2, *shape), jnp.float32)
   shapes = jax.eval_shape(lambda: model.apply(model.init(jax.random.key(0), x, train=False), x, train=False))
   assert shapes.shape == (2, outputs)
@@ -50,7 +51,7 @@ def test_the_cifar_specs_differ_only_in_name_and_presets():
                if getattr(cifar10, field.name) != getattr(cifar100, field.name)}
   assert differing == {"name", "load", "network", "presets"}  # load: the tfds name; network: a lambda each
   config = build_config("cifar100", "bayesbinn")
-  assert cifar10.network(config, "ste", 100) == cifar100.network(config, "ste", 100)  # flax modules compare by fields
+  assert cifar10.network(config.run, "ste", 100) == cifar100.network(config.run, "ste", 100)  # flax modules compare by fields
   assert set(cifar10.presets["bayesbinn"]) == set(cifar100.presets["bayesbinn"])
 
 
@@ -80,8 +81,8 @@ def test_uint8_images_are_normalised_by_the_spec():
 
 def test_a_new_experiment_is_one_spec(tmp_path, monkeypatch):
   # XOR of two features: a spec added to the registry runs end to end, no branch anywhere else.
-  def xor(config, source):
-    rng = np.random.default_rng(config.seed)
+  def xor(source):
+    rng = np.random.default_rng(source.seed)
     x = rng.uniform(-1, 1, (400, 2)).astype(np.float32)
     y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(np.int32)
     return data.ArrayDataset(x[:300], y[:300], x[300:], y[300:], num_classes=2)
@@ -89,7 +90,7 @@ def test_a_new_experiment_is_one_spec(tmp_path, monkeypatch):
   two_moons = specs.get_spec("two-moons")
   spec = dataclasses.replace(
       two_moons, name="xor", load=xor,
-      network=lambda config, quantizer, outputs: ToyMLP(outputs=outputs, quantizer=quantizer),
+      network=lambda run, quantizer, outputs: ToyMLP(outputs=outputs, quantizer=quantizer),
       settings={**two_moons.settings, "batch_size": 100, "epochs": 200, "eval_every": 100},
       figures=("reliability",))
   monkeypatch.setitem(specs.SPECS, "xor", spec)

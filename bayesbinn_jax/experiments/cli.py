@@ -172,7 +172,8 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     parser.error("--evaluate takes the run's settings from OUT/config.json; drop --epochs/--coordinator.")
   _check_paths(parser, args)
   from bayesbinn_jax.experiments.config import OverrideError, evaluation_config, read_saved_run  # noqa: PLC0415
-  from bayesbinn_jax.experiments.pipeline import RunOptions, evaluate_run  # noqa: PLC0415
+  from bayesbinn_jax.experiments.options import RunOptions  # noqa: PLC0415
+  from bayesbinn_jax.experiments.pipeline import evaluate_run  # noqa: PLC0415
 
   try:
     saved = read_saved_run(args.out)  # config.json, read once
@@ -271,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.malloc == "retain":
     host_cpu.retain_freed_memory()  # before JAX's threads allocate: see host_cpu
   from bayesbinn_jax.atomic import OutputWriteError  # noqa: PLC0415
-  from bayesbinn_jax.experiments.pipeline import RunOptions, run_experiment  # noqa: PLC0415
+  from bayesbinn_jax.experiments.options import RunOptions  # noqa: PLC0415
+  from bayesbinn_jax.experiments.pipeline import run_experiment  # noqa: PLC0415
   from bayesbinn_jax.train.interrupt import Interrupted  # noqa: PLC0415
   from bayesbinn_jax.train.loop import NonFiniteLossError  # noqa: PLC0415
 

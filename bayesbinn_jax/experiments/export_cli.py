@@ -2,7 +2,8 @@
 
 ``bayesbinn-export RUN_DIR --out model.xnor [--samples K]`` rebuilds a saved run as
 ``--evaluate`` does (its config.json, data and newest intact checkpoint, through
-:mod:`bayesbinn_jax.experiments.pipeline`'s ``prepare`` and ``restore``), takes its
+:func:`~bayesbinn_jax.experiments.prepare.prepare` and
+:func:`~bayesbinn_jax.experiments.pipeline.restore`), takes its
 mode network (``method.mode_params``: BayesBiNN's ``sign(lambda)``, STE's signs,
 Bop's weights) or, with ``--samples K``, K networks drawn from the BayesBiNN
 posterior (``bb.sample_binary``, K bits per weight), packs it for xnor/popcount
@@ -143,14 +144,16 @@ def export_run(run_dir: str, out: str, samples: int | None = None, seed: int = 0
   import bayesbinn_jax as bb  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.experiments import pipeline  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.experiments.config import read_saved_run  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.experiments.options import RunOptions  # pylint: disable=import-outside-toplevel
+  from bayesbinn_jax.experiments.prepare import prepare  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.experiments.specs import get_spec  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.export import save_xnor  # pylint: disable=import-outside-toplevel
   from bayesbinn_jax.train.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
 
   saved = read_saved_run(run_dir)
-  options = pipeline.RunOptions(config=saved.config, out_dir=run_dir, data_file=saved.data_file,
-                                data_dir=saved.data_dir, cl_prior=saved.cl_prior or "posterior",
-                                quiet=True, figures=False)
+  options = RunOptions(config=saved.config, out_dir=run_dir, data_file=saved.data_file,
+                       data_dir=saved.data_dir, cl_prior=saved.cl_prior or "posterior",
+                       quiet=True, figures=False)
   spec = get_spec(options.experiment)
   if spec.continual:
     raise ExportError(f"{run_dir}: a continual-learning run (its inputs depend on the task's "
@@ -160,14 +163,14 @@ def export_run(run_dir: str, out: str, samples: int | None = None, seed: int = 0
   if samples is not None and options.optimizer != "bayesbinn":
     raise ExportError(f"{run_dir}: --samples draws from the BayesBiNN posterior; this run "
                       f"trained with {options.optimizer}.")
-  prepared = pipeline.prepare(spec, options)
+  prepared = prepare(spec, options)
   checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
   if checkpointer.latest() is None:
     raise ExportError(f"{run_dir}: no checkpoint to export (the run saved none yet).")
   state, epoch, _ = pipeline.restore(prepared, options, checkpointer, "exporting")
   checkpointer.close()
   method = prepared.training.method
-  model = prepared.spec.network(options.config, method.quantizer, prepared.run_data.num_outputs)
+  model = prepared.spec.network(options.config.run, method.quantizer, prepared.run_data.num_outputs)
   batch_stats = jax.device_get(state.batch_stats)
   if samples is None:
     params = jax.device_get(method.mode_params(state.opt_state, state.params))

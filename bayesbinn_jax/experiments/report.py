@@ -11,23 +11,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
 
 from bayesbinn_jax._version import __version__
 from bayesbinn_jax.experiments import plots
+from bayesbinn_jax.experiments.options import RunOptions
+from bayesbinn_jax.experiments.prepare import Evaluator
 from bayesbinn_jax.experiments.specs import ExperimentSpec
+from bayesbinn_jax.train.engine import TrainState
 from bayesbinn_jax.train.calibration import DEFAULT_BOUNDS, apply_temperature, log_probabilities, temperature_fit
 from bayesbinn_jax.train.keys import purpose_key
 from bayesbinn_jax.train.methods import output_scale_labels
 from bayesbinn_jax.train.metrics import (classification_metrics, ood_auroc, predictive_entropy,
                                          reliability_bins, uncertainty_metrics)
 
-if TYPE_CHECKING:
-  from bayesbinn_jax.experiments.pipeline import Evaluator, RunOptions
-  from bayesbinn_jax.train.engine import TrainState
 
 Records = Sequence[Mapping[str, Any]]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 import flax.linen as nn
 import numpy as np
@@ -21,9 +21,6 @@ from bayesbinn_jax import data
 from bayesbinn_jax.nn import ContinualMLP, MnistMLP, ToyMLP, VGGBinaryConnect
 from bayesbinn_jax.train.engine import TASKS
 
-if TYPE_CHECKING:
-  from bayesbinn_jax.experiments.config import RunConfig
-
 Dataset = data.ArrayDataset | data.RegressionDataset
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 """The usual MNIST pixel statistics (as the authors' code)."""
@@ -31,12 +28,28 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 @dataclasses.dataclass(frozen=True)
 class DataSource:
-  """Where the user's data are: ``--data-file`` and ``--data-dir`` (None when not given), and
-  whether test labels the training split lacks are accepted (``--allow-unseen-labels``)."""
+  """Where the user's data are: ``--data-file`` and ``--data-dir`` (None when not given),
+  whether test labels the training split lacks are accepted (``--allow-unseen-labels``),
+  and the run's seed (that of generated data, e.g. two moons)."""
 
   data_file: str | None = None
   data_dir: str | None = None
   allow_unseen_labels: bool = False
+  seed: int = 0
+
+
+class NetworkSettings(Protocol):
+  """The run settings a spec's network is built from (the fields of these names of
+  :class:`~bayesbinn_jax.experiments.config.RunSettings`, which ``config.run`` is)."""
+
+  @property
+  def activations(self) -> str: ...
+  @property
+  def activation_quantizer(self) -> str: ...
+  @property
+  def param_dtype(self) -> str: ...
+  @property
+  def output_scale(self) -> str: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,14 +60,14 @@ class ExperimentSpec:
     name: the CLI name.
     task: "classification" (softmax cross-entropy; accuracy, NLL, ECE, ...) or
       "regression" (mean squared error on standardised targets; RMSE, NLL).
-    load: ``(config, source) -> dataset``: the raw data, before the generic
-      ``train_subset`` and ``val_fraction`` steps (``config`` is the run's
-      :class:`~bayesbinn_jax.experiments.config.RunConfig`).
+    load: ``source -> dataset``: the raw data, before the generic ``train_subset`` and
+      ``val_fraction`` steps.
     normalisation: how uint8 images become inputs: "mnist" (mean 0.1307, std
       0.3081), "per-channel" (the training images' channel statistics), or
       "standardise" (features and targets to zero mean, unit variance: the
       output BatchNorm has no gain, so regression outputs are standardised).
-    network: ``(config, quantizer, num_outputs) -> flax module``.
+    network: ``(settings, quantizer, num_outputs) -> flax module``, ``settings`` the
+      run's :class:`NetworkSettings` (``config.run``).
     image_shape: the per-example shape the network needs (None for a free size),
       for a one-line error or a channels-first transpose before training
       (:func:`bayesbinn_jax.data.fit_input_shape`); None when any shape fits.
@@ -70,9 +83,9 @@ class ExperimentSpec:
 
   name: str
   task: str
-  load: Callable[[RunConfig, DataSource], Dataset]
+  load: Callable[[DataSource], Dataset]
   normalisation: str
-  network: Callable[[RunConfig, str, int], nn.Module]
+  network: Callable[[NetworkSettings, str, int], nn.Module]
   settings: Mapping[str, Any]
   presets: Mapping[str, Mapping[str, Any]]
   image_shape: tuple[int | None, ...] | None = None
@@ -97,13 +110,13 @@ def _has_idx_files(directory: str) -> bool:
       for suffix in ("", ".gz"))
 
 
-def _images(tfds_name: str) -> Callable[[RunConfig, DataSource], data.ArrayDataset]:
+def _images(tfds_name: str) -> Callable[[DataSource], data.ArrayDataset]:
   """An image set: ``--data-file`` (.npz), else ``--data-dir`` as class folders of image files
   (``train/<class>/``, ``test/<class>/``) or a tar of them (decoded once, then cached:
   :func:`bayesbinn_jax.data.load_image_folder`), else MNIST IDX files in ``--data-dir``, else
   tensorflow-datasets (``--data-dir`` as its data_dir; downloads when online)."""
 
-  def load(config: RunConfig, source: DataSource) -> data.ArrayDataset:
+  def load(source: DataSource) -> data.ArrayDataset:
     allow = source.allow_unseen_labels
     if source.data_file is not None:
       return data.load_npz(source.data_file, allow_unseen_labels=allow)
@@ -122,15 +135,15 @@ def _no_data_dir(name: str, source: DataSource, where: str) -> None:
     raise data.DataError(source.data_dir, f"{name} reads no --data-dir ({where}); drop --data-dir")
 
 
-def _two_moons(config: RunConfig, source: DataSource) -> data.ArrayDataset:
+def _two_moons(source: DataSource) -> data.ArrayDataset:
   """Generated (100 points per class, noise 0.1, a held-out test set), or an .npz of 2-D features."""
   _no_data_dir("two-moons", source, "its data are generated; an .npz of features goes in --data-file")
   if source.data_file is not None:
     return data.load_npz(source.data_file, allow_unseen_labels=source.allow_unseen_labels)
-  return data.two_moons(100, 0.1, config.seed)
+  return data.two_moons(100, 0.1, source.seed)
 
 
-def _snelson(config: RunConfig, source: DataSource) -> data.RegressionDataset:
+def _snelson(source: DataSource) -> data.RegressionDataset:
   """``--data-file`` (x_train, y_train, x_test), or the embedded copy."""
   _no_data_dir("snelson", source, "it ships with the package; an .npz goes in --data-file")
   return data.load_snelson(source.data_file or embedded_snelson_path())
@@ -151,13 +164,12 @@ def _settings(epochs: int, batch_size: int, eval_batch_size: int, *, val_fractio
               checkpoint_every=checkpoint_every, **more)  # the network's settings: RunSettings' defaults
 
 
-def _network_options(config: RunConfig) -> dict[str, Any]:
+def _network_options(run: NetworkSettings) -> dict[str, Any]:
   """The network's activations ("real" or "binary": binary inputs into every binary layer
   but the first, through ``activation_quantizer``) and precision (``param_dtype``: the
   params' and the computation's dtype; BatchNorm and the loss stay float32) and output
   scale (``output_scale``: "none", the paper's gainless last BatchNorm, or "learned": a
   gain per output trained by Adam at ``output_scale_lr``, see ``train/methods.py``)."""
-  run = config.run
   return dict(activations=run.activations, activation_quantizer=run.activation_quantizer,
               dtype=run.param_dtype, param_dtype=run.param_dtype,
               learned_output_scale=run.output_scale == "learned")
@@ -175,8 +187,8 @@ _MNIST_PRESETS: dict[str, dict[str, Any]] = {
 def _cifar(name: str, tfds_name: str, presets: Mapping[str, Mapping[str, Any]]) -> ExperimentSpec:
   return ExperimentSpec(
       name=name, task="classification", load=_images(tfds_name), normalisation="per-channel",
-      network=lambda config, quantizer, outputs: VGGBinaryConnect(
-          num_classes=outputs, quantizer=quantizer, **_network_options(config)),
+      network=lambda run, quantizer, outputs: VGGBinaryConnect(
+          num_classes=outputs, quantizer=quantizer, **_network_options(run)),
       image_shape=(32, 32, 3),
       settings=_settings(500, 50, 500, val_fraction=0.1, augment=True),
       presets=presets, figures=("reliability",))
@@ -185,8 +197,8 @@ def _cifar(name: str, tfds_name: str, presets: Mapping[str, Mapping[str, Any]]) 
 SPECS: dict[str, ExperimentSpec] = {spec.name: spec for spec in (
     ExperimentSpec(
         name="two-moons", task="classification", load=_two_moons, normalisation="mnist",
-        network=lambda config, quantizer, outputs: ToyMLP(
-            outputs=outputs, quantizer=quantizer, **_network_options(config)),
+        network=lambda run, quantizer, outputs: ToyMLP(
+            outputs=outputs, quantizer=quantizer, **_network_options(run)),
         settings=_settings(3000, 200, 1000, eval_every=100, checkpoint_every=500),
         presets={
             "bayesbinn": dict(_BAYESBINN, lr=1e-3, lr_schedule="steps", lr_milestones=[1500, 2500],
@@ -202,8 +214,8 @@ SPECS: dict[str, ExperimentSpec] = {spec.name: spec for spec in (
         presets_ours=("adam", "bop", "pmf"), figures=("two_moons", "reliability")),
     ExperimentSpec(
         name="snelson", task="regression", load=_snelson, normalisation="standardise",
-        network=lambda config, quantizer, outputs: ToyMLP(
-            outputs=1, output_batchnorm=True, quantizer=quantizer, **_network_options(config)),
+        network=lambda run, quantizer, outputs: ToyMLP(
+            outputs=1, output_batchnorm=True, quantizer=quantizer, **_network_options(run)),
         settings=_settings(5000, 200, 1000, eval_every=100, checkpoint_every=500),
         presets={
             "bayesbinn": dict(_BAYESBINN, lr=1e-4, lr_schedule="geometric", lr_end=1e-5,
@@ -218,8 +230,8 @@ SPECS: dict[str, ExperimentSpec] = {spec.name: spec for spec in (
     ExperimentSpec(
         name="mnist", task="classification", load=_images("mnist"), normalisation="mnist",
         image_shape=(None, None, 1),
-        network=lambda config, quantizer, outputs: MnistMLP(
-            num_classes=outputs, quantizer=quantizer, **_network_options(config)),
+        network=lambda run, quantizer, outputs: MnistMLP(
+            num_classes=outputs, quantizer=quantizer, **_network_options(run)),
         settings=_settings(500, 100, 1000, val_fraction=0.1),
         presets=_MNIST_PRESETS, figures=("reliability",)),
     _cifar("cifar10", "cifar10", {
@@ -239,8 +251,8 @@ SPECS: dict[str, ExperimentSpec] = {spec.name: spec for spec in (
     ExperimentSpec(
         name="permuted-mnist", task="classification", load=_images("mnist"), normalisation="mnist",
         image_shape=(None, None, 1),
-        network=lambda config, quantizer, outputs: ContinualMLP(
-            num_classes=outputs, quantizer=quantizer, **_network_options(config)),
+        network=lambda run, quantizer, outputs: ContinualMLP(
+            num_classes=outputs, quantizer=quantizer, **_network_options(run)),
         settings=_settings(100, 100, 1000, num_tasks=5),
         presets={
             "bayesbinn": dict(_BAYESBINN, lr=1e-3, temperature=1e-2, test_samples=100),
