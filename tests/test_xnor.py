@@ -12,6 +12,8 @@ argument), each on both kernels (native and XLA).
 
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 import flax.linen as nn
@@ -510,3 +512,41 @@ def test_refuses_variables_without_batch_stats_naming_the_collection(batch_stats
     variables["batch_stats"] = {}
   _refused(r"^MnistMLP: the variables lack the 'batch_stats' collection that /BatchNorm_0 "
            r"reads; pass every collection", pack_network, model, variables)
+
+
+# --------------------------------------------------------------------------- fused thresholds
+
+
+def _kernel_calls(net, x):
+  """The native kernels the compiled packed program calls, in order."""
+  program, _ = net._networks[0].program(np.shape(x), np.asarray(x).dtype)
+  text = jax.jit(program.run).lower(x).compile().as_text()
+  return re.findall(r'custom_call_target="bayesbinn_(\w+)"', text.split("ENTRY", 1)[1])
+
+
+@pytest.mark.skipif(not xnor_kernel.native_status()[0], reason="no native kernel here")
+@pytest.mark.parametrize("make,shape,calls", [
+    # binary -> BatchNorm -> binary: the kernel thresholds and packs; the last layer counts
+    (OddMLP, (4, 5, 11), ["xnor_bits", "xnor_bits", "xnor_count"]),
+    # through a max pool (an OR of the words) and a flatten of 64 channels (2 words each)
+    (lambda: _OneConv(pool="max_before", units=64), (3, 8, 6, 5), ["xnor_bits", "xnor_count"]),
+    # 33 channels flatten across words: the bits are packed by XLA after the thresholds
+    (lambda: _OneConv(pool="max_before", units=33), (3, 8, 6, 5), ["xnor_count", "xnor_count"]),
+    # a pool that averages, and BatchNorm outputs added to a float shortcut: no fused bits
+    (lambda: _OneConv(pool="avg", units=64), (3, 8, 6, 5), ["xnor_count", "xnor_count"]),
+    (ResidualCNN, (2, 8, 8, 3), ["xnor_count"] * 4),
+])
+def test_thresholds_run_in_the_kernel_where_bits_flow_to_the_next_layer(make, shape, calls):
+  """Where a binary layer's BatchNorm output reaches the next binary layer only through its
+  sign (and reshapes or max pools), the kernel writes the packed bits (``xnor_bits``) and the
+  int32 sums are never formed; the network still equals the float simulation and the XLA
+  kernel bit for bit."""
+  model = make()
+  x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+  variables = _random_network(model, x, fan_in=27)
+  net = pack_network(model, variables, input_shape=x.shape, kernel="native")
+  assert _kernel_calls(net, x) == calls
+  _check_equal(_apply(model), variables, x, net)
+  fallback = pack_network(model, variables, input_shape=x.shape, kernel="xla")
+  assert_array_equal(np.asarray(net(x)), np.asarray(fallback(x)))
+  assert_array_equal(np.asarray(net.features(x)), np.asarray(fallback.features(x)))

@@ -130,3 +130,47 @@ def test_dot_u8_split_over_threads(threads, m, k, n, monkeypatch):
   monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREAD_WORK", "-40")
   for _ in range(3):
     assert_array_equal(np.asarray(xnor_kernel.dot_u8(u, w8, n)), expected)
+
+
+def _below_words(count, limit):
+  """NumPy transcription of xnor_bits: bit b of word q of row m is count[m, 32 q + b] <=
+  limit[m % R, 32 q + b], little-endian bit order, zero bits past the units."""
+  rows, units = count.shape
+  below = count.reshape(-1, limit.shape[0], units) <= limit[None]
+  below = np.pad(below.reshape(rows, units), ((0, 0), (0, (-units) % 32)))
+  weights = np.uint64(1) << np.arange(32, dtype=np.uint64)
+  return (below.reshape(rows, -1, 32).astype(np.uint64) * weights).sum(-1).astype(np.uint32)
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "5"])
+@pytest.mark.parametrize("p,m,k,n,r", [(1, 1, 64, 2048, 1), (1, 100, 64, 2048, 1),
+                                       (1, 7, 18, 130, 1), (2, 6, 4, 33, 3), (8, 5, 26, 70, 5),
+                                       (1, 64, 36, 128, 16), (1, 3, 2, 31, 1), (1, 70, 2, 1, 1)])
+def test_xnor_bits_are_the_thresholded_counts_packed(threads, p, m, k, n, r, monkeypatch):
+  """Counts and limits to the bit (limits drawn around each count, so both sides of every
+  comparison occur, ties included); units no multiple of 32 (zero bits after the last),
+  one limit row per output position (R > 1, a convolution's borders), bit-planes, more rows
+  than the count buffer holds, chunks of whole words over threads, eager and jitted."""
+  rng = np.random.default_rng(p + m + k + n + r)
+  a = rng.integers(0, 2 ** 32, (p, m, k), dtype=np.uint32)
+  w = rng.integers(0, 2 ** 32, (n, k), dtype=np.uint32)
+  count = np.asarray(xnor_kernel.xnor_count(a, xnor_kernel.weight_layout(w, "xla"), "xla", n))
+  limit = (count[:r] + rng.integers(-1, 2, (r, n))).astype(np.int32)
+  expected = _below_words(count, limit)
+  assert 0 < np.unpackbits(expected.view(np.uint8)).mean() < 1 or n == 1
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREADS", threads)
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREAD_WORK", "-40")
+  native_w = xnor_kernel.weight_layout(w, "native")
+  eager = xnor_kernel.xnor_bits(a, native_w, limit, "native", n)
+  jitted = jax.jit(lambda a, w, l: xnor_kernel.xnor_bits(a, w, l, "native", n))(a, native_w, limit)
+  fallback = xnor_kernel.xnor_bits(a, xnor_kernel.weight_layout(w, "xla"), limit, "xla", n)
+  for got in (eager, jitted, fallback):
+    assert got.dtype == np.uint32 and got.shape == (m, -(-n // 32))
+    assert_array_equal(np.asarray(got), expected)
+
+
+def test_xnor_bits_refuses_rows_that_are_no_multiple_of_the_limit_rows():
+  a = np.zeros((1, 5, 2), np.uint32)
+  w = xnor_kernel.weight_layout(np.zeros((3, 2), np.uint32), "native")
+  with pytest.raises(Exception, match="multiple of R"):
+    np.asarray(xnor_kernel.xnor_bits(a, w, np.zeros((2, 3), np.int32), "native", 3))

@@ -239,13 +239,20 @@ class _Value:
   ``after_layer``: it depends on a binary layer's output; ``planes``: ``value ==
   (u + offset) * scale`` exactly for an unsigned integer input ``u`` of ``depth``
   bits, as (u, offset, scale, depth).
+
+  Packed bits straight from the native kernel (no int32 sums, no XLA code between two
+  products): ``words``, when known, gives ``pack_bits(bits())`` (uint32 words along the
+  last axis); ``threshold_words(t)``, when known, gives ``pack_bits(integer >= t)`` for
+  per-channel integer thresholds ``t`` (the BatchNorm that follows a binary layer).
   """
 
-  __slots__ = ("value", "integer", "bounds", "_bits", "_bits_value", "after_layer", "planes")
+  __slots__ = ("value", "integer", "bounds", "_bits", "_bits_value", "after_layer", "planes",
+               "_words", "_words_value", "threshold_words")
 
   def __init__(self, value: Any, *, integer: Any = None, bounds: tuple[int, int] | None = None,
                bits: Callable[[], jax.Array] | None = None, after_layer: bool = False,
-               planes: tuple | None = None):
+               planes: tuple | None = None, words: Callable[[], jax.Array] | None = None,
+               threshold_words: Callable[[np.ndarray], jax.Array] | None = None):
     self.value = value
     self.integer = integer
     self.bounds = bounds
@@ -253,6 +260,9 @@ class _Value:
     self._bits_value: Any = None
     self.after_layer = after_layer
     self.planes = planes
+    self._words = words
+    self._words_value: Any = None
+    self.threshold_words = threshold_words
 
   def bits(self) -> jax.Array:
     """``value >= 0`` (the sign with 0 -> +1, NaN -> -1), bool."""
@@ -264,6 +274,12 @@ class _Value:
       else:
         self._bits_value = jnp.asarray(self.value) >= 0
     return self._bits_value
+
+  def words(self) -> jax.Array | None:
+    """``pack_bits(bits())`` from the kernel when known (else None)."""
+    if self._words_value is None and self._words is not None:
+      self._words_value = self._words()
+    return self._words_value
 
 
 _LAYOUT = {"reshape", "squeeze", "expand_dims", "transpose", "copy", "copy_p", "slice",
@@ -299,6 +315,44 @@ def _power_of_two(value: float) -> bool:
     return False
   mantissa, _ = np.frexp(value)
   return mantissa == 0.5
+
+
+def _words_op(eqn: Any, before: Any, after: Any) -> Callable[[jax.Array], jax.Array] | None:
+  """What a layout equation or a max pool does to words packed along the last axis (bits
+  packed 32 to a word), or None when it does not act on them as on the bits: a reshape
+  that keeps the last axis, or merges trailing axes whose last is a multiple of 32 (a
+  flatten); a max pool (an OR of the bits) that leaves the last axis alone."""
+  shape_in, shape_out = tuple(np.shape(before)), tuple(np.shape(after))
+  name = eqn.primitive.name
+  if name == "reshape" and eqn.params.get("dimensions") is None and shape_in and shape_out:
+    if shape_out[-1] == shape_in[-1]:
+      return lambda w: w.reshape(shape_out[:-1] + (w.shape[-1],))
+    if shape_in[-1] % WORD_BITS == 0 and shape_out[-1] % WORD_BITS == 0:
+      for j in range(len(shape_in)):
+        if shape_in[:j] == shape_out[:-1] and int(np.prod(shape_in[j:])) == shape_out[-1]:
+          return lambda w: w.reshape(shape_out[:-1] + (shape_out[-1] // WORD_BITS,))
+    return None
+  if name == "reduce_window_max":
+    p = eqn.params
+    if (p["window_dimensions"][-1] == 1 and p["window_strides"][-1] == 1
+        and tuple(p["padding"][-1]) == (0, 0) and p["base_dilation"][-1] == 1
+        and p["window_dilation"][-1] == 1):
+      return lambda w: jax.lax.reduce_window(
+          w, np.uint32(0), jax.lax.bitwise_or, p["window_dimensions"], p["window_strides"],
+          p["padding"], p["base_dilation"], p["window_dilation"])
+  return None
+
+
+def _words_through(op: Callable[[jax.Array], jax.Array] | None, a: Any) -> dict:
+  """The ``words`` and ``threshold_words`` of ``op(a)`` (``a``'s, through ``op``)."""
+  if op is None:
+    return {}
+  out: dict = {}
+  if a._words is not None:
+    out["words"] = lambda: op(a.words())
+  if a.threshold_words is not None:
+    out["threshold_words"] = lambda t: op(a.threshold_words(t))
+  return out
 
 
 # --------------------------------------------------------------------------- program
@@ -426,21 +480,23 @@ class _Program:
         if a.planes is not None:
           planes = (_bind(eqn, a.planes[0]),) + tuple(a.planes[1:])
         return [_Value(out, integer=integer, bounds=a.bounds, bits=bits, after_layer=after,
-                       planes=planes)]
+                       planes=planes, **_words_through(_words_op(eqn, a.value, out), a))]
       if name == "reduce_window_max":
         out = _bind(eqn, a.value)
         integer = _bind(eqn, a.integer) if a.integer is not None else None
         bits = None
         if a._bits is not None:
           bits = lambda a=a: _bind(eqn, a.bits().astype(jnp.int8)) > 0
-        return [_Value(out, integer=integer, bounds=a.bounds, bits=bits, after_layer=after)]
+        return [_Value(out, integer=integer, bounds=a.bounds, bits=bits, after_layer=after,
+                       **_words_through(_words_op(eqn, a.value, out), a))]
       if name == "convert_element_type":
         out = _bind(eqn, a.value)
         new = jnp.dtype(eqn.params["new_dtype"])
         keep = new in _EXACT_FLOATS or jnp.issubdtype(new, jnp.signedinteger)
         planes = a.planes if keep and new in _EXACT_FLOATS else None
+        kept = _words_through(lambda w: w, a) if keep else {}
         return [_Value(out, integer=a.integer if keep else None, bounds=a.bounds,
-                       after_layer=after, planes=planes)]
+                       after_layer=after, planes=planes, **kept)]
     if len(invals) == 2 and name in ("mul", "add") and invals[1].planes and not invals[0].planes:
       invals = invals[::-1]
       eqn_args = [v.value for v in invals[::-1]]
@@ -503,16 +559,41 @@ class _Program:
     self.packed.append(record.index)
     bits = x.bits()
     self.features = bits
+    packed = x.words()
+    z: Any
     if record.kind == "dense":
-      z: Any = bits.shape[-1] - 2 * self._dense_counts(record, words, bits)
+      count, flat = self._dense_counts(record, words, bits, packed=packed)
+      z = bits.shape[-1] - 2 * count
+      base = np.full((1, count.shape[-1]), bits.shape[-1], np.int64)      # z = base - 2 count
     else:
-      z = self._conv_offset(record) - 2 * self._conv_counts(record, words, bits)
+      count, flat = self._conv_counts(record, words, bits, packed=packed)
+      offset = self._conv_offset(record)
+      z = offset - 2 * count
+      base = offset.reshape(-1, offset.shape[-1]).astype(np.int64)         # per output position
     if bias is not None:
       z = z + bias
+      base = base + bias
     n = int(np.prod(record.variables["params"]["kernel"].shape[:-1]))
     extra = 1 if bias is not None else 0
     return _Value(z.astype(record.out_dtype), integer=z, bounds=(-n - extra, n + extra),
-                  after_layer=True)
+                  after_layer=True,
+                  threshold_words=self._threshold_words(flat, words, base, count.shape[:-1]))
+
+  def _threshold_words(self, flat: jax.Array, words: jax.Array, base: np.ndarray,
+                       lead: tuple) -> Callable[[np.ndarray], jax.Array] | None:
+    """``t -> pack_bits(z >= t)`` for ``z = base - 2 count`` in one native call (bits
+    ``count <= floor((base - t) / 2)``), or None with the XLA kernel."""
+    if self.kernel != "native":
+      return None
+    units = base.shape[-1]
+
+    def threshold_words(t: np.ndarray) -> jax.Array:
+      limit = np.floor_divide(base - np.asarray(t, np.int64), 2)
+      limit = np.clip(limit, -1, np.iinfo(np.int32).max).astype(np.int32)
+      out = xnor_kernel.xnor_bits(flat, words, limit, self.kernel, units)
+      return out.reshape(tuple(lead) + (out.shape[-1],))
+
+    return threshold_words
 
   def _weights(self, record: LayerRecord) -> tuple[jax.Array, jax.Array | None]:
     """(packed kernel words in the kernel's layout, bias as int32 or None), cached."""
@@ -561,7 +642,10 @@ class _Program:
       raise PackingError(record.path, str(error)) from None
 
   def _pack_input(self, bits: jax.Array, words: int) -> jax.Array:
-    packed = pack_bits(bits)
+    return self._pad_words(pack_bits(bits), words)
+
+  @staticmethod
+  def _pad_words(packed: jax.Array, words: int) -> jax.Array:
     if packed.shape[-1] < words:
       packed = jnp.pad(packed, [(0, 0)] * (packed.ndim - 1) + [(0, words - packed.shape[-1])])
     return packed
@@ -570,16 +654,18 @@ class _Program:
     return 2 * words.shape[1] if self.kernel == "native" else words.shape[0]
 
   def _dense_counts(self, record: LayerRecord, words: jax.Array, bits: jax.Array,
-                    planes: int = 0) -> jax.Array:
-    """``sum_p 2^p popcount(bits_p XOR w)`` per unit, (..., units); with ``planes`` P the
-    bits carry a leading axis of P bit-planes."""
-    packed = self._pack_input(bits, self._words_k(words))
+                    planes: int = 0, packed: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """(``sum_p 2^p popcount(bits_p XOR w)`` per unit, (..., units), and the packed rows the
+    kernel read); with ``planes`` P the bits carry a leading axis of P bit-planes. ``packed``:
+    the bits already packed (by the kernel of the layer before)."""
+    packed = self._pad_words(packed, self._words_k(words)) if packed is not None else (
+        self._pack_input(bits, self._words_k(words)))
     lead = packed.shape[1 if planes else 0:-1]
     flat = packed.reshape((planes,) * bool(planes) + (-1, packed.shape[-1]))
     units = self._units(record)
     self._product(record, flat, units)
     count = xnor_kernel.xnor_count(flat, words, self.kernel, units)
-    return count.reshape(lead + (count.shape[-1],))
+    return count.reshape(lead + (count.shape[-1],)), flat
 
   def _conv_geometry(self, record: LayerRecord) -> tuple:
     module = record.module
@@ -627,13 +713,16 @@ class _Program:
     return self.cache[key]
 
   def _conv_counts(self, record: LayerRecord, words: jax.Array, bits: jax.Array,
-                   planes: int = 0) -> jax.Array:
-    """``sum_p 2^p popcount(patch_p XOR w)`` per output position and unit, (..., Ho, Wo,
-    units), on patches of the packed input padded with 0 words."""
+                   planes: int = 0, packed: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """(``sum_p 2^p popcount(patch_p XOR w)`` per output position and unit, (..., Ho, Wo,
+    units), on patches of the packed input padded with 0 words, and the patches the kernel
+    read); ``packed``: the bits already packed (by the kernel of the layer before)."""
     lead = bits.shape[1 if planes else 0:-3]
-    bits4 = bits.reshape((-1,) + bits.shape[-3:])
     channel_words = -(-bits.shape[-1] // WORD_BITS)
-    packed = self._pack_input(bits4, channel_words)
+    if packed is not None:
+      packed = packed.reshape((-1,) + packed.shape[-3:])
+    else:
+      packed = self._pack_input(bits.reshape((-1,) + bits.shape[-3:]), channel_words)
     patches, (ho, wo) = self._patches(record, packed)
     flat = patches.reshape((planes,) * bool(planes) + (-1, patches.shape[-1]))
     k = self._words_k(words)
@@ -642,7 +731,7 @@ class _Program:
     units = self._units(record)
     self._product(record, flat, units)
     count = xnor_kernel.xnor_count(flat, words, self.kernel, units)
-    return count.reshape(lead + (ho, wo, count.shape[-1]))
+    return count.reshape(lead + (ho, wo, count.shape[-1])), flat
 
   # ------------------------------------------------------------------ integer inputs
 
@@ -673,14 +762,14 @@ class _Program:
       if bytes_in:
         total = self._u8_dot(record, u.astype(jnp.uint8))
       else:
-        total = top - self._dense_counts(record, words, planes, depth)
+        total = top - self._dense_counts(record, words, planes, depth)[0]
       weight_sum = jnp.asarray(signs.sum(axis=0), jnp.int32)
     else:
       valid = self._valid(record)                                         # (Ho, Wo, kh, kw)
       if bytes_in:
         total = self._u8_dot(record, u.astype(jnp.uint8))
       else:
-        total = top - self._conv_counts(record, words, planes, depth)
+        total = top - self._conv_counts(record, words, planes, depth)[0]
       weight_sum = jnp.asarray(np.einsum("pqab,abco->pqo", valid.astype(np.int64), signs),
                                jnp.int32)
     z = total + offset * weight_sum if offset else total
@@ -755,6 +844,10 @@ class _Program:
       return x.integer >= t
 
     out._bits = bits
+    if x.threshold_words is not None:
+      threshold_words = x.threshold_words
+      out._words = lambda: threshold_words(
+          self._thresholds(record, jaxpr, consts, x_var, y_var, bounds))
     return out
 
   @staticmethod

@@ -21,7 +21,9 @@ With the native kernel, the first layer of a network fed ``uint8`` images runs
 :func:`dot_u8` instead of the 8-bit-plane product: ``sum_k u[m, k] v[n, k]`` by table
 lookup (per 4 inputs and each 4-bit half of them, a 16-entry table of partial sums,
 indexed by a nibble of 32 units' weight bits in one byte shuffle), the same integers
-at a fraction of the work.
+at a fraction of the work. :func:`xnor_bits` is :func:`xnor_count` thresholded and packed
+in the kernel (bit ``count <= limit``): a binary layer, its BatchNorm and the next layer's
+sign leave no int32 sums between two products.
 
 Environment (read at each call, for measurements): ``BAYESBINN_JAX_XNOR_THREADS``
 caps the threads a large product splits over (default: the cores);
@@ -69,6 +71,7 @@ ENV_CACHE = "BAYESBINN_JAX_CACHE"
 
 _TARGET = "bayesbinn_xnor_count"
 _TARGET_U8 = "bayesbinn_dot_u8"
+_TARGET_BITS = "bayesbinn_xnor_bits"
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "xnor_count.cc")
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
@@ -126,6 +129,8 @@ def _load() -> None:
     jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.BayesbinnXnorCount),
                                 platform="cpu")
     jax.ffi.register_ffi_target(_TARGET_U8, jax.ffi.pycapsule(library.BayesbinnDotU8),
+                                platform="cpu")
+    jax.ffi.register_ffi_target(_TARGET_BITS, jax.ffi.pycapsule(library.BayesbinnXnorBits),
                                 platform="cpu")
     _STATE["native"], _STATE["reason"] = True, f"loaded {path}"
   except (OSError, subprocess.SubprocessError, AttributeError) as error:
@@ -213,6 +218,52 @@ def xnor_count(a: jax.Array, w: jax.Array, kernel: str, units: int) -> jax.Array
           jnp.bitwise_xor(a3[p, :, k:k + 1], w[k][None, :])).astype(jnp.int32)
     total = total + (plane << p) if p else plane
   return total
+
+
+def xnor_bits(a: jax.Array, w: jax.Array, limit: jax.Array, kernel: str, units: int) -> jax.Array:
+  """Bits ``xnor_count(a, w)[m, n] <= limit[m % R, n]`` packed as :func:`~bayesbinn_jax.nn.
+  packing.pack_bits` packs them, uint32 (M, ceil(units / 32)) (0 bits past ``units``).
+
+  A binary layer's BatchNorm and the next layer's sign, as a threshold on the count, computed
+  in the native kernel without writing the int32 counts ("xla": the same from
+  :func:`xnor_count`).
+
+  Args:
+    a: (M, K) uint32, or (P, M, K) bit-planes, as :func:`xnor_count`.
+    w: the weights in ``kernel``'s layout.
+    limit: (R, units) int32 with M a multiple of R: row ``m`` is compared with ``limit[m % R]``
+      (R = 1 for a dense layer; the output positions of one image for a convolution, whose
+      padded taps shift the threshold).
+    kernel: "native" or "xla".
+    units: N.
+
+  Examples:
+    >>> import numpy as np
+    >>> from bayesbinn_jax.nn import xnor_kernel
+    >>> a = np.array([[0b1011, 0]], np.uint32)
+    >>> w = np.array([[0b0001, 0], [0b1111, 1], [0, 0]], np.uint32)   # counts 2, 2, 3
+    >>> kernel = xnor_kernel.backend()
+    >>> limit = np.array([[2, 1, 3]], np.int32)
+    >>> int(xnor_kernel.xnor_bits(a, xnor_kernel.weight_layout(w, kernel), limit, kernel, 3)[0, 0])
+    5
+  """
+  a3 = a if a.ndim == 3 else a[None]
+  limit = jnp.asarray(limit, jnp.int32)
+  rows, words = a3.shape[1], -(-units // 32)
+  if kernel == "native":
+    available, reason = native_status()
+    if not available:
+      raise NativeKernelError(f"native xnor kernel unavailable: {reason}")
+    if rows == 0:
+      return jnp.zeros((0, words), jnp.uint32)
+    call = jax.ffi.ffi_call(_TARGET_BITS, jax.ShapeDtypeStruct((rows, words), jnp.uint32),
+                            vmap_method="sequential")
+    return call(a3, w, limit)
+  count = xnor_count(a, w, kernel, units)
+  below = (count.reshape(-1, limit.shape[0], units) <= limit[None]).reshape(rows, units)
+  padded = jnp.pad(below, ((0, 0), (0, 32 * words - units))).reshape(rows, words, 32)
+  return jnp.sum(padded.astype(jnp.uint32) << jnp.arange(32, dtype=jnp.uint32), axis=-1,
+                 dtype=jnp.uint32)
 
 
 def dot_u8(u: jax.Array, w8: jax.Array, units: int) -> jax.Array:

@@ -4,6 +4,10 @@
 // words, read two at a time as uint64 (little-endian, the same bit layout; K is even). With
 // AVX2: 4 units per vector, 2 rows per pass, bits counted by Harley-Seal carry-save adders
 // (rows of at least kHarleySealWords words) or by nibble lookup; else scalar popcount.
+// BayesbinnXnorBits: the same counts thresholded and packed as the next layer reads them:
+// bit b of out[m, q] is count[m, 32 q + b] <= limit[m % R, 32 q + b] (0 past N), so a binary
+// layer, its BatchNorm and the next layer's sign leave no int32 sums and no XLA code between
+// two products.
 // BayesbinnDotU8: out[m, n] = sum_k u[m, k] v[n, k] for uint8 inputs and weight bits (the
 // first layer of a network fed uint8 images), by table lookup.
 // Large products are split into chunks of rows (or, for few rows, of units) over persistent
@@ -683,6 +687,84 @@ ffi::Error XnorCountImpl(ffi::Buffer<ffi::U32> a, ffi::Buffer<ffi::U32> w,
   return ffi::Error::Success();
 }
 
+// The default count of rows [begin, end) and groups [gbegin, gend) (AVX2, else scalar).
+void CountDefault(const uint64_t* a, const uint64_t* w4, int32_t* out, int64_t planes, int64_t m,
+                  int64_t n, int64_t k, int64_t begin, int64_t end, int64_t gbegin, int64_t gend) {
+#if defined(__AVX2__)
+  CountAvx2(a, w4, out, planes, m, n, k, begin, end, gbegin, gend);
+#else
+  CountScalar(a, w4, out, planes, m, n, k, begin, end, gbegin, gend);
+#endif
+}
+
+// One row's words [qbegin, qend) of bits count[j] <= limit[j] (units j < n; 0 past n).
+void PackBelow(const int32_t* count, const int32_t* limit, uint32_t* out, int64_t n,
+               int64_t qbegin, int64_t qend) {
+  for (int64_t q = qbegin; q < qend; ++q) {
+    const int64_t j0 = 32 * q;
+    uint32_t word = 0;
+    if (j0 + 32 <= n) {
+#if defined(__AVX2__)
+      for (int64_t e = 0; e < 4; ++e) {
+        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(count + j0 + 8 * e));
+        const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(limit + j0 + 8 * e));
+        const uint32_t above = static_cast<uint32_t>(
+            _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(c, l))));
+        word |= (~above & 0xffu) << (8 * e);
+      }
+#else
+      for (int64_t b = 0; b < 32; ++b) word |= static_cast<uint32_t>(count[j0 + b] <= limit[j0 + b]) << b;
+#endif
+    } else {
+      for (int64_t b = 0; j0 + b < n; ++b) word |= static_cast<uint32_t>(count[j0 + b] <= limit[j0 + b]) << b;
+    }
+    out[q] = word;
+  }
+}
+
+// Rows of the counts held at once per thread before they are packed (an L2-sized buffer).
+constexpr int64_t kBitsRows = 32;
+
+ffi::Error XnorBitsImpl(ffi::Buffer<ffi::U32> a, ffi::Buffer<ffi::U32> w,
+                        ffi::Buffer<ffi::S32> limit, ffi::ResultBuffer<ffi::U32> out) {
+  // a, w as XnorCount; limit: (R, N) int32 with M a multiple of R (row m reads limit[m % R]);
+  // out: (M, ceil(N / 32)) uint32.
+  auto ad = a.dimensions();
+  auto wd = w.dimensions();
+  auto ld = limit.dimensions();
+  auto od = out->dimensions();
+  if (ad.size() != 3 || wd.size() != 3 || ld.size() != 2 || od.size() != 2 || ad[2] % 2 != 0 ||
+      wd[1] * 2 != ad[2] || wd[2] != 8 || od[0] != ad[1] || ld[0] < 1 || ad[1] % ld[0] != 0 ||
+      wd[0] * 4 < ld[1] || od[1] != (ld[1] + 31) / 32) {
+    return ffi::Error::InvalidArgument(
+        "xnor_bits: expected a (P, M, K) uint32 with K even, w (ceil(N / 4), K / 2, 8) uint32, "
+        "limit (R, N) int32 with M a multiple of R, out (M, ceil(N / 32)) uint32");
+  }
+  const int64_t planes = ad[0], m = ad[1], k = ad[2] / 2, n = ld[1], r = ld[0], words = od[1];
+  const auto* ap = reinterpret_cast<const uint64_t*>(a.typed_data());
+  const auto* wp = reinterpret_cast<const uint64_t*>(w.typed_data());
+  const int32_t* lp = limit.typed_data();
+  uint32_t* op = out->typed_data();
+  const int64_t groups = (n + 3) / 4;
+  const int64_t threads = Threads(planes * m * n * k, kWordsPerThread, ((m + 1) / 2) * words);
+  const bool nudge = Nudging(planes * m * n * k, kWordsPerThread);
+  // Chunks of whole words (8 groups of 4 units), so no two threads write one word.
+  Split(m, words, threads, 2, nudge, [=](int64_t begin, int64_t end, int64_t qbegin, int64_t qend) {
+    thread_local std::vector<int32_t> counts;
+    counts.resize(static_cast<size_t>(kBitsRows * n));
+    const int64_t gbegin = 8 * qbegin, gend = 8 * qend < groups ? 8 * qend : groups;
+    for (int64_t r0 = begin; r0 < end; r0 += kBitsRows) {
+      const int64_t r1 = r0 + kBitsRows < end ? r0 + kBitsRows : end;
+      // Rows r0.. of a, counted into rows 0.. of the buffer (the planes keep their stride m k).
+      CountDefault(ap + r0 * k, wp, counts.data(), planes, m, n, k, 0, r1 - r0, gbegin, gend);
+      for (int64_t i = r0; i < r1; ++i) {
+        PackBelow(counts.data() + (i - r0) * n, lp + (i % r) * n, op + i * words, n, qbegin, qend);
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BayesbinnXnorCount, XnorCountImpl,
@@ -696,3 +778,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BayesbinnDotU8, DotU8Impl,
                                   .Arg<ffi::Buffer<ffi::U8>>()
                                   .Arg<ffi::Buffer<ffi::U8>>()
                                   .Ret<ffi::Buffer<ffi::S32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BayesbinnXnorBits, XnorBitsImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::U32>>());
