@@ -55,7 +55,11 @@ no binary layer that takes binary inputs.
 
 **Kernels.** The popcount product runs in :mod:`bayesbinn_jax.nn.xnor_kernel`: a
 native XLA FFI kernel compiled on first use, or pure XLA when no compiler is
-present; both give the same integers (tested).
+present; both give the same integers (tested). With the native kernel, a
+binary layer whose BatchNorm output reaches the next binary layer only through its
+sign (and reshapes, flattens of a multiple of 32 channels, max pools) is one call
+that writes the next layer's packed bits (``xnor_kernel.xnor_bits``): no int32
+sums and no XLA code between the two products.
 
 K-sample ensembles: :func:`pack_ensemble` packs K posterior samples of the binary
 weights (params with a leading axis K, one set of BatchNorm statistics) and
