@@ -528,6 +528,46 @@ def temperature_continual(r: Results) -> Table:
                 "task 5 test acc. (%), mode / C=10 / C=100", "task 5 NLL", "task 5 ECE", "source"], rows)
 
 
+SWEEP = "temperature-sweep"
+SWEEP_TEMPERATURES = ("1e-10", "1e-4", "1e-2", "1e-1")
+"""benchmarks/temperature_sweep.sh's temperatures (the MNIST MLP, 30 epochs, the recipe)."""
+SWEEP_OOD = ("rot90", "cifar-gray")
+
+
+def sweep_eval(t: str, samples: int, ood: str) -> str:
+  return f"{SWEEP}/mnist-bayesbinn-tau{t}/evaluation-c{samples}-{ood}/summary.json"
+
+
+def sweep_done(r: Results, t: str) -> bool:
+  """Every evaluation of the run at ``t`` is written (C = 10 and 100, both OOD sets)."""
+  return all(os.path.exists(r.path(sweep_eval(t, c, o))) for c in (10, 100) for o in SWEEP_OOD)
+
+
+@table("temperature-sweep", TEMPERATURE_PAGE)
+def temperature_sweep(r: Results) -> Table:
+  """A row per temperature whose evaluations are all written: mode / MC C = 10 / MC C = 100
+  (the mode's numbers from the C = 10 evaluation against rotated digits; its OOD AUROC
+  against CIFAR-gray from that set's C = 10 evaluation)."""
+  rows = []
+  for t in (t for t in SWEEP_TEMPERATURES if sweep_done(r, t)):
+    ev = {(c, o): r(sweep_eval(t, c, o)) for c in (10, 100) for o in SWEEP_OOD}
+
+    def cell(metric: str, fmt: Callable[[float], str]) -> str:
+      c10, c100 = ev[10, "rot90"], ev[100, "rot90"]
+      return three([fmt(c10[f"test_{metric}"]), fmt(c10[f"mc_test_{metric}"]), fmt(c100[f"mc_test_{metric}"])])
+
+    def ood(o: str) -> str:
+      return three([num(ev[10, o]["ood_auroc"], 3), num(ev[10, o]["mc_ood_auroc"], 3),
+                    num(ev[100, o]["mc_ood_auroc"], 3)])
+
+    rows.append([t, cell("accuracy", lambda x: pct(x, 2)), cell("nll", lambda x: num(x, 3)),
+                 cell("ece_calibrated", lambda x: num(x, 4)),
+                 cell("misclassification_auroc", lambda x: num(x, 3)), ood("rot90"), ood("cifar-gray"),
+                 src(*(sweep_eval(t, c, o) for o in SWEEP_OOD for c in (10, 100)))])
+  return Table(["T", "test acc. (%), mode / C=10 / C=100", "test NLL", "calibrated ECE",
+                "misclass. AUROC", "OOD AUROC, rotated digits", "OOD AUROC, CIFAR-gray", "source"], rows)
+
+
 # --- README: the headline table ----------------------------------------------------------
 
 
@@ -562,6 +602,12 @@ def headline(r: Results) -> Table:
       ["one BayesBiNN training step (K = 1), MNIST MLP, 2-core CPU", "time relative to a plain `optax.adam` step",
        f"{k1:.2f}x", "-", src(STEP_MNIST)],
   ]
+  for t in (t for t in SWEEP_TEMPERATURES if sweep_done(r, t)):
+    e = r(sweep_eval(t, 100, "rot90"))
+    rows.append([f"MNIST MLP, BayesBiNN, temperature {t} (the recipe), 30 epochs",
+                 "test accuracy (%); OOD AUROC vs rotated digits; mode / Monte Carlo (C = 100)",
+                 f"{pct(e['test_accuracy'])} / {pct(e['mc_test_accuracy'])}; {num(e['ood_auroc'], 3)} / "
+                 f"{num(e['mc_ood_auroc'], 3)}", "-", src(sweep_eval(t, 100, "rot90"))])
   return Table(["experiment", "metric", "bayesbinn_jax", "paper", "source, in `benchmarks/results/`"], rows)
 
 

@@ -177,3 +177,27 @@ def test_a_missing_results_file_is_named_not_a_crash(tmp_path):
   problems = tables.run(root, check=True, out=io.StringIO())
   assert problems and all(tables.TWO_MOONS in p for p in problems), problems
   assert any("table two-moons-seeds: cannot build it" in p for p in problems)
+
+
+def test_the_sweep_table_has_a_row_per_finished_temperature(tmp_path):
+  """docs/temperature.md's sweep table and the README's sweep rows: a temperature appears once
+  all four of its evaluations (C = 10 and 100, rotated digits and CIFAR-gray) are written,
+  mode / C = 10 / C = 100 read from the right files."""
+  sweep = os.path.join(tables.RESULTS_DIR, tables.SWEEP)
+  shutil.copytree(os.path.join(ROOT, sweep), os.path.join(tmp_path, sweep))
+  done = [t for t in tables.SWEEP_TEMPERATURES if all(
+      os.path.exists(os.path.join(ROOT, tables.RESULTS_DIR, tables.sweep_eval(t, c, o)))
+      for c in (10, 100) for o in ("rot90", "cifar-gray"))]
+  assert "1e-10" in done
+  rows = tables.temperature_sweep(tables.Results(str(tmp_path))).rows
+  assert [row[0] for row in rows] == done
+  read = lambda c, o: json.load(open(os.path.join(ROOT, tables.RESULTS_DIR, tables.sweep_eval("1e-10", c, o))))
+  c10, c100 = read(10, "rot90"), read(100, "rot90")
+  assert rows[0][1] == (f"{100 * c10['test_accuracy']:.2f} / {100 * c10['mc_test_accuracy']:.2f} / "
+                        f"{100 * c100['mc_test_accuracy']:.2f}")
+  gray10, gray100 = read(10, "cifar-gray"), read(100, "cifar-gray")
+  assert rows[0][6] == (f"{gray10['ood_auroc']:.3f} / {gray10['mc_ood_auroc']:.3f} / "
+                        f"{gray100['mc_ood_auroc']:.3f}")
+  os.remove(os.path.join(tmp_path, tables.RESULTS_DIR, tables.sweep_eval("1e-10", 100, "cifar-gray")))
+  rows = tables.temperature_sweep(tables.Results(str(tmp_path))).rows
+  assert [row[0] for row in rows] == [t for t in done if t != "1e-10"]
