@@ -866,7 +866,7 @@ class _Program:
     return True
 
   def _thresholds(self, record: LayerRecord, jaxpr: Any, consts: Sequence[Any], x_var: Any,
-                  y_var: Any, bounds: tuple[int, int]) -> jax.Array:
+                  y_var: Any, bounds: tuple[int, int]) -> np.ndarray:
     """Per channel, the smallest integer ``t`` with ``BN(t) >= 0`` (hi + 1: never), cached.
 
     Bisection on the traced BatchNorm's own equations (monotone in its input).
