@@ -746,6 +746,7 @@ FIGURES = {  # docs/figures/NAME: benchmarks/results/PATH
     "mnist-bayesbinn-seed0-reliability.png": "mnist-bayesbinn-seed0/reliability.png",
     "mnist-bayesbinn-seed0-ood_entropy.png": "mnist-bayesbinn-seed0/evaluation/ood_entropy.png",
     "mnist-ste-seed0-ood_entropy.png": "mnist-ste-seed0/evaluation/ood_entropy.png",
+    "temperature-sweep.png": "temperature-sweep/accuracy_vs_ood_auroc.png",
 }
 
 
