@@ -737,6 +737,7 @@ QUOTES: list[Quote] = [
     Quote(TEMPERATURE_PAGE, "their OOD AUROC (both sets) by at most {} (the table)", SWEEP_1E10_ROT,
           lambda r: f"{sweep_gap(r, 'ood_auroc', oods=SWEEP_OOD):.4f}"),
     # README: when the predictive differs from the mode (issue 30; docs/temperature.md).
+    Quote(README, "the two agree to {} points)", SWEEP_1E10_ROT, lambda r: f"{sweep_gap(r, 'accuracy', 100):.2f}"),
     Quote(README, "predictive beats its mode (OOD AUROC +{}, accuracy", BAYES_S1,
           lambda r: f"{r(BAYES_S1)['mc_ood_auroc'] - r(BAYES_S1)['ood_auroc']:.3f}"),
     Quote(README, "accuracy +{} points)", BAYES_S1,
