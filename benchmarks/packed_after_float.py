@@ -9,9 +9,9 @@ weights, uint8 inputs, native kernel), each median milliseconds over ``--calls``
   (how many calls the packed network needs to reach its back-to-back time);
 - ``gap``: the packed call after the float32 call with a sleep of 0, 1, 5, 20 ms between
   them (not timed), and the packed call after it at once;
-- ``alternate``: float32 and packed alternated call by call under the environment
-  settings given by ``--setting NAME=VAR=VALUE,...`` (each in a fresh subprocess, since the
-  kernel reads its settings once), as ``packed_inference.py`` times them.
+- ``alternate``: float32 and packed alternated call by call under each named setting of
+  ``SETTINGS`` that ``--settings`` lists (environment variables; each in a fresh subprocess,
+  since the kernel reads its settings once), as ``packed_inference.py`` times them.
 
 Run it on an idle machine (pause other work first):
 ``python benchmarks/packed_after_float.py --out benchmarks/results/packed_after_float.json``.

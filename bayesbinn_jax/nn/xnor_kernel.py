@@ -60,6 +60,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesbinn_jax.nn.packing import pack_bits
+
 BACKENDS: tuple[str, ...] = ("native", "xla")
 """The two implementations of :func:`xnor_count`."""
 
@@ -260,10 +262,7 @@ def xnor_bits(a: jax.Array, w: jax.Array, limit: jax.Array, kernel: str, units: 
                             vmap_method="sequential")
     return call(a3, w, limit)
   count = xnor_count(a, w, kernel, units)
-  below = (count.reshape(-1, limit.shape[0], units) <= limit[None]).reshape(rows, units)
-  padded = jnp.pad(below, ((0, 0), (0, 32 * words - units))).reshape(rows, words, 32)
-  return jnp.sum(padded.astype(jnp.uint32) << jnp.arange(32, dtype=jnp.uint32), axis=-1,
-                 dtype=jnp.uint32)
+  return pack_bits((count.reshape(-1, limit.shape[0], units) <= limit[None]).reshape(rows, units))
 
 
 def dot_u8(u: jax.Array, w8: jax.Array, units: int) -> jax.Array:

@@ -703,8 +703,8 @@ void PackBelow(const int32_t* count, const int32_t* limit, uint32_t* out, int64_
   for (int64_t q = qbegin; q < qend; ++q) {
     const int64_t j0 = 32 * q;
     uint32_t word = 0;
-    if (j0 + 32 <= n) {
 #if defined(__AVX2__)
+    if (j0 + 32 <= n) {
       for (int64_t e = 0; e < 4; ++e) {
         const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(count + j0 + 8 * e));
         const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(limit + j0 + 8 * e));
@@ -712,11 +712,12 @@ void PackBelow(const int32_t* count, const int32_t* limit, uint32_t* out, int64_
             _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(c, l))));
         word |= (~above & 0xffu) << (8 * e);
       }
-#else
-      for (int64_t b = 0; b < 32; ++b) word |= static_cast<uint32_t>(count[j0 + b] <= limit[j0 + b]) << b;
+      out[q] = word;
+      continue;
+    }
 #endif
-    } else {
-      for (int64_t b = 0; j0 + b < n; ++b) word |= static_cast<uint32_t>(count[j0 + b] <= limit[j0 + b]) << b;
+    for (int64_t b = 0; b < 32 && j0 + b < n; ++b) {
+      word |= static_cast<uint32_t>(count[j0 + b] <= limit[j0 + b]) << b;
     }
     out[q] = word;
   }
