@@ -21,8 +21,8 @@ from bayesbinn_jax.experiments import plots
 from bayesbinn_jax.experiments.options import RunOptions
 from bayesbinn_jax.experiments.prepare import Evaluator
 from bayesbinn_jax.experiments.specs import ExperimentSpec
-from bayesbinn_jax.train.engine import TrainState
 from bayesbinn_jax.train.calibration import DEFAULT_BOUNDS, apply_temperature, log_probabilities, temperature_fit
+from bayesbinn_jax.train.engine import TrainState
 from bayesbinn_jax.train.keys import purpose_key
 from bayesbinn_jax.train.methods import output_scale_labels
 from bayesbinn_jax.train.metrics import (classification_metrics, ood_auroc, predictive_entropy,
