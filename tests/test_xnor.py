@@ -372,8 +372,9 @@ class _Scaled(nn.Module):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("scale,shift,planes", [(1.0, 0.0, True), (1 / 256, 0.0, True),
-                                                (1 / 128, -1.0, True), (1 / 255, 0.0, False)])
+@pytest.mark.parametrize("scale,shift,planes", [(1.0, 0.0, True), (1.0, -128.0, True),
+                                                (1 / 256, 0.0, True), (1 / 128, -1.0, True),
+                                                (1 / 255, 0.0, False)])
 def test_uint8_first_layer_runs_on_bit_planes(scale, shift, planes, kernel):
   model = _Scaled(MnistMLP(num_classes=5, hidden=45, depth=2, activations="binary"), scale, shift)
   x = np.random.default_rng(4).integers(0, 256, (6, 28, 28), dtype=np.uint8)
@@ -389,8 +390,8 @@ def test_uint8_first_layer_runs_on_bit_planes(scale, shift, planes, kernel):
   _check_equal(_apply(model), variables, x, net)
 
 
-@pytest.mark.parametrize("scale,shift,kernel", [(1.0, 0.0, KERNELS[-1]), (1 / 128, -1.0, KERNELS[-1]),
-                                                (1 / 128, -1.0, "xla")])
+@pytest.mark.parametrize("scale,shift,kernel", [(1.0, 0.0, KERNELS[-1]), (1.0, -100.0, KERNELS[-1]),
+                                                (1 / 128, -1.0, KERNELS[-1]), (1 / 128, -1.0, "xla")])
 def test_uint8_conv_bit_planes_with_padding(scale, shift, kernel):
   model = _Scaled(StridedCNN(), scale, shift)
   x = np.random.default_rng(5).integers(0, 256, (2, 12, 10, 3), dtype=np.uint8)
@@ -548,5 +549,45 @@ def test_thresholds_run_in_the_kernel_where_bits_flow_to_the_next_layer(make, sh
   assert _kernel_calls(net, x) == calls
   _check_equal(_apply(model), variables, x, net)
   fallback = pack_network(model, variables, input_shape=x.shape, kernel="xla")
+  assert_array_equal(np.asarray(net(x)), np.asarray(fallback(x)))
+  assert_array_equal(np.asarray(net.features(x)), np.asarray(fallback.features(x)))
+
+
+class _BiasedFirst(nn.Module):
+  """uint8 pixels (offset -100) into a dense layer with a binary bias, BatchNorm, sign."""
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = x.reshape(x.shape[0], -1).astype(jnp.float32) - 100.0
+    x = BatchNorm(0.9, 1e-4)(BinaryDense(37, use_bias=True)(x), use_running_average=not train)
+    x = BinaryDense(5, input_quantizer="ste_sign")(x)
+    return BatchNorm(0.9, 1e-4)(x, use_running_average=not train)
+
+
+@pytest.mark.skipif(not xnor_kernel.native_status()[0], reason="no native kernel here")
+@pytest.mark.parametrize("make,shape,calls", [
+    (lambda: MnistMLP(num_classes=5, hidden=45, depth=2, activations="binary"), (6, 28, 28),
+     ["dot_u8_bits", "xnor_bits", "xnor_count"]),
+    (_BiasedFirst, (5, 7, 9), ["dot_u8_bits", "xnor_count"]),          # offset and bias folded
+    # 5x5/2 first conv; the second's bits pass a max pool; an average pool stops the third's
+    (StridedCNN, (2, 12, 10, 3), ["dot_u8_bits", "xnor_bits", "xnor_count", "xnor_count"]),
+    # a scale other than 1: the BatchNorm is not an integer threshold; bits from XLA
+    (lambda: _Scaled(MnistMLP(num_classes=5, hidden=45, depth=2, activations="binary"),
+                     1 / 128, -1.0), (6, 28, 28), ["dot_u8", "xnor_bits", "xnor_count"]),
+])
+def test_uint8_first_layer_thresholds_in_the_kernel(make, shape, calls):
+  """A first layer fed uint8 pixels (scale 1) whose BatchNorm reaches the next binary layer
+  through its sign writes the next layer's packed bits in one call (``dot_u8_bits``: the
+  +-1 sums ``2 dot - sum_k u``, the input offset times the weights' sum and the bias folded
+  into the limits); equal to the float simulation and to the XLA kernel bit for bit."""
+  model = make()
+  x = np.random.default_rng(6).integers(0, 256, shape, dtype=np.uint8)
+  variables = _random_network(model, x, fan_in=int(np.prod(shape[1:])))
+  net = pack_network(model, variables, input_shape=x.shape, input_dtype=np.uint8,
+                     kernel="native")
+  assert _kernel_calls(net, x) == calls
+  _check_equal(_apply(model), variables, x, net)
+  fallback = pack_network(model, variables, input_shape=x.shape, input_dtype=np.uint8,
+                          kernel="xla")
   assert_array_equal(np.asarray(net(x)), np.asarray(fallback(x)))
   assert_array_equal(np.asarray(net.features(x)), np.asarray(fallback.features(x)))

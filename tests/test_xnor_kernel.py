@@ -4,7 +4,8 @@
 fed uint8 images) is checked against ``u @ v.T`` in int64 and against the 8-bit-plane
 popcount product it replaces (``sum_k u - 2 dot + 255 popcount(v)``), for sizes that are not
 multiples of 4, 8 or 32 inputs or of 32 units, more than 2048 inputs (the 16-bit sums
-flushed), one row and many, rows split over threads, eager and jitted. Each measured
+flushed), one row and many, rows split over threads, eager and jitted; ``dot_u8_bits`` (its
++-1 sums thresholded and packed) against a NumPy transcription. ``xnor_bits`` likewise. Each measured
 alternative of the popcount kernel (``$BAYESBINN_JAX_XNOR_VARIANT``: scalar uint64 and
 uint32 words, nibble lookups only, Harley-Seal only, one row per pass, a reduction per word,
 unblocked weights) and the one-thread limit give the XLA fallback's integers bit for bit,
@@ -167,6 +168,41 @@ def test_xnor_bits_are_the_thresholded_counts_packed(threads, p, m, k, n, r, mon
   for got in (eager, jitted, fallback):
     assert got.dtype == np.uint32 and got.shape == (m, -(-n // 32))
     assert_array_equal(np.asarray(got), expected)
+
+
+def _at_least_words(value, limit):
+  """NumPy transcription of dot_u8_bits' packing: bit b of word q of row m is
+  value[m, 32 q + b] >= limit[m % R, 32 q + b] (the complement of _below_words at limit - 1)."""
+  return _below_words(-value, -limit)
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "5"])
+@pytest.mark.parametrize("m,k,n,r", [(1, 784, 2048, 1), (100, 784, 64, 1), (7, 27, 130, 7),
+                                     (64, 27, 128, 16), (3, 13, 33, 3), (70, 2051, 5, 1),
+                                     (2, 1, 1, 1)])
+def test_dot_u8_bits_are_the_thresholded_pm1_sums_packed(threads, m, k, n, r, monkeypatch):
+  """``2 u.v - sum_k u >= limit`` (the uint8 inputs against +-1 weights) to the bit: limits
+  drawn around each sum (ties included), one limit row per output position (R > 1), units no
+  multiple of 32, more rows than the buffer of 32, chunks over threads, eager and jitted."""
+  u, v, w8 = _dot_u8_case(m, k, n, m + k + n + r)
+  value = 2 * (u.astype(np.int64) @ v.T.astype(np.int64)) - u.astype(np.int64).sum(1)[:, None]
+  rng = np.random.default_rng(r)
+  limit = (value[:r] + rng.integers(-1, 2, (r, n))).astype(np.int32)
+  expected = _at_least_words(value, limit)
+  assert 0 < np.unpackbits(expected.view(np.uint8)).mean() < 1 or n == 1
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREADS", threads)
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREAD_WORK", "-40")
+  eager = xnor_kernel.dot_u8_bits(u, w8, limit, n)
+  jitted = jax.jit(lambda u, w, l: xnor_kernel.dot_u8_bits(u, w, l, n))(u, w8, limit)
+  for got in (eager, jitted):
+    assert got.dtype == np.uint32 and got.shape == (m, -(-n // 32))
+    assert_array_equal(np.asarray(got), expected)
+
+
+def test_dot_u8_bits_refuses_rows_that_are_no_multiple_of_the_limit_rows():
+  u, _, w8 = _dot_u8_case(5, 20, 3, 3)
+  with pytest.raises(Exception, match="multiple of R"):
+    np.asarray(xnor_kernel.dot_u8_bits(u, w8, np.zeros((2, 3), np.int32), 3))
 
 
 def test_xnor_bits_refuses_rows_that_are_no_multiple_of_the_limit_rows():

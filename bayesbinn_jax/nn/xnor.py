@@ -762,20 +762,23 @@ class _Program:
     # (a padded conv tap counts its +1 weights in c_b and in P alike, so it adds nothing).
     top = jnp.asarray((2 ** depth - 1) * positive, jnp.int32)
     bytes_in = self.kernel == "native" and depth == 8
+    rows: tuple | None = None
     if record.kind == "dense":
+      weight_sum_np = signs.sum(axis=0).astype(np.int64)
       if bytes_in:
-        total = self._u8_dot(record, u.astype(jnp.uint8))
+        rows = self._u8_rows(record, u.astype(jnp.uint8))
+        total = self._u8_dot(record, *rows)
       else:
         total = top - self._dense_counts(record, words, planes, depth)[0]
-      weight_sum = jnp.asarray(signs.sum(axis=0), jnp.int32)
     else:
       valid = self._valid(record)                                         # (Ho, Wo, kh, kw)
+      weight_sum_np = np.einsum("pqab,abco->pqo", valid.astype(np.int64), signs.astype(np.int64))
       if bytes_in:
-        total = self._u8_dot(record, u.astype(jnp.uint8))
+        rows = self._u8_rows(record, u.astype(jnp.uint8))
+        total = self._u8_dot(record, *rows)
       else:
         total = top - self._conv_counts(record, words, planes, depth)[0]
-      weight_sum = jnp.asarray(np.einsum("pqab,abco->pqo", valid.astype(np.int64), signs),
-                               jnp.int32)
+    weight_sum = jnp.asarray(weight_sum_np, jnp.int32)
     z = total + offset * weight_sum if offset else total
     if bias is not None:
       z = z + bias   # the bias is added to the float sum: exact only for scale 1
@@ -785,14 +788,34 @@ class _Program:
     value = z.astype(record.out_dtype) * jnp.asarray(scale, record.out_dtype)
     n = int(np.prod(signs.shape[:-1]))
     bound = n * (2 ** depth - 1 + abs(offset)) + 1
+    threshold_words = None
+    if rows is not None and scale == 1.0:
+      base = offset * weight_sum_np + (0 if bias is None else np.asarray(bias, np.int64))
+      threshold_words = self._u8_threshold_words(record, rows, base)
     return _Value(value, integer=z if scale == 1.0 else None, bounds=(-bound, bound),
-                  after_layer=True, bits=(lambda: z >= 0))
+                  after_layer=True, bits=(lambda: z >= 0), threshold_words=threshold_words)
 
-  def _u8_dot(self, record: LayerRecord, u: jax.Array) -> jax.Array:
-    """``sum_k u_k w_k`` per unit, (..., units) or (..., Ho, Wo, units), of uint8 inputs (conv:
-    their patches, 0 where padded) and the +-1 weights: ``2 dot(u, v) - sum_k u`` with
-    :func:`~bayesbinn_jax.nn.xnor_kernel.dot_u8` (table lookup; the same integers as the
-    8-bit-plane product, ``(2^8 - 1) P - sum_b 2^b popcount(u_b XOR v)``)."""
+  def _u8_threshold_words(self, record: LayerRecord, rows: tuple, base: np.ndarray
+                          ) -> Callable[[np.ndarray], jax.Array]:
+    """``t -> pack_bits(z >= t)`` for ``z = (2 dot - sum_k u) + base`` in one native call
+    (:func:`~bayesbinn_jax.nn.xnor_kernel.dot_u8_bits`, limit ``t - base``); ``base``: the input
+    offset times the weights' sum (per output position for a convolution), plus the bias."""
+    flat, lead = rows
+    units = self._units(record)
+    base = np.asarray(base, np.int64).reshape(-1, units)               # (1 or Ho Wo, units)
+
+    def threshold_words(t: np.ndarray) -> jax.Array:
+      limit = np.clip(np.asarray(t, np.int64) - base, -np.iinfo(np.int32).max,
+                      np.iinfo(np.int32).max).astype(np.int32)
+      out = xnor_kernel.dot_u8_bits(flat, self.cache[("u8", record.index)], limit, units)
+      return out.reshape(tuple(lead) + (out.shape[-1],))
+
+    return threshold_words
+
+  def _u8_rows(self, record: LayerRecord, u: jax.Array) -> tuple[jax.Array, tuple]:
+    """(the rows of uint8 inputs the product reads, (M, K), and the leading shape of its
+    output): the inputs of a dense layer, a convolution's patches (0 where padded); the
+    weights' layout cached."""
     key = ("u8", record.index)
     signs = self.cache[("signs", record.index)]
     units = signs.shape[-1]
@@ -815,9 +838,17 @@ class _Program:
                           "planes": 8, "rows": int(flat.shape[0]), "inputs": int(flat.shape[1]),
                           "words": -(-int(flat.shape[1]) // WORD_BITS), "units": int(units),
                           "input": "uint8 table lookup"})
-    dot = xnor_kernel.dot_u8(flat, self.cache[key], units)
+    return flat, lead
+
+  def _u8_dot(self, record: LayerRecord, flat: jax.Array, lead: tuple) -> jax.Array:
+    """``sum_k u_k w_k`` per unit, (..., units) or (..., Ho, Wo, units), of the rows of uint8
+    inputs (:meth:`_u8_rows`) and the +-1 weights: ``2 dot(u, v) - sum_k u`` with
+    :func:`~bayesbinn_jax.nn.xnor_kernel.dot_u8` (table lookup; the same integers as the
+    8-bit-plane product, ``(2^8 - 1) P - sum_b 2^b popcount(u_b XOR v)``)."""
+    units = self._units(record)
+    dot = xnor_kernel.dot_u8(flat, self.cache[("u8", record.index)], units)
     total = 2 * dot - jnp.sum(flat, axis=-1, dtype=jnp.int32)[:, None]
-    return total.reshape(lead + (units,))
+    return total.reshape(tuple(lead) + (units,))
 
   # ------------------------------------------------------------------ batchnorm
 

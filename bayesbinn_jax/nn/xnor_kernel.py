@@ -22,7 +22,8 @@ With the native kernel, the first layer of a network fed ``uint8`` images runs
 lookup (per 4 inputs and each 4-bit half of them, a 16-entry table of partial sums,
 indexed by a nibble of 32 units' weight bits in one byte shuffle), the same integers
 at a fraction of the work. :func:`xnor_bits` is :func:`xnor_count` thresholded and packed
-in the kernel (bit ``count <= limit``): a binary layer, its BatchNorm and the next layer's
+in the kernel (bit ``count <= limit``), :func:`dot_u8_bits` the same for the uint8 first
+layer (bit ``2 dot - sum_k u >= limit``): a binary layer, its BatchNorm and the next layer's
 sign leave no int32 sums between two products.
 
 Environment (read at each call, for measurements): ``BAYESBINN_JAX_XNOR_THREADS``
@@ -74,6 +75,7 @@ ENV_CACHE = "BAYESBINN_JAX_CACHE"
 _TARGET = "bayesbinn_xnor_count"
 _TARGET_U8 = "bayesbinn_dot_u8"
 _TARGET_BITS = "bayesbinn_xnor_bits"
+_TARGET_U8_BITS = "bayesbinn_dot_u8_bits"
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "xnor_count.cc")
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
@@ -133,6 +135,8 @@ def _load() -> None:
     jax.ffi.register_ffi_target(_TARGET_U8, jax.ffi.pycapsule(library.BayesbinnDotU8),
                                 platform="cpu")
     jax.ffi.register_ffi_target(_TARGET_BITS, jax.ffi.pycapsule(library.BayesbinnXnorBits),
+                                platform="cpu")
+    jax.ffi.register_ffi_target(_TARGET_U8_BITS, jax.ffi.pycapsule(library.BayesbinnDotU8Bits),
                                 platform="cpu")
     _STATE["native"], _STATE["reason"] = True, f"loaded {path}"
   except (OSError, subprocess.SubprocessError, AttributeError) as error:
@@ -300,6 +304,48 @@ def dot_u8(u: jax.Array, w8: jax.Array, units: int) -> jax.Array:
   call = jax.ffi.ffi_call(_TARGET_U8, jax.ShapeDtypeStruct((u.shape[0], units), jnp.int32),
                           vmap_method="sequential")
   return call(u, w8)
+
+
+def dot_u8_bits(u: jax.Array, w8: jax.Array, limit: jax.Array, units: int) -> jax.Array:
+  """Bits ``2 dot_u8(u, w8)[m, n] - sum_k u[m, k] >= limit[m % R, n]`` packed as
+  :func:`~bayesbinn_jax.nn.packing.pack_bits` packs them, uint32 (M, ceil(units / 32)) (native
+  only; 0 bits past ``units``).
+
+  ``2 dot - sum_k u`` is the uint8 inputs' product with the +-1 weights: a first layer fed
+  uint8 images, its BatchNorm and the next layer's sign in one native call, without int32 sums.
+
+  Args:
+    u: (M, K) uint8.
+    w8: the weight bits in the layout of :func:`u8_weight_layout`.
+    limit: (R, units) int32 with M a multiple of R: row ``m`` is compared with ``limit[m % R]``.
+    units: N.
+
+  Raises:
+    NativeKernelError: the native kernel cannot be had.
+
+  Examples:
+    >>> import numpy as np
+    >>> from bayesbinn_jax.nn import xnor_kernel
+    >>> if xnor_kernel.native_status()[0]:
+    ...   u = np.array([[1, 2, 3, 250]], np.uint8)
+    ...   v = np.array([[1, 0, 1, 1], [0, 1, 0, 0]], bool)   # +-1 sums 252, -252
+    ...   w8 = xnor_kernel.u8_weight_layout(np.packbits(v, axis=1, bitorder="little"))
+    ...   limit = np.array([[252, -253]], np.int32)
+    ...   print(int(xnor_kernel.dot_u8_bits(u, w8, limit, 2)[0, 0]))
+    ... else:
+    ...   print(3)
+    3
+  """
+  available, reason = native_status()
+  if not available:
+    raise NativeKernelError(f"native xnor kernel unavailable: {reason}")
+  u = jnp.asarray(u)
+  words = -(-units // 32)
+  if u.shape[0] == 0:
+    return jnp.zeros((0, words), jnp.uint32)
+  call = jax.ffi.ffi_call(_TARGET_U8_BITS, jax.ShapeDtypeStruct((u.shape[0], words), jnp.uint32),
+                          vmap_method="sequential")
+  return call(u, w8, jnp.asarray(limit, jnp.int32))
 
 
 def u8_weight_layout(bytes_nk: np.ndarray) -> np.ndarray:

@@ -10,6 +10,8 @@
 // two products.
 // BayesbinnDotU8: out[m, n] = sum_k u[m, k] v[n, k] for uint8 inputs and weight bits (the
 // first layer of a network fed uint8 images), by table lookup.
+// BayesbinnDotU8Bits: the same products as the +-1 sums 2 dot - sum_k u[m, k], thresholded and
+// packed: bit b of out[m, q] is that sum for unit 32 q + b >= limit[m % R, 32 q + b].
 // Large products are split into chunks of rows (or, for few rows, of units) over persistent
 // helper threads ($BAYESBINN_JAX_XNOR_THREADS caps them); $BAYESBINN_JAX_XNOR_VARIANT selects
 // the measured alternatives of the popcount product.
@@ -617,6 +619,17 @@ void Split(int64_t m, int64_t groups, int64_t threads, int64_t align, bool nudge
   GetPool()->Run(task);
 }
 
+// The uint8 product of rows [begin, end) and blocks of 32 units [bbegin, bend) (AVX2, else
+// scalar).
+void DotU8Rows(const uint8_t* u, const uint8_t* w8, int32_t* out, int64_t m, int64_t n, int64_t k,
+               int64_t k8, int64_t begin, int64_t end, int64_t bbegin, int64_t bend) {
+#if defined(__AVX2__)
+  DotU8Avx2(u, w8, out, m, n, k, k8, begin, end, bbegin, bend);
+#else
+  DotU8Scalar(u, w8, out, m, n, k, k8, begin, end, bbegin, bend);
+#endif
+}
+
 ffi::Error DotU8Impl(ffi::Buffer<ffi::U8> u, ffi::Buffer<ffi::U8> w,
                      ffi::ResultBuffer<ffi::S32> out) {
   auto ud = u.dimensions();
@@ -635,11 +648,7 @@ ffi::Error DotU8Impl(ffi::Buffer<ffi::U8> u, ffi::Buffer<ffi::U8> w,
   const int64_t threads = Threads(m * n * k, kProductsPerThread, m * blocks);
   const bool nudge = Nudging(m * n * k, kProductsPerThread);
   Split(m, blocks, threads, 1, nudge, [=](int64_t begin, int64_t end, int64_t bbegin, int64_t bend) {
-#if defined(__AVX2__)
-    DotU8Avx2(up, wp, op, m, n, k, k8, begin, end, bbegin, bend);
-#else
-    DotU8Scalar(up, wp, op, m, n, k, k8, begin, end, bbegin, bend);
-#endif
+    DotU8Rows(up, wp, op, m, n, k, k8, begin, end, bbegin, bend);
   });
   return ffi::Error::Success();
 }
@@ -697,27 +706,32 @@ void CountDefault(const uint64_t* a, const uint64_t* w4, int32_t* out, int64_t p
 #endif
 }
 
-// One row's words [qbegin, qend) of bits count[j] <= limit[j] (units j < n; 0 past n).
-void PackBelow(const int32_t* count, const int32_t* limit, uint32_t* out, int64_t n,
-               int64_t qbegin, int64_t qend) {
+// One row's words [qbegin, qend) of bits value[j] <= limit[j] (kAtLeast: value[j] >= limit[j])
+// for units j < n; 0 past n.
+template <bool kAtLeast>
+void PackCompare(const int32_t* value, const int32_t* limit, uint32_t* out, int64_t n,
+                 int64_t qbegin, int64_t qend) {
   for (int64_t q = qbegin; q < qend; ++q) {
     const int64_t j0 = 32 * q;
     uint32_t word = 0;
 #if defined(__AVX2__)
     if (j0 + 32 <= n) {
       for (int64_t e = 0; e < 4; ++e) {
-        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(count + j0 + 8 * e));
+        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(value + j0 + 8 * e));
         const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(limit + j0 + 8 * e));
-        const uint32_t above = static_cast<uint32_t>(
-            _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(c, l))));
-        word |= (~above & 0xffu) << (8 * e);
+        // The lanes that fail the comparison: value > limit (kAtLeast: limit > value).
+        const __m256i fail = kAtLeast ? _mm256_cmpgt_epi32(l, c) : _mm256_cmpgt_epi32(c, l);
+        const uint32_t failed =
+            static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(fail)));
+        word |= (~failed & 0xffu) << (8 * e);
       }
       out[q] = word;
       continue;
     }
 #endif
     for (int64_t b = 0; b < 32 && j0 + b < n; ++b) {
-      word |= static_cast<uint32_t>(count[j0 + b] <= limit[j0 + b]) << b;
+      const bool pass = kAtLeast ? value[j0 + b] >= limit[j0 + b] : value[j0 + b] <= limit[j0 + b];
+      word |= static_cast<uint32_t>(pass) << b;
     }
     out[q] = word;
   }
@@ -759,7 +773,51 @@ ffi::Error XnorBitsImpl(ffi::Buffer<ffi::U32> a, ffi::Buffer<ffi::U32> w,
       // Rows r0.. of a, counted into rows 0.. of the buffer (the planes keep their stride m k).
       CountDefault(ap + r0 * k, wp, counts.data(), planes, m, n, k, 0, r1 - r0, gbegin, gend);
       for (int64_t i = r0; i < r1; ++i) {
-        PackBelow(counts.data() + (i - r0) * n, lp + (i % r) * n, op + i * words, n, qbegin, qend);
+        PackCompare<false>(counts.data() + (i - r0) * n, lp + (i % r) * n, op + i * words, n,
+                           qbegin, qend);
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error DotU8BitsImpl(ffi::Buffer<ffi::U8> u, ffi::Buffer<ffi::U8> w,
+                         ffi::Buffer<ffi::S32> limit, ffi::ResultBuffer<ffi::U32> out) {
+  // u, w as DotU8; limit: (R, N) int32 with M a multiple of R; out: (M, ceil(N / 32)) uint32,
+  // bit b of out[m, q]: 2 dot[m, 32 q + b] - sum_k u[m, k] >= limit[m % R, 32 q + b].
+  auto ud = u.dimensions();
+  auto wd = w.dimensions();
+  auto ld = limit.dimensions();
+  auto od = out->dimensions();
+  if (ud.size() != 2 || wd.size() != 3 || ld.size() != 2 || od.size() != 2 || wd[2] != 32 ||
+      wd[1] != (ud[1] + 7) / 8 || ld[0] < 1 || ud[0] % ld[0] != 0 || wd[0] * 32 < ld[1] ||
+      od[0] != ud[0] || od[1] != (ld[1] + 31) / 32) {
+    return ffi::Error::InvalidArgument(
+        "dot_u8_bits: expected u (M, K) uint8, w (ceil(N / 32), ceil(K / 8), 32) uint8, limit "
+        "(R, N) int32 with M a multiple of R, out (M, ceil(N / 32)) uint32");
+  }
+  const int64_t m = ud[0], k = ud[1], k8 = wd[1], n = ld[1], r = ld[0], words = od[1];
+  const uint8_t* up = u.typed_data();
+  const uint8_t* wp = w.typed_data();
+  const int32_t* lp = limit.typed_data();
+  uint32_t* op = out->typed_data();
+  const int64_t threads = Threads(m * n * k, kProductsPerThread, m * words);
+  const bool nudge = Nudging(m * n * k, kProductsPerThread);
+  // Chunks of rows and of whole words (blocks of 32 units, as the product's).
+  Split(m, words, threads, 1, nudge, [=](int64_t begin, int64_t end, int64_t qbegin, int64_t qend) {
+    thread_local std::vector<int32_t> sums;
+    sums.resize(static_cast<size_t>(kBitsRows * n));
+    const int64_t j0 = 32 * qbegin, j1 = 32 * qend < n ? 32 * qend : n;
+    for (int64_t r0 = begin; r0 < end; r0 += kBitsRows) {
+      const int64_t r1 = r0 + kBitsRows < end ? r0 + kBitsRows : end;
+      DotU8Rows(up + r0 * k, wp, sums.data(), r1 - r0, n, k, k8, 0, r1 - r0, qbegin, qend);
+      for (int64_t i = r0; i < r1; ++i) {
+        const uint8_t* ui = up + i * k;
+        int32_t total = 0;
+        for (int64_t t = 0; t < k; ++t) total += ui[t];
+        int32_t* row = sums.data() + (i - r0) * n;
+        for (int64_t j = j0; j < j1; ++j) row[j] = 2 * row[j] - total;
+        PackCompare<true>(row, lp + (i % r) * n, op + i * words, n, qbegin, qend);
       }
     }
   });
@@ -784,5 +842,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BayesbinnXnorBits, XnorBitsImpl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::U32>>()
                                   .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::U32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BayesbinnDotU8Bits, DotU8BitsImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::U8>>()
+                                  .Arg<ffi::Buffer<ffi::U8>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::U32>>());
