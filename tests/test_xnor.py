@@ -530,7 +530,7 @@ def _kernel_calls(net, x):
     # binary -> BatchNorm -> binary: the kernel thresholds and packs; the last layer counts
     (OddMLP, (4, 5, 11), ["xnor_bits", "xnor_bits", "xnor_count"]),
     # through a max pool (an OR of the words) and a flatten of 64 channels (2 words each)
-    (lambda: _OneConv(pool="max_before", units=64), (3, 8, 6, 5), ["xnor_bits", "xnor_count"]),
+    (lambda: _OneConv(pool="max_before", units=64), (3, 8, 6, 5), ["xnor_conv_bits", "xnor_count"]),
     # 33 channels flatten across words: the bits are packed by XLA after the thresholds
     (lambda: _OneConv(pool="max_before", units=33), (3, 8, 6, 5), ["xnor_count", "xnor_count"]),
     # a pool that averages, and BatchNorm outputs added to a float shortcut: no fused bits
@@ -553,6 +553,21 @@ def test_thresholds_run_in_the_kernel_where_bits_flow_to_the_next_layer(make, sh
   assert_array_equal(np.asarray(net.features(x)), np.asarray(fallback.features(x)))
 
 
+class _TwoConv(nn.Module):
+  """uint8 pixels into a 3x3 conv, then a 3x2 stride (2, 1) conv with asymmetric explicit
+  padding over 40 channels (2 words, K = 12 words), a 1x1 conv, flatten of 64, dense."""
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    bn = lambda: BatchNorm(0.9, 1e-4)
+    x = bn()(BinaryConv(40, (3, 3))(x.astype(jnp.float32)), use_running_average=not train)
+    x = BinaryConv(70, (3, 2), (2, 1), ((1, 2), (0, 1)), input_quantizer="ste_sign")(x)
+    x = bn()(x, use_running_average=not train)
+    x = bn()(BinaryConv(64, (1, 1), input_quantizer="ste_sign")(x), use_running_average=not train)
+    x = BinaryDense(4, input_quantizer="ste_sign")(x.reshape(x.shape[0], -1))
+    return bn()(x, use_running_average=not train)
+
+
 class _BiasedFirst(nn.Module):
   """uint8 pixels (offset -100) into a dense layer with a binary bias, BatchNorm, sign."""
 
@@ -569,8 +584,10 @@ class _BiasedFirst(nn.Module):
     (lambda: MnistMLP(num_classes=5, hidden=45, depth=2, activations="binary"), (6, 28, 28),
      ["dot_u8_bits", "xnor_bits", "xnor_count"]),
     (_BiasedFirst, (5, 7, 9), ["dot_u8_bits", "xnor_count"]),          # offset and bias folded
+    # patches gathered in the kernel: a strided, asymmetrically padded window, then a 1x1
+    (_TwoConv, (2, 9, 7, 3), ["dot_u8_bits", "xnor_conv_bits", "xnor_conv_bits", "xnor_count"]),
     # 5x5/2 first conv; the second's bits pass a max pool; an average pool stops the third's
-    (StridedCNN, (2, 12, 10, 3), ["dot_u8_bits", "xnor_bits", "xnor_count", "xnor_count"]),
+    (StridedCNN, (2, 12, 10, 3), ["dot_u8_bits", "xnor_conv_bits", "xnor_count", "xnor_count"]),
     # a scale other than 1: the BatchNorm is not an integer threshold; bits from XLA
     (lambda: _Scaled(MnistMLP(num_classes=5, hidden=45, depth=2, activations="binary"),
                      1 / 128, -1.0), (6, 28, 28), ["dot_u8", "xnor_bits", "xnor_count"]),

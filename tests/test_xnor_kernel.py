@@ -205,6 +205,59 @@ def test_dot_u8_bits_refuses_rows_that_are_no_multiple_of_the_limit_rows():
     np.asarray(xnor_kernel.dot_u8_bits(u, w8, np.zeros((2, 3), np.int32), 3))
 
 
+@pytest.mark.parametrize("threads", ["1", "2", "5"])
+@pytest.mark.parametrize("b,h,w,c,window,n", [
+    (1, 8, 8, 4, ((3, 3), (1, 1), ((1, 1), (1, 1))), 128),     # VGG-like 3x3 SAME, even K
+    (2, 9, 7, 3, ((3, 3), (1, 1), ((1, 1), (1, 1))), 33),      # odd K (27 words): a zero word
+    (2, 11, 10, 2, ((5, 5), (2, 2), ((2, 2), (2, 2))), 70),    # 5x5 stride 2
+    (3, 6, 5, 1, ((2, 2), (1, 1), ((0, 0), (0, 0))), 40),      # VALID
+    (1, 7, 9, 3, ((1, 3), (2, 1), ((1, 0), (2, 1))), 31),      # explicit, asymmetric
+    (1, 4, 4, 1, ((3, 3), (1, 1), ((3, 3), (3, 3))), 9),       # rows of zero words only
+])
+def test_xnor_conv_bits_gathers_the_patches_of_the_packed_map(threads, b, h, w, c, window, n,
+                                                               monkeypatch):
+  """The convolution's bits from the packed feature map equal ``xnor_bits`` of the patch
+  matrix XLA builds (``conv_patches``, zero words where padded) and a NumPy transcription of
+  its counts: kernel sizes, strides, explicit and asymmetric padding, odd K, batches, limits
+  per output position around each count (ties), chunks over threads, eager and jitted."""
+  (kh, kw), (sh, sw), pads = window
+  ho = (h + sum(pads[0]) - kh) // sh + 1
+  wo = (w + sum(pads[1]) - kw) // sw + 1
+  rng = np.random.default_rng(b + h + w + c + n)
+  x = rng.integers(0, 2 ** 32, (b, h, w, c), dtype=np.uint32)
+  weights = rng.integers(0, 2 ** 32, (n, kh * kw * c), dtype=np.uint32)
+  padded = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  patches = np.stack([np.concatenate([padded[:, i * sh + a, j * sw + e]
+                                      for a in range(kh) for e in range(kw)], axis=-1)
+                      for i in range(ho) for j in range(wo)], axis=1).reshape(b * ho * wo, -1)
+  bits = np.unpackbits(patches.view(np.uint8), axis=-1)
+  count = (bits[:, None, :] != np.unpackbits(weights.view(np.uint8), axis=-1)[None]).sum(-1)
+  limit = (count[:ho * wo] + rng.integers(-1, 2, (ho * wo, n))).astype(np.int32)
+  expected = _below_words(count, limit)
+  assert 0 < np.unpackbits(expected.view(np.uint8)).mean() < 1
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREADS", threads)
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREAD_WORK", "-40")
+  words = np.pad(weights, ((0, 0), (0, weights.shape[1] % 2)))
+  args = ((kh, kw), (sh, sw), pads, (ho, wo))
+  native_w = xnor_kernel.weight_layout(words, "native")
+  eager = xnor_kernel.xnor_conv_bits(x, native_w, limit, "native", n, *args)
+  jitted = jax.jit(lambda x, w, l: xnor_kernel.xnor_conv_bits(x, w, l, "native", n, *args))(
+      x, native_w, limit)
+  fallback = xnor_kernel.xnor_conv_bits(x, xnor_kernel.weight_layout(words, "xla"), limit,
+                                        "xla", n, *args)
+  for got in (eager, jitted, fallback):
+    assert got.dtype == np.uint32 and got.shape == (b * ho * wo, -(-n // 32))
+    assert_array_equal(np.asarray(got), expected)
+
+
+def test_xnor_conv_bits_refuses_weights_of_another_window():
+  x = np.zeros((1, 4, 4, 2), np.uint32)
+  w = xnor_kernel.weight_layout(np.zeros((3, 8), np.uint32), "native")     # 2x2 taps, not 3x3
+  with pytest.raises(Exception, match="xnor_conv_bits: expected"):
+    np.asarray(xnor_kernel.xnor_conv_bits(x, w, np.zeros((16, 3), np.int32), "native", 3,
+                                          (3, 3), (1, 1), ((1, 1), (1, 1)), (4, 4)))
+
+
 def test_xnor_bits_refuses_rows_that_are_no_multiple_of_the_limit_rows():
   a = np.zeros((1, 5, 2), np.uint32)
   w = xnor_kernel.weight_layout(np.zeros((3, 2), np.uint32), "native")

@@ -565,15 +565,20 @@ class _Program:
     self.features = bits
     packed = x.words()
     z: Any
+    units = self._units(record)
     if record.kind == "dense":
       count, flat = self._dense_counts(record, words, bits, packed=packed)
       z = bits.shape[-1] - 2 * count
       base = np.full((1, count.shape[-1]), bits.shape[-1], np.int64)      # z = base - 2 count
+      bits_below = lambda limit: xnor_kernel.xnor_bits(flat, words, limit, self.kernel, units)
     else:
-      count, flat = self._conv_counts(record, words, bits, packed=packed)
+      count, packed_map = self._conv_counts(record, words, bits, packed=packed)
       offset = self._conv_offset(record)
       z = offset - 2 * count
       base = offset.reshape(-1, offset.shape[-1]).astype(np.int64)         # per output position
+      (kh, kw), strides, pads, _, out_hw = self._conv_geometry(record)
+      bits_below = lambda limit: xnor_kernel.xnor_conv_bits(
+          packed_map, words, limit, self.kernel, units, (kh, kw), strides, pads, out_hw)
     if bias is not None:
       z = z + bias
       base = base + bias
@@ -581,20 +586,20 @@ class _Program:
     extra = 1 if bias is not None else 0
     return _Value(z.astype(record.out_dtype), integer=z, bounds=(-n - extra, n + extra),
                   after_layer=True,
-                  threshold_words=self._threshold_words(flat, words, base, count.shape[:-1]))
+                  threshold_words=self._threshold_words(bits_below, base, count.shape[:-1]))
 
-  def _threshold_words(self, flat: jax.Array, words: jax.Array, base: np.ndarray,
+  def _threshold_words(self, bits_below: Callable[[np.ndarray], jax.Array], base: np.ndarray,
                        lead: tuple) -> Callable[[np.ndarray], jax.Array] | None:
     """``t -> pack_bits(z >= t)`` for ``z = base - 2 count`` in one native call (bits
-    ``count <= floor((base - t) / 2)``), or None with the XLA kernel."""
+    ``count <= floor((base - t) / 2)``: ``bits_below(limit)``, the layer's ``xnor_bits`` or
+    ``xnor_conv_bits``), or None with the XLA kernel."""
     if self.kernel != "native":
       return None
-    units = base.shape[-1]
 
     def threshold_words(t: np.ndarray) -> jax.Array:
       limit = np.floor_divide(base - np.asarray(t, np.int64), 2)
       limit = np.clip(limit, -1, np.iinfo(np.int32).max).astype(np.int32)
-      out = xnor_kernel.xnor_bits(flat, words, limit, self.kernel, units)
+      out = bits_below(limit)
       return out.reshape(tuple(lead) + (out.shape[-1],))
 
     return threshold_words
@@ -686,13 +691,8 @@ class _Program:
 
   def _patches(self, record: LayerRecord, words_in: jax.Array) -> tuple[jax.Array, tuple]:
     """(N, Ho, Wo, kh * kw * words) patches of the packed input, zero words where padded."""
-    (kh, kw), (sh, sw), pads, _, (ho, wo) = self._conv_geometry(record)
-    padded = jax.lax.pad(words_in, jnp.uint32(0),
-                         [(0, 0, 0), (pads[0][0], pads[0][1], 0), (pads[1][0], pads[1][1], 0),
-                          (0, 0, 0)])
-    taps = [padded[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw, :]
-            for i in range(kh) for j in range(kw)]
-    return jnp.concatenate(taps, axis=-1), (ho, wo)
+    kernel_size, strides, pads, _, out_hw = self._conv_geometry(record)
+    return xnor_kernel.conv_patches(words_in, kernel_size, strides, pads, out_hw), out_hw
 
   def _valid(self, record: LayerRecord) -> np.ndarray:
     """valid[p, q, a, b]: tap (a, b) of output position (p, q) reads an in-image pixel."""
@@ -719,8 +719,9 @@ class _Program:
   def _conv_counts(self, record: LayerRecord, words: jax.Array, bits: jax.Array,
                    planes: int = 0, packed: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """(``sum_p 2^p popcount(patch_p XOR w)`` per output position and unit, (..., Ho, Wo,
-    units), on patches of the packed input padded with 0 words, and the patches the kernel
-    read); ``packed``: the bits already packed (by the kernel of the layer before)."""
+    units), on patches of the packed input padded with 0 words, and that packed input,
+    (N, H, W, words), whose patches the kernel read); ``packed``: the bits already packed (by
+    the kernel of the layer before)."""
     lead = bits.shape[1 if planes else 0:-3]
     channel_words = -(-bits.shape[-1] // WORD_BITS)
     if packed is not None:
@@ -735,7 +736,7 @@ class _Program:
     units = self._units(record)
     self._product(record, flat, units)
     count = xnor_kernel.xnor_count(flat, words, self.kernel, units)
-    return count.reshape(lead + (ho, wo, count.shape[-1])), flat
+    return count.reshape(lead + (ho, wo, count.shape[-1])), packed
 
   # ------------------------------------------------------------------ integer inputs
 

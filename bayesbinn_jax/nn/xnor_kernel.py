@@ -23,8 +23,10 @@ lookup (per 4 inputs and each 4-bit half of them, a 16-entry table of partial su
 indexed by a nibble of 32 units' weight bits in one byte shuffle), the same integers
 at a fraction of the work. :func:`xnor_bits` is :func:`xnor_count` thresholded and packed
 in the kernel (bit ``count <= limit``), :func:`dot_u8_bits` the same for the uint8 first
-layer (bit ``2 dot - sum_k u >= limit``): a binary layer, its BatchNorm and the next layer's
-sign leave no int32 sums between two products.
+layer (bit ``2 dot - sum_k u >= limit``), and :func:`xnor_conv_bits` the same for a
+convolution, its patches gathered in the kernel from the packed feature map (no patch
+matrix): a binary layer, its BatchNorm and the next layer's sign leave no int32 sums between
+two products.
 
 Environment (read at each call, for measurements): ``BAYESBINN_JAX_XNOR_THREADS``
 caps the threads a large product splits over (default: the cores);
@@ -76,6 +78,7 @@ _TARGET = "bayesbinn_xnor_count"
 _TARGET_U8 = "bayesbinn_dot_u8"
 _TARGET_BITS = "bayesbinn_xnor_bits"
 _TARGET_U8_BITS = "bayesbinn_dot_u8_bits"
+_TARGET_CONV_BITS = "bayesbinn_xnor_conv_bits"
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "xnor_count.cc")
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
@@ -138,6 +141,8 @@ def _load() -> None:
                                 platform="cpu")
     jax.ffi.register_ffi_target(_TARGET_U8_BITS, jax.ffi.pycapsule(library.BayesbinnDotU8Bits),
                                 platform="cpu")
+    jax.ffi.register_ffi_target(_TARGET_CONV_BITS,
+                                jax.ffi.pycapsule(library.BayesbinnXnorConvBits), platform="cpu")
     _STATE["native"], _STATE["reason"] = True, f"loaded {path}"
   except (OSError, subprocess.SubprocessError, AttributeError) as error:
     _STATE["native"], _STATE["reason"] = False, str(error) or type(error).__name__
@@ -267,6 +272,80 @@ def xnor_bits(a: jax.Array, w: jax.Array, limit: jax.Array, kernel: str, units: 
     return call(a3, w, limit)
   count = xnor_count(a, w, kernel, units)
   return pack_bits((count.reshape(-1, limit.shape[0], units) <= limit[None]).reshape(rows, units))
+
+
+def conv_patches(x: jax.Array, kernel_size: tuple[int, int], strides: tuple[int, int],
+                 pads: tuple[tuple[int, int], tuple[int, int]], out_hw: tuple[int, int]
+                 ) -> jax.Array:
+  """(B, Ho, Wo, kh * kw * C) patches of ``x`` (B, H, W, C), taps in (row, column) order, each
+  tap's C values side by side, zeros where the window leaves the image (``pads``: (before,
+  after) rows, then columns).
+
+  Examples:
+    >>> import numpy as np
+    >>> from bayesbinn_jax.nn import xnor_kernel
+    >>> x = np.arange(1, 5, dtype=np.uint32).reshape(1, 2, 2, 1)     # [[1, 2], [3, 4]]
+    >>> xnor_kernel.conv_patches(x, (2, 2), (1, 1), ((0, 1), (0, 1)), (2, 2))[0, :, :].tolist()
+    [[[1, 2, 3, 4], [2, 0, 4, 0]], [[3, 4, 0, 0], [4, 0, 0, 0]]]
+  """
+  (kh, kw), (sh, sw), (ho, wo) = kernel_size, strides, out_hw
+  padded = jax.lax.pad(jnp.asarray(x), jnp.zeros((), jnp.asarray(x).dtype),
+                       [(0, 0, 0), (pads[0][0], pads[0][1], 0), (pads[1][0], pads[1][1], 0),
+                        (0, 0, 0)])
+  taps = [padded[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw, :]
+          for i in range(kh) for j in range(kw)]
+  return jnp.concatenate(taps, axis=-1)
+
+
+def xnor_conv_bits(x: jax.Array, w: jax.Array, limit: jax.Array, kernel: str, units: int,
+                   kernel_size: tuple[int, int], strides: tuple[int, int],
+                   pads: tuple[tuple[int, int], tuple[int, int]], out_hw: tuple[int, int]
+                   ) -> jax.Array:
+  """:func:`xnor_bits` of a convolution's patches (:func:`conv_patches` of ``x``, zero words
+  where padded; K padded to even), uint32 (B * Ho * Wo, ceil(units / 32)).
+
+  The native kernel gathers each block of rows' patches from the packed feature map itself,
+  so no patch matrix is written; "xla" builds the patches and calls :func:`xnor_bits`.
+
+  Args:
+    x: (B, H, W, C) uint32: the packed input channels (C words per pixel).
+    w: the weights over K = kh * kw * C words (tap-major) in ``kernel``'s layout.
+    limit: (Ho * Wo, units) int32, row ``(oh, ow)`` for output position (oh, ow).
+    kernel: "native" or "xla".
+    units: N.
+    kernel_size, strides, pads, out_hw: the convolution's window, as :func:`conv_patches`.
+
+  Examples:
+    >>> import numpy as np
+    >>> from bayesbinn_jax.nn import xnor_kernel
+    >>> x = np.array([1, 3, 0, 2], np.uint32).reshape(1, 2, 2, 1)   # 1-word pixels
+    >>> w = np.array([[1, 1]], np.uint32)                          # 1 unit, taps (0, 0), (0, 1)
+    >>> kernel = xnor_kernel.backend()
+    >>> bits = xnor_kernel.xnor_conv_bits(x, xnor_kernel.weight_layout(w, kernel),
+    ...                                   np.full((2, 1), 1, np.int32), kernel, 1,
+    ...                                   (1, 2), (1, 1), ((0, 0), (0, 0)), (2, 1))
+    >>> bits.ravel().tolist()                                      # counts 1 and 3 against <= 1
+    [1, 0]
+  """
+  (kh, kw), (sh, sw), (ho, wo) = kernel_size, strides, out_hw
+  x = jnp.asarray(x)
+  rows, words = x.shape[0] * ho * wo, -(-units // 32)
+  if kernel == "native":
+    available, reason = native_status()
+    if not available:
+      raise NativeKernelError(f"native xnor kernel unavailable: {reason}")
+    if rows == 0:
+      return jnp.zeros((0, words), jnp.uint32)
+    call = jax.ffi.ffi_call(_TARGET_CONV_BITS, jax.ShapeDtypeStruct((rows, words), jnp.uint32),
+                            vmap_method="sequential")
+    return call(x, w, jnp.asarray(limit, jnp.int32), kh=np.int64(kh), kw=np.int64(kw),
+                sh=np.int64(sh), sw=np.int64(sw), pt=np.int64(pads[0][0]),
+                pl=np.int64(pads[1][0]), ho=np.int64(ho), wo=np.int64(wo))
+  flat = conv_patches(x, kernel_size, strides, pads, out_hw).reshape(rows, -1)
+  k = w.shape[0]                                                    # "xla": (K, N)
+  if flat.shape[-1] < k:
+    flat = jnp.pad(flat, ((0, 0), (0, k - flat.shape[-1])))
+  return xnor_bits(flat, w, limit, kernel, units)
 
 
 def dot_u8(u: jax.Array, w8: jax.Array, units: int) -> jax.Array:

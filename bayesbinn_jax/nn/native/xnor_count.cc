@@ -12,6 +12,9 @@
 // first layer of a network fed uint8 images), by table lookup.
 // BayesbinnDotU8Bits: the same products as the +-1 sums 2 dot - sum_k u[m, k], thresholded and
 // packed: bit b of out[m, q] is that sum for unit 32 q + b >= limit[m % R, 32 q + b].
+// BayesbinnXnorConvBits: XnorBits of a convolution, reading its patches straight from the packed
+// feature map (B, H, W, C words): each block of rows' patches is gathered into a thread-local
+// buffer (zero words where the window leaves the image), so no patch matrix is written.
 // Large products are split into chunks of rows (or, for few rows, of units) over persistent
 // helper threads ($BAYESBINN_JAX_XNOR_THREADS caps them); $BAYESBINN_JAX_XNOR_VARIANT selects
 // the measured alternatives of the popcount product.
@@ -824,6 +827,78 @@ ffi::Error DotU8BitsImpl(ffi::Buffer<ffi::U8> u, ffi::Buffer<ffi::U8> w,
   return ffi::Error::Success();
 }
 
+ffi::Error XnorConvBitsImpl(ffi::Buffer<ffi::U32> x, ffi::Buffer<ffi::U32> w,
+                            ffi::Buffer<ffi::S32> limit, ffi::ResultBuffer<ffi::U32> out,
+                            int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt,
+                            int64_t pl, int64_t ho, int64_t wo) {
+  // x: (B, H, W, C) uint32 words of the input's channels; w as XnorCount over the patches'
+  // K = kh kw C words (tap-major, (a, c, channel word); one zero word more when odd); limit:
+  // (ho wo, N) int32; out: (B ho wo, ceil(N / 32)) uint32, rows in (b, oh, ow) order. Output
+  // position (oh, ow)'s tap (a, c) reads x[b, oh sh + a - pt, ow sw + c - pl] (0 outside).
+  auto xd = x.dimensions();
+  auto wd = w.dimensions();
+  auto ld = limit.dimensions();
+  auto od = out->dimensions();
+  const bool shape_ok = xd.size() == 4 && wd.size() == 3 && ld.size() == 2 && od.size() == 2 &&
+                        wd[2] == 8 && kh > 0 && kw > 0 && sh > 0 && sw > 0 && ho >= 0 &&
+                        wo >= 0 && ld[0] == ho * wo && od[0] == xd[0] * ho * wo &&
+                        wd[0] * 4 >= ld[1] && od[1] == (ld[1] + 31) / 32;
+  const int64_t taps_words = kh * kw * (xd.size() == 4 ? xd[3] : 0);
+  if (!shape_ok || wd[1] * 2 != taps_words + taps_words % 2 || ld[0] < 1) {
+    return ffi::Error::InvalidArgument(
+        "xnor_conv_bits: expected x (B, H, W, C) uint32, w (ceil(N / 4), ceil(kh kw C / 2), 8) "
+        "uint32, limit (ho wo, N) int32, out (B ho wo, ceil(N / 32)) uint32");
+  }
+  const int64_t height = xd[1], width = xd[2], ch = xd[3], m = od[0], n = ld[1], r = ld[0];
+  const int64_t k = wd[1], words = od[1];
+  const uint32_t* xp = x.typed_data();
+  const auto* wp = reinterpret_cast<const uint64_t*>(w.typed_data());
+  const int32_t* lp = limit.typed_data();
+  uint32_t* op = out->typed_data();
+  const int64_t groups = (n + 3) / 4;
+  const int64_t threads = Threads(m * n * k, kWordsPerThread, ((m + 1) / 2) * words);
+  const bool nudge = Nudging(m * n * k, kWordsPerThread);
+  Split(m, words, threads, 2, nudge, [=](int64_t begin, int64_t end, int64_t qbegin, int64_t qend) {
+    thread_local std::vector<int32_t> counts;
+    thread_local std::vector<uint64_t> patches;
+    counts.resize(static_cast<size_t>(kBitsRows * n));
+    patches.resize(static_cast<size_t>(kBitsRows * k));
+    const int64_t gbegin = 8 * qbegin, gend = 8 * qend < groups ? 8 * qend : groups;
+    for (int64_t r0 = begin; r0 < end; r0 += kBitsRows) {
+      const int64_t r1 = r0 + kBitsRows < end ? r0 + kBitsRows : end;
+      for (int64_t i = r0; i < r1; ++i) {
+        auto* dst = reinterpret_cast<uint32_t*>(patches.data() + (i - r0) * k);
+        const int64_t b = i / r, p = i % r, oh = p / wo, ow = p % wo;
+        for (int64_t a = 0; a < kh; ++a) {
+          const int64_t ih = oh * sh + a - pt, iw0 = ow * sw - pl;
+          if (ih >= 0 && ih < height && iw0 >= 0 && iw0 + kw <= width) {  // kw pixels in a row
+            std::memcpy(dst, xp + ((b * height + ih) * width + iw0) * ch,
+                        static_cast<size_t>(kw * ch) * sizeof(uint32_t));
+            dst += kw * ch;
+            continue;
+          }
+          for (int64_t c = 0; c < kw; ++c, dst += ch) {
+            const int64_t iw = iw0 + c;
+            if (ih < 0 || ih >= height || iw < 0 || iw >= width) {
+              std::memset(dst, 0, static_cast<size_t>(ch) * sizeof(uint32_t));
+            } else {
+              std::memcpy(dst, xp + ((b * height + ih) * width + iw) * ch,
+                          static_cast<size_t>(ch) * sizeof(uint32_t));
+            }
+          }
+        }
+        if (taps_words % 2) *dst = 0;
+      }
+      CountDefault(patches.data(), wp, counts.data(), 1, r1 - r0, n, k, 0, r1 - r0, gbegin, gend);
+      for (int64_t i = r0; i < r1; ++i) {
+        PackCompare<false>(counts.data() + (i - r0) * n, lp + (i % r) * n, op + i * words, n,
+                           qbegin, qend);
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BayesbinnXnorCount, XnorCountImpl,
@@ -851,3 +926,18 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BayesbinnDotU8Bits, DotU8BitsImpl,
                                   .Arg<ffi::Buffer<ffi::U8>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::U32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BayesbinnXnorConvBits, XnorConvBitsImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::U32>>()
+                                  .Attr<int64_t>("kh")
+                                  .Attr<int64_t>("kw")
+                                  .Attr<int64_t>("sh")
+                                  .Attr<int64_t>("sw")
+                                  .Attr<int64_t>("pt")
+                                  .Attr<int64_t>("pl")
+                                  .Attr<int64_t>("ho")
+                                  .Attr<int64_t>("wo"));
