@@ -4,7 +4,9 @@
    float32 call, one call of each case, then the same call again at once (medians over
    ``ROUNDS`` rounds, ms): a trivial jitted call, a ctypes call of libc's ``getpid`` (no JAX),
    NumPy's ``bitwise_count`` over 1.25 MB (the packed weights' size), the packed network.
-2. ``two_threads``: the native popcount product of VGG's second convolution at batch 1
+2. ``gap_batch100``: the same MLP at batch 100, the packed call after the float32 call with a
+   sleep of 0, 0.5, 2, 5, 20 ms between them (not timed), 25 rounds (median and best ms).
+3. ``two_threads``: the native popcount product of VGG's second convolution at batch 1
    (1024 rows, 36 uint32 words, 128 units), 400 calls back to back on the default two threads:
    percentiles (ms) beside the one-core floor at the measured popcount throughput.
 
@@ -59,6 +61,22 @@ def after_float32():
           for name, (a, b) in times.items()}
 
 
+def gap_batch100():
+  _, float_fn, packed, inputs, _ = paf._networks()
+  x = inputs[100]
+  for _ in range(10):
+    timed(lambda: float_fn(x)), timed(lambda: packed(x))
+  times: dict = {}
+  for _ in range(25):
+    for gap in (0, 0.5, 2, 5, 20):
+      timed(lambda: float_fn(x))
+      if gap:
+        time.sleep(gap / 1e3)
+      times.setdefault(gap, []).append(timed(lambda: packed(x)))
+  return {f"{gap} ms": [round(float(np.median(v)), 3), round(min(v), 3)]
+          for gap, v in times.items()}
+
+
 def two_threads():
   rng = np.random.default_rng(0)
   m, k, n = 1024, 36, 128
@@ -83,4 +101,5 @@ def two_threads():
 if __name__ == "__main__":
   print(json.dumps({"command": "python benchmarks/results/packed_cold_call/run.py",
                     "load_average_1min": os.getloadavg()[0], "after_float32": after_float32(),
+                    "gap_batch100": gap_batch100(),
                     "two_threads": two_threads()}, indent=1))
