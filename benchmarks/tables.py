@@ -43,6 +43,10 @@ FIGURES_DIR = os.path.join("docs", "figures")
 
 PAPER_MNIST = {"ste": "98.85 +- 0.09", "bop": "98.47 +- 0.02", "pmf": "98.80 +- 0.06",
                "bayesbinn": "98.86 +- 0.05", "adam": "99.01 +- 0.06"}
+PAPER_CIFAR10 = {"ste": "93.55 +- 0.15", "bayesbinn": "93.72 +- 0.16"}
+CIFAR_JPEG_RUNS = {"bayesbinn": "cifar10-jpeg-bayesbinn", "ste": "cifar10-jpeg-ste"}
+"""Issue 27's CIFAR-10 (JPEG copy) runs: the README gets a row per run once its summary exists."""
+OPTIMIZER_NAMES = {"bayesbinn": "BayesBiNN", "ste": "STE-Adam"}
 
 
 # ----------------------------------------------------------------------------- loading
@@ -166,10 +170,11 @@ RUNS = ("mnist-adam", "mnist-ste", "mnist-bayesbinn-15ep", "mnist-bayesbinn", "m
 @table("runs", RESULTS_PAGE)
 def runs(r: Results) -> Table:
   rows = []
-  for name in RUNS:
+  finished = [run for run in CIFAR_JPEG_RUNS.values() if os.path.exists(r.path(f"{run}/summary.json"))]
+  for name in RUNS + tuple(finished):
     rel = f"{name}/summary.json"
     s = r(rel)
-    paper = PAPER_MNIST.get(s["optimizer"], "") if s["experiment"] == "mnist" else ""
+    paper = {"mnist": PAPER_MNIST, "cifar10": PAPER_CIFAR10}.get(s["experiment"], {}).get(s["optimizer"], "")
     nll = " / ".join(num(s[k]) for k in ("test_nll", "mc_test_nll") if k in s)
     ece = " / ".join(num(s[k]) for k in ("test_ece", "mc_test_ece") if k in s)
     if "avg_test_accuracy_after_task" in s:
@@ -622,7 +627,23 @@ def headline(r: Results) -> Table:
                  "test accuracy (%); OOD AUROC vs rotated digits; mode / Monte Carlo (C = 100)",
                  f"{pct(e['test_accuracy'])} / {pct(e['mc_test_accuracy'])}; {num(e['ood_auroc'], 3)} / "
                  f"{num(e['mc_ood_auroc'], 3)}", "-", src(sweep_eval(t, 100, "rot90"))])
+  rows += cifar_jpeg_rows(r)
   return Table(["experiment", "metric", "bayesbinn_jax", "paper", "source, in `benchmarks/results/`"], rows)
+
+
+def cifar_jpeg_rows(r: Results) -> list[list[str]]:
+  """A row per finished CIFAR-10 (JPEG copy) run, beside the paper's 500 epochs on the original data."""
+  rows = []
+  for optimizer, run in CIFAR_JPEG_RUNS.items():
+    rel = f"{run}/summary.json"
+    if not os.path.exists(r.path(rel)):
+      continue
+    s = r(rel)
+    rows.append([f"CIFAR-10 (JPEG copy), VGG, {OPTIMIZER_NAMES[optimizer]}, {s['epochs']} epochs, "
+                 f"seed {s['seed']}", "test accuracy at best validation (%)",
+                 pct(s["test_accuracy_at_best_val"]),
+                 f"{PAPER_CIFAR10[optimizer]} (500 epochs, original CIFAR-10)", src(rel)])
+  return rows
 
 
 # ----------------------------------------------------------------------------- quotes

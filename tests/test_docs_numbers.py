@@ -201,3 +201,29 @@ def test_the_sweep_table_has_a_row_per_finished_temperature(tmp_path):
   os.remove(os.path.join(tmp_path, tables.RESULTS_DIR, tables.sweep_eval("1e-10", 100, "cifar-gray")))
   rows = tables.temperature_sweep(tables.Results(str(tmp_path))).rows
   assert [row[0] for row in rows] == [t for t in done if t != "1e-10"]
+
+
+def test_a_finished_cifar_jpeg_run_gets_its_readme_row(tmp_path):
+  """Issue 27: once a CIFAR-10 (JPEG copy) run's summary is committed, the README's results
+  table must gain its row (the check fails until the table is regenerated), with the paper's
+  500-epoch number beside it; a run without a summary gets none."""
+  root = copy_checkout(tmp_path)
+  run = os.path.join(root, tables.RESULTS_DIR, tables.CIFAR_JPEG_RUNS["bayesbinn"])
+  os.makedirs(run, exist_ok=True)
+  with open(os.path.join(run, "summary.json"), "w", encoding="utf-8") as f:
+    json.dump({"epochs": 5, "seed": 0, "test_accuracy_at_best_val": 0.81234, "test_accuracy": 0.8111,
+               "experiment": "cifar10", "optimizer": "bayesbinn", "test_nll": 0.61, "test_ece": 0.05,
+               "train_seconds": 15000.0}, f)
+  problems = tables.run(root, check=True, out=io.StringIO())
+  assert any("results-table" in p for p in problems), problems
+  tables.run(root, check=False, out=io.StringIO())
+  assert tables.run(root, check=True, out=io.StringIO()) == []
+  with open(os.path.join(root, tables.README), encoding="utf-8") as f:
+    readme = f.read()
+  assert ("| CIFAR-10 (JPEG copy), VGG, BayesBiNN, 5 epochs, seed 0 | test accuracy at best "
+          "validation (%) | 81.23 | 93.72 +- 0.16 (500 epochs, original CIFAR-10) |") in readme
+  assert "STE-Adam, 5 epochs" not in readme
+  with open(os.path.join(root, tables.RESULTS_PAGE), encoding="utf-8") as f:
+    results_page = f.read()
+  assert "| cifar10-jpeg-bayesbinn | 5 | 81.23 | 81.11 |" in results_page
+  assert "| 250.0 min | 93.72 +- 0.16 |" in results_page
