@@ -251,11 +251,20 @@ def test_a_signal_stops_at_a_step_saves_there_and_resume_gives_the_same_summary(
   assert os.path.isdir(checkpoint) and os.path.dirname(checkpoint) == os.path.join(out, "checkpoints")
   assert lines[0].endswith("; resume: bayesbinn-train " + " ".join(argv) + " --resume")
   assert not os.path.exists(os.path.join(out, "run.lock"))
+  # The seconds epoch 2 trained before the signal are saved with its steps, and its record
+  # after the resume counts them (the summary's train_seconds sums the records).
+  with open(os.path.join(checkpoint, "meta", "metadata"), encoding="utf-8") as f:
+    saved = json.load(f)["progress"]
+  assert saved["epoch"] == 1 and saved["step"] > 0 and saved["seconds"] > 0
+  began = time.perf_counter()
   code, said, _ = run_cli([*argv, "--resume"])
+  resume_seconds = time.perf_counter() - began
   assert code == 0 and "resuming permuted-mnist / bayesbinn " in said
   assert comparable(read_summary(out)) == comparable(read_summary(long_straight))
   assert read_records(out)[-1]["train_loss"] == read_records(long_straight)[-1]["train_loss"]
   assert [r["epoch"] for r in read_records(out)] == list(range(1, EPOCHS + 1))
+  epoch2 = read_records(out)[1]["seconds"]
+  assert saved["seconds"] < epoch2 < saved["seconds"] + resume_seconds
 
 
 @pytest.mark.slow

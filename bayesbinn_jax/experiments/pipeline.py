@@ -241,21 +241,23 @@ def _train(prepared: Prepared, options: RunOptions, state: TrainState, start: in
   run, spec, training = options.config.run, prepared.spec, prepared.training
   total = run.epochs * options.config.num_tasks
   data_key = purpose_key(options.config.seed, "data_order")
-  start_step, start_sums = _partial_epoch(checkpointer.progress)
+  start_step, start_sums, start_seconds = _partial_epoch(checkpointer.progress)
   with console.progress(total * training.steps_per_epoch, start * training.steps_per_epoch + start_step) as bar:
     for global_epoch in range(start, total):
       task, epoch = divmod(global_epoch, run.epochs)
       first_step = start_step if global_epoch == start else 0
       if uses_posterior_prior(spec, options) and epoch == 0 and task > 0 and first_step == 0:
         state = state.replace(opt_state=set_prior(state.opt_state))
+      seconds_before = start_seconds if global_epoch == start else 0.0
+      began = time.perf_counter()
       try:
         state, record = _train_epoch(prepared, options, state, global_epoch, data_key, bar, first_step,
-                                     start_sums if global_epoch == start else None, stop)
+                                     start_sums if global_epoch == start else None, stop, seconds_before)
       except EpochStopped as stopped:
         if writer:
           writer.close()
         raise _interrupted(stop, stopped, global_epoch, (start, start_step), checkpointer, options, spec,  # type: ignore[arg-type]
-                           training.steps_per_epoch) from None
+                           training.steps_per_epoch, seconds_before + time.perf_counter() - began) from None
       last_of_task = epoch == run.epochs - 1
       if (global_epoch + 1) % run.eval_every == 0 or last_of_task:
         record.update(prepared.evaluator.evaluate_epoch(state, task, global_epoch))
@@ -284,9 +286,10 @@ def _say_stall_note(prepared: Prepared, options: RunOptions, record: dict, conso
 
 def _train_epoch(prepared: Prepared, options: RunOptions, state: TrainState, global_epoch: int,
                  data_key: jax.Array, bar: Any, start_step: int = 0, sums: dict | None = None,
-                 stop: StopRequest | None = None) -> tuple[TrainState, dict]:
-  """One epoch of training (from ``start_step`` with the metric ``sums`` of the steps before;
-  :class:`EpochStopped` when ``stop()``); the state and the epoch's record (loss, accuracy, lr, task)."""
+                 stop: StopRequest | None = None, seconds_before: float = 0.0) -> tuple[TrainState, dict]:
+  """One epoch of training (from ``start_step`` with the metric ``sums`` and the ``seconds_before``
+  of the steps before, trained by an interrupted process; :class:`EpochStopped` when ``stop()``);
+  the state and the epoch's record (training seconds, loss, accuracy, lr, task)."""
   run, training, run_data = options.config.run, prepared.training, prepared.run_data
   task = global_epoch // run.epochs
   began = time.perf_counter()
@@ -295,7 +298,7 @@ def _train_epoch(prepared: Prepared, options: RunOptions, state: TrainState, glo
       batch_size=run.batch_size, seed=data_key, epoch=global_epoch, inputs=run_data.inputs(task),
       mesh=training.mesh, augment=data.augment_cifar if run.augment else None,
       max_nonfinite_steps=run.max_nonfinite_steps, progress=bar, start_step=start_step, sums=sums, stop=stop)
-  record = {"epoch": global_epoch + 1, "seconds": time.perf_counter() - began,
+  record = {"epoch": global_epoch + 1, "seconds": seconds_before + time.perf_counter() - began,
             **{f"train_{k}": v for k, v in train.items()}}
   if training.method.schedule is not None:
     record["lr"] = float(training.method.schedule(global_epoch * training.steps_per_epoch))
@@ -397,25 +400,28 @@ def _metadata(options: RunOptions, spec: ExperimentSpec, epoch: int) -> dict:
   }
 
 
-def _partial_epoch(progress: Mapping[str, Any]) -> tuple[int, dict | None]:
-  """The steps done of the epoch after ``progress["epoch"]`` and their metric sums, saved by a
-  run stopped by a signal (:func:`_interrupted`); ``(0, None)`` at an epoch boundary."""
+def _partial_epoch(progress: Mapping[str, Any]) -> tuple[int, dict | None, float]:
+  """The steps done of the epoch after ``progress["epoch"]``, their metric sums and the seconds
+  they took (0 from a checkpoint of release 0.2.0 and before, which did not save them), saved
+  by a run stopped by a signal (:func:`_interrupted`); ``(0, None, 0.0)`` at an epoch boundary."""
   step = int(progress.get("step", 0))
   if not step:
-    return 0, None
-  return step, {key: np.asarray(value, dtype=jnp.dtype(dtype)) for key, (value, dtype) in progress["sums"].items()}
+    return 0, None, 0.0
+  sums = {key: np.asarray(value, dtype=jnp.dtype(dtype)) for key, (value, dtype) in progress["sums"].items()}
+  return step, sums, float(progress.get("seconds", 0.0))
 
 
 def _interrupted(stop: StopRequest, stopped: EpochStopped, global_epoch: int, resumed_at: tuple[int, int],
                  checkpointer: Checkpointer, options: RunOptions, spec: ExperimentSpec,
-                 steps_per_epoch: int) -> Interrupted:
+                 steps_per_epoch: int, seconds: float) -> Interrupted:
   """Saves the state where a signal stopped the run (``stopped.step`` steps into epoch
   ``global_epoch + 1``), unless this process trained nothing since ``resumed_at``; returns the
   :class:`Interrupted` that names the checkpoint to resume from.
 
   A stop inside an epoch is saved as checkpoint ``global_epoch + 1`` with progress
-  ``{"epoch": global_epoch, "step": ..., "sums": ...}`` (the metric sums as ``[value, dtype]``,
-  exact in JSON): the end of that epoch saves over it."""
+  ``{"epoch": global_epoch, "step": ..., "sums": ..., "seconds": ...}`` (the metric sums as
+  ``[value, dtype]``, exact in JSON; ``seconds`` of training in the epoch so far, so that the
+  resumed epoch's record counts them): the end of that epoch saves over it."""
   meta = _metadata(options, spec, global_epoch)
   if (global_epoch, stopped.step) == resumed_at:
     index = checkpointer.latest()
@@ -427,7 +433,8 @@ def _interrupted(stop: StopRequest, stopped: EpochStopped, global_epoch: int, re
     index = global_epoch + 1
     sums = {key: [float(np.asarray(value)), str(np.asarray(value).dtype)] for key, value in stopped.sums.items()}
     checkpointer.save(index, stopped.state,
-                      {**meta, "progress": {"epoch": global_epoch, "step": stopped.step, "sums": sums}})
+                      {**meta, "progress": {"epoch": global_epoch, "step": stopped.step, "sums": sums,
+                                            "seconds": seconds}})
   checkpointer.close()
   folder = None if index is None else os.path.join(checkpointer.directory, str(index))
   return Interrupted(stop.signum, folder, global_epoch, stopped.step, steps_per_epoch)  # type: ignore[arg-type]
