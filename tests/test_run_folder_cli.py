@@ -219,7 +219,9 @@ def test_a_signal_stops_at_a_step_saves_there_and_resume_gives_the_same_summary(
   out = str(tmp_path / "out")
   argv = [*_args(long_data, *LONG), "--out", out]
   first = subprocess.Popen(cli_command(*argv), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  _wait_for(lambda: os.path.exists(os.path.join(out, "run.lock")), first)
+  # The lock is taken (flock) before its holder's pid is written into it: wait for the pid.
+  lock = os.path.join(out, "run.lock")
+  _wait_for(lambda: os.path.exists(lock) and os.path.getsize(lock) > 0, first)
   if signum == signal.SIGTERM:
     # Item 3: a second run into the same folder, while the first holds it (held still by SIGSTOP
     # while the second starts), is refused naming it, with and without --resume. The second run
