@@ -743,6 +743,28 @@ void PackCompare(const int32_t* value, const int32_t* limit, uint32_t* out, int6
 // Rows of the counts held at once per thread before they are packed (an L2-sized buffer).
 constexpr int64_t kBitsRows = 32;
 
+// Rows [begin, end) and words [qbegin, qend) of bits count[m, j] <= limit[m % r, j] into out
+// (`words` uint32 per row): each block of up to kBitsRows rows is counted from `rows(r0, r1)`,
+// the block's uint64 words (`planes` bit-planes `plane_rows` rows apart), into a thread-local
+// buffer, then packed. XnorBits and XnorConvBits differ only in where the rows come from.
+template <typename RowsFn>
+void CountBelowAndPack(RowsFn rows, int64_t planes, int64_t plane_rows, const uint64_t* w4,
+                       const int32_t* limit, uint32_t* out, int64_t n, int64_t k, int64_t r,
+                       int64_t words, int64_t begin, int64_t end, int64_t qbegin, int64_t qend) {
+  thread_local std::vector<int32_t> counts;
+  counts.resize(static_cast<size_t>(kBitsRows * n));
+  const int64_t groups = (n + 3) / 4;
+  const int64_t gbegin = 8 * qbegin, gend = 8 * qend < groups ? 8 * qend : groups;
+  for (int64_t r0 = begin; r0 < end; r0 += kBitsRows) {
+    const int64_t r1 = r0 + kBitsRows < end ? r0 + kBitsRows : end;
+    CountDefault(rows(r0, r1), w4, counts.data(), planes, plane_rows, n, k, 0, r1 - r0, gbegin, gend);
+    for (int64_t i = r0; i < r1; ++i) {
+      PackCompare<false>(counts.data() + (i - r0) * n, limit + (i % r) * n, out + i * words, n,
+                         qbegin, qend);
+    }
+  }
+}
+
 ffi::Error XnorBitsImpl(ffi::Buffer<ffi::U32> a, ffi::Buffer<ffi::U32> w,
                         ffi::Buffer<ffi::S32> limit, ffi::ResultBuffer<ffi::U32> out) {
   // a, w as XnorCount; limit: (R, N) int32 with M a multiple of R (row m reads limit[m % R]);
@@ -763,23 +785,13 @@ ffi::Error XnorBitsImpl(ffi::Buffer<ffi::U32> a, ffi::Buffer<ffi::U32> w,
   const auto* wp = reinterpret_cast<const uint64_t*>(w.typed_data());
   const int32_t* lp = limit.typed_data();
   uint32_t* op = out->typed_data();
-  const int64_t groups = (n + 3) / 4;
   const int64_t threads = Threads(planes * m * n * k, kWordsPerThread, ((m + 1) / 2) * words);
   const bool nudge = Nudging(planes * m * n * k, kWordsPerThread);
   // Chunks of whole words (8 groups of 4 units), so no two threads write one word.
   Split(m, words, threads, 2, nudge, [=](int64_t begin, int64_t end, int64_t qbegin, int64_t qend) {
-    thread_local std::vector<int32_t> counts;
-    counts.resize(static_cast<size_t>(kBitsRows * n));
-    const int64_t gbegin = 8 * qbegin, gend = 8 * qend < groups ? 8 * qend : groups;
-    for (int64_t r0 = begin; r0 < end; r0 += kBitsRows) {
-      const int64_t r1 = r0 + kBitsRows < end ? r0 + kBitsRows : end;
-      // Rows r0.. of a, counted into rows 0.. of the buffer (the planes keep their stride m k).
-      CountDefault(ap + r0 * k, wp, counts.data(), planes, m, n, k, 0, r1 - r0, gbegin, gend);
-      for (int64_t i = r0; i < r1; ++i) {
-        PackCompare<false>(counts.data() + (i - r0) * n, lp + (i % r) * n, op + i * words, n,
-                           qbegin, qend);
-      }
-    }
+    // Rows r0.. of a in place (the planes keep their stride m k).
+    auto rows = [=](int64_t r0, int64_t) { return ap + r0 * k; };
+    CountBelowAndPack(rows, planes, m, wp, lp, op, n, k, r, words, begin, end, qbegin, qend);
   });
   return ffi::Error::Success();
 }
@@ -827,6 +839,37 @@ ffi::Error DotU8BitsImpl(ffi::Buffer<ffi::U8> u, ffi::Buffer<ffi::U8> w,
   return ffi::Error::Success();
 }
 
+// A convolution's window over a (B, H, W, C words) feature map: output row i is position
+// (oh, ow) = divmod(i % positions, wo) of image i / positions.
+struct Window {
+  int64_t height, width, ch, kh, kw, sh, sw, pt, pl, wo, positions;
+  bool odd;  // kh kw C is odd: the patch row ends in one zero word (K is even)
+};
+
+// Output row i's patch into dst: tap (a, c) reads pixel (oh sh + a - pt, ow sw + c - pl), zero
+// words outside the image; a window row inside the image is one copy.
+void GatherPatch(const uint32_t* x, const Window& g, int64_t i, uint32_t* dst) {
+  const int64_t b = i / g.positions, p = i % g.positions, oh = p / g.wo, ow = p % g.wo;
+  const auto pixel = [&](int64_t ih, int64_t iw) { return x + ((b * g.height + ih) * g.width + iw) * g.ch; };
+  for (int64_t a = 0; a < g.kh; ++a) {
+    const int64_t ih = oh * g.sh + a - g.pt, iw0 = ow * g.sw - g.pl;
+    if (ih >= 0 && ih < g.height && iw0 >= 0 && iw0 + g.kw <= g.width) {  // kw pixels in a row
+      std::memcpy(dst, pixel(ih, iw0), static_cast<size_t>(g.kw * g.ch) * sizeof(uint32_t));
+      dst += g.kw * g.ch;
+      continue;
+    }
+    for (int64_t c = 0; c < g.kw; ++c, dst += g.ch) {
+      const int64_t iw = iw0 + c;
+      if (ih < 0 || ih >= g.height || iw < 0 || iw >= g.width) {
+        std::memset(dst, 0, static_cast<size_t>(g.ch) * sizeof(uint32_t));
+      } else {
+        std::memcpy(dst, pixel(ih, iw), static_cast<size_t>(g.ch) * sizeof(uint32_t));
+      }
+    }
+  }
+  if (g.odd) *dst = 0;
+}
+
 ffi::Error XnorConvBitsImpl(ffi::Buffer<ffi::U32> x, ffi::Buffer<ffi::U32> w,
                             ffi::Buffer<ffi::S32> limit, ffi::ResultBuffer<ffi::U32> out,
                             int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt,
@@ -855,46 +898,19 @@ ffi::Error XnorConvBitsImpl(ffi::Buffer<ffi::U32> x, ffi::Buffer<ffi::U32> w,
   const auto* wp = reinterpret_cast<const uint64_t*>(w.typed_data());
   const int32_t* lp = limit.typed_data();
   uint32_t* op = out->typed_data();
-  const int64_t groups = (n + 3) / 4;
   const int64_t threads = Threads(m * n * k, kWordsPerThread, ((m + 1) / 2) * words);
   const bool nudge = Nudging(m * n * k, kWordsPerThread);
+  const Window window{height, width, ch, kh, kw, sh, sw, pt, pl, wo, r, taps_words % 2 == 1};
   Split(m, words, threads, 2, nudge, [=](int64_t begin, int64_t end, int64_t qbegin, int64_t qend) {
-    thread_local std::vector<int32_t> counts;
     thread_local std::vector<uint64_t> patches;
-    counts.resize(static_cast<size_t>(kBitsRows * n));
     patches.resize(static_cast<size_t>(kBitsRows * k));
-    const int64_t gbegin = 8 * qbegin, gend = 8 * qend < groups ? 8 * qend : groups;
-    for (int64_t r0 = begin; r0 < end; r0 += kBitsRows) {
-      const int64_t r1 = r0 + kBitsRows < end ? r0 + kBitsRows : end;
+    auto rows = [&](int64_t r0, int64_t r1) {
       for (int64_t i = r0; i < r1; ++i) {
-        auto* dst = reinterpret_cast<uint32_t*>(patches.data() + (i - r0) * k);
-        const int64_t b = i / r, p = i % r, oh = p / wo, ow = p % wo;
-        for (int64_t a = 0; a < kh; ++a) {
-          const int64_t ih = oh * sh + a - pt, iw0 = ow * sw - pl;
-          if (ih >= 0 && ih < height && iw0 >= 0 && iw0 + kw <= width) {  // kw pixels in a row
-            std::memcpy(dst, xp + ((b * height + ih) * width + iw0) * ch,
-                        static_cast<size_t>(kw * ch) * sizeof(uint32_t));
-            dst += kw * ch;
-            continue;
-          }
-          for (int64_t c = 0; c < kw; ++c, dst += ch) {
-            const int64_t iw = iw0 + c;
-            if (ih < 0 || ih >= height || iw < 0 || iw >= width) {
-              std::memset(dst, 0, static_cast<size_t>(ch) * sizeof(uint32_t));
-            } else {
-              std::memcpy(dst, xp + ((b * height + ih) * width + iw) * ch,
-                          static_cast<size_t>(ch) * sizeof(uint32_t));
-            }
-          }
-        }
-        if (taps_words % 2) *dst = 0;
+        GatherPatch(xp, window, i, reinterpret_cast<uint32_t*>(patches.data() + (i - r0) * k));
       }
-      CountDefault(patches.data(), wp, counts.data(), 1, r1 - r0, n, k, 0, r1 - r0, gbegin, gend);
-      for (int64_t i = r0; i < r1; ++i) {
-        PackCompare<false>(counts.data() + (i - r0) * n, lp + (i % r) * n, op + i * words, n,
-                           qbegin, qend);
-      }
-    }
+      return static_cast<const uint64_t*>(patches.data());
+    };
+    CountBelowAndPack(rows, 1, kBitsRows, wp, lp, op, n, k, r, words, begin, end, qbegin, qend);
   });
   return ffi::Error::Success();
 }
