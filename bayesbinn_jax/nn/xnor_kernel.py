@@ -58,6 +58,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -192,6 +193,23 @@ def backend(requested: str | None = None) -> str:
   return name
 
 
+def _native_call(target: str, shape: tuple[int, int], dtype: Any, *args: Any, **attributes: Any
+                 ) -> jax.Array:
+  """The native kernel ``target`` on ``args`` (and integer ``attributes``), giving ``shape``
+  of ``dtype``: zeros without a call when there are no rows.
+
+  Raises:
+    NativeKernelError: the native kernel cannot be had.
+  """
+  available, reason = native_status()
+  if not available:
+    raise NativeKernelError(f"native xnor kernel unavailable: {reason}")
+  if shape[0] == 0:
+    return jnp.zeros(shape, dtype)
+  call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, dtype), vmap_method="sequential")
+  return call(*args, **{name: np.int64(value) for name, value in attributes.items()})
+
+
 def xnor_count(a: jax.Array, w: jax.Array, kernel: str, units: int) -> jax.Array:
   """``sum_p 2^p sum_k popcount(a[p, m, k] ^ w[., k])``, int32 (M, units), on uint32 words.
 
@@ -213,14 +231,7 @@ def xnor_count(a: jax.Array, w: jax.Array, kernel: str, units: int) -> jax.Array
   """
   a3 = a if a.ndim == 3 else a[None]
   if kernel == "native":
-    available, reason = native_status()
-    if not available:
-      raise NativeKernelError(f"native xnor kernel unavailable: {reason}")
-    if a3.shape[1] == 0:
-      return jnp.zeros((0, units), jnp.int32)
-    call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((a3.shape[1], units), jnp.int32),
-                            vmap_method="sequential")
-    return call(a3, w)
+    return _native_call(_TARGET, (a3.shape[1], units), jnp.int32, a3, w)
   total = jnp.zeros((a3.shape[1], units), jnp.int32)
   for p in range(a3.shape[0]):
     plane = jnp.zeros((a3.shape[1], units), jnp.int32)
@@ -262,14 +273,7 @@ def xnor_bits(a: jax.Array, w: jax.Array, limit: jax.Array, kernel: str, units: 
   limit = jnp.asarray(limit, jnp.int32)
   rows, words = a3.shape[1], -(-units // 32)
   if kernel == "native":
-    available, reason = native_status()
-    if not available:
-      raise NativeKernelError(f"native xnor kernel unavailable: {reason}")
-    if rows == 0:
-      return jnp.zeros((0, words), jnp.uint32)
-    call = jax.ffi.ffi_call(_TARGET_BITS, jax.ShapeDtypeStruct((rows, words), jnp.uint32),
-                            vmap_method="sequential")
-    return call(a3, w, limit)
+    return _native_call(_TARGET_BITS, (rows, words), jnp.uint32, a3, w, limit)
   count = xnor_count(a, w, kernel, units)
   return pack_bits((count.reshape(-1, limit.shape[0], units) <= limit[None]).reshape(rows, units))
 
@@ -331,16 +335,9 @@ def xnor_conv_bits(x: jax.Array, w: jax.Array, limit: jax.Array, kernel: str, un
   x = jnp.asarray(x)
   rows, words = x.shape[0] * ho * wo, -(-units // 32)
   if kernel == "native":
-    available, reason = native_status()
-    if not available:
-      raise NativeKernelError(f"native xnor kernel unavailable: {reason}")
-    if rows == 0:
-      return jnp.zeros((0, words), jnp.uint32)
-    call = jax.ffi.ffi_call(_TARGET_CONV_BITS, jax.ShapeDtypeStruct((rows, words), jnp.uint32),
-                            vmap_method="sequential")
-    return call(x, w, jnp.asarray(limit, jnp.int32), kh=np.int64(kh), kw=np.int64(kw),
-                sh=np.int64(sh), sw=np.int64(sw), pt=np.int64(pads[0][0]),
-                pl=np.int64(pads[1][0]), ho=np.int64(ho), wo=np.int64(wo))
+    return _native_call(_TARGET_CONV_BITS, (rows, words), jnp.uint32, x, w,
+                        jnp.asarray(limit, jnp.int32), kh=kh, kw=kw, sh=sh, sw=sw,
+                        pt=pads[0][0], pl=pads[1][0], ho=ho, wo=wo)
   flat = conv_patches(x, kernel_size, strides, pads, out_hw).reshape(rows, -1)
   k = w.shape[0]                                                    # "xla": (K, N)
   if flat.shape[-1] < k:
@@ -374,15 +371,8 @@ def dot_u8(u: jax.Array, w8: jax.Array, units: int) -> jax.Array:
     ...   print([[254, 2]])
     [[254, 2]]
   """
-  available, reason = native_status()
-  if not available:
-    raise NativeKernelError(f"native xnor kernel unavailable: {reason}")
   u = jnp.asarray(u)
-  if u.shape[0] == 0:
-    return jnp.zeros((0, units), jnp.int32)
-  call = jax.ffi.ffi_call(_TARGET_U8, jax.ShapeDtypeStruct((u.shape[0], units), jnp.int32),
-                          vmap_method="sequential")
-  return call(u, w8)
+  return _native_call(_TARGET_U8, (u.shape[0], units), jnp.int32, u, w8)
 
 
 def dot_u8_bits(u: jax.Array, w8: jax.Array, limit: jax.Array, units: int) -> jax.Array:
@@ -415,16 +405,9 @@ def dot_u8_bits(u: jax.Array, w8: jax.Array, limit: jax.Array, units: int) -> ja
     ...   print(3)
     3
   """
-  available, reason = native_status()
-  if not available:
-    raise NativeKernelError(f"native xnor kernel unavailable: {reason}")
   u = jnp.asarray(u)
-  words = -(-units // 32)
-  if u.shape[0] == 0:
-    return jnp.zeros((0, words), jnp.uint32)
-  call = jax.ffi.ffi_call(_TARGET_U8_BITS, jax.ShapeDtypeStruct((u.shape[0], words), jnp.uint32),
-                          vmap_method="sequential")
-  return call(u, w8, jnp.asarray(limit, jnp.int32))
+  return _native_call(_TARGET_U8_BITS, (u.shape[0], -(-units // 32)), jnp.uint32, u, w8,
+                      jnp.asarray(limit, jnp.int32))
 
 
 def u8_weight_layout(bytes_nk: np.ndarray) -> np.ndarray:

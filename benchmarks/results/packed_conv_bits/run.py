@@ -13,25 +13,21 @@ Run on an idle machine from the repository root:
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(HERE, "..", ".."), os.path.join(HERE, "..", "..", "..")]
 import jax  # noqa: E402
 
+from packed_inference import _median_ms  # noqa: E402
 from bayesbinn_jax.nn import xnor_kernel  # noqa: E402
 
 
 def timed(fn, *args, calls=300):
   for _ in range(20):
     jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(calls):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(1e3 * (time.perf_counter() - start))
-  return [round(float(np.median(times)), 3), round(min(times), 3)]
+  return [round(v, 3) for v in _median_ms(fn, args, calls)]
 
 
 def main():
