@@ -32,8 +32,10 @@ stack. :func:`pack` then *interprets* that jaxpr once per input shape:
 - every other equation (average pooling, residual additions, the output
   BatchNorm, a user's ReLU on the real stream, the first layer with real inputs)
   is replayed as it is in the float network, on values that equal the float
-  network's bit for bit (an integer sum below 2^24 is exact in float32). Hence
-  the packed network's output equals the float simulation's, not approximately.
+  network's bit for bit (an integer sum below 2^24 is exact in float32), each
+  equation its own XLA operation as eager JAX runs it (no fused multiply-add).
+  Hence the packed network's output equals the float simulation's, not
+  approximately.
 
 **Integer inputs.** A first binary layer (input quantizer "none") fed an
 unsigned-integer input cast to float (e.g. ``uint8`` images, ``x.astype(float32)``)
@@ -513,6 +515,10 @@ class _Program:
         return [_Value(out, after_layer=after, planes=folded)]
     outs = _bind(eqn, *eqn_args)
     outs = outs if eqn.primitive.multiple_results else [outs]
+    # Each replayed float equation is its own XLA operation, as eager JAX computes it: fused,
+    # XLA's CPU code may contract a multiply and an add into one FMA (a BatchNorm feeding an
+    # average pool), which moves a sum that cancels to ~0 across the sign's threshold.
+    outs = jax.lax.optimization_barrier(list(outs))
     return [_Value(o, after_layer=after) for o in outs]
 
   @staticmethod
