@@ -358,26 +358,32 @@ def _machine(calls):
   return result
 
 
-VARIANTS = ("", "avx2_lookup", "avx2_hs", "avx2_rows1", "avx2_reduce1", "avx2_unblocked",
-            "scalar64", "scalar32")
-"""The native popcount kernel's alternatives ($BAYESBINN_JAX_XNOR_VARIANT; "" the default:
-AVX2, uint64 words, 4 units per vector in an interleaved weight layout, weights in blocks of
-128 KiB each run against all rows, 2 rows per pass over a block; bits counted by Harley-Seal
-carry-save adders from 24 words per row on, by nibble lookups below, their byte counts
-reduced once per 31 words)."""
+VARIANTS = ("", "avx512_vpop256", "avx2", "avx2_lookup", "avx2_hs", "avx2_rows1",
+            "avx2_reduce1", "avx2_unblocked", "scalar64", "scalar32")
+"""The native popcount kernel's alternatives ($BAYESBINN_JAX_XNOR_VARIANT; "" the default: the
+fastest count the build has, AVX-512's vector popcount on 512-bit vectors where the host has
+AVX-512 VPOPCNTDQ, else the AVX2 count; uint64 words, 4 units per 256-bit group in an
+interleaved weight layout, weights in blocks of 128 KiB each run against all rows, 2 rows per
+pass over a block). Each applies to every popcount product of the network (counts, thresholded
+bits, convolutions); on a host without AVX-512 the avx512 variants are the AVX2 count."""
 
 
 VARIANT_DOCS = {
-    "": "AVX2, uint64 words, 4 units per vector (weights interleaved in groups of 4 units), "
-        "blocks of 128 KiB of weights each against all rows, 2 rows (or bit-planes) per pass; "
-        "Harley-Seal carry-save popcount from 24 words per row on, else nibble lookups with "
-        "one widening per 31 words",
-    "avx2_lookup": "as default, nibble-lookup popcount of every word (no Harley-Seal)",
-    "avx2_hs": "as default, Harley-Seal at every width (also below 24 words)",
-    "avx2_rows1": "as default, one row per pass over the weights (no batching of images)",
-    "avx2_reduce1": "as default, nibble lookups with a widening reduction after every word "
+    "": "the fastest count of the build: with AVX-512 VPOPCNTDQ, one VPOPCNTQ per 8 words "
+        "(words t and t+1 of a group of 4 units against the row's two words, permuted into the "
+        "vector's halves), else the AVX2 count; uint64 words, 4 units per group (weights "
+        "interleaved), blocks of 128 KiB of weights each against all rows, 2 rows (or "
+        "bit-planes) per pass",
+    "avx512_vpop256": "as default, AVX-512 VPOPCNTQ on 256-bit vectors (one word of 4 units "
+                      "per instruction, no permute)",
+    "avx2": "AVX2: Harley-Seal carry-save popcount from 24 words per row on, else nibble "
+            "lookups with one widening per 31 words",
+    "avx2_lookup": "AVX2, nibble-lookup popcount of every word (no Harley-Seal)",
+    "avx2_hs": "AVX2, Harley-Seal at every width (also below 24 words)",
+    "avx2_rows1": "AVX2, one row per pass over the weights (no batching of images)",
+    "avx2_reduce1": "AVX2, nibble lookups with a widening reduction after every word "
                     "(no fused reduction)",
-    "avx2_unblocked": "as default, all weights against each row pair in turn (no cache blocks)",
+    "avx2_unblocked": "AVX2, all weights against each row pair in turn (no cache blocks)",
     "scalar64": "scalar popcount of uint64 words, one (row, unit) at a time",
     "scalar32": "scalar popcount of uint32 words, one (row, unit) at a time",
 }

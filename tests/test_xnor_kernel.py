@@ -7,10 +7,14 @@ multiples of 4, 8 or 32 inputs or of 32 units, more than 2048 inputs (the 16-bit
 flushed), one row and many, rows split over threads, eager and jitted; ``dot_u8_bits`` (its
 +-1 sums thresholded and packed) against a NumPy transcription. ``xnor_bits`` likewise. Each measured
 alternative of the popcount kernel (``$BAYESBINN_JAX_XNOR_VARIANT``: scalar uint64 and
-uint32 words, nibble lookups only, Harley-Seal only, one row per pass, a reduction per word,
-unblocked weights) and the one-thread limit give the XLA fallback's integers bit for bit,
-also with every product split into chunks of rows and of units over the persistent helper
-threads.
+uint32 words, the AVX2 default, nibble lookups only, Harley-Seal only, one row per pass, a
+reduction per word, unblocked weights, AVX-512's vector popcount on 256-bit vectors; the
+default is the fastest the build has, 512-bit vector popcount on an AVX-512 VPOPCNTDQ host)
+and the one-thread limit give the XLA fallback's integers bit for bit, also with every
+product split into chunks of rows and of units over the persistent helper threads; the
+thresholded kernels are checked under the default and the AVX2 count. On a host without
+AVX-512 the AVX-512 variants fall back to the default (a build without AVX or AVX-512 is
+checked by hand with a ``$CXX`` wrapper adding ``-mno-avx512f`` or ``-mno-avx2 -mno-avx``).
 """
 
 from __future__ import annotations
@@ -78,8 +82,9 @@ def test_dot_u8_refuses_a_weight_layout_of_other_inputs():
     jax.block_until_ready(xnor_kernel.dot_u8(u[:, :8], w8, 5))
 
 
-@pytest.mark.parametrize("variant", ["", "scalar64", "scalar32", "avx2_lookup", "avx2_hs",
-                                     "avx2_rows1", "avx2_reduce1", "avx2_unblocked"])
+@pytest.mark.parametrize("variant", ["", "scalar64", "scalar32", "avx2", "avx2_lookup", "avx2_hs",
+                                     "avx2_rows1", "avx2_reduce1", "avx2_unblocked",
+                                     "avx512_vpop256"])
 @pytest.mark.parametrize("p,m,k,n", [(1, 1, 64, 70), (3, 5, 6, 9), (8, 2, 26, 33),
                                      (1, 600, 36, 130), (1, 3, 1000, 70),  # 1000: 3 weight blocks
                                      (1, 100, 64, 2048), (1, 1, 144, 512)])  # MLP and VGG shapes
@@ -95,7 +100,7 @@ def test_popcount_variants_equal_the_xla_fallback(variant, p, m, k, n, monkeypat
   assert_array_equal(np.asarray(native(a, xnor_kernel.weight_layout(w, "native"))), expected)
 
 
-@pytest.mark.parametrize("variant", ["", "avx2_lookup", "avx2_hs", "scalar64"])
+@pytest.mark.parametrize("variant", ["", "avx2", "avx2_lookup", "avx2_hs", "scalar64"])
 @pytest.mark.parametrize("threads", ["2", "3", "5"])
 @pytest.mark.parametrize("p,m,k,n", [(1, 1, 64, 2048), (1, 3, 38, 70), (2, 1, 18, 130),
                                      (1, 100, 64, 9), (1, 7, 496, 33)])
@@ -143,11 +148,13 @@ def _below_words(count, limit):
   return (below.reshape(rows, -1, 32).astype(np.uint64) * weights).sum(-1).astype(np.uint32)
 
 
+@pytest.mark.parametrize("variant", ["", "avx2"])
 @pytest.mark.parametrize("threads", ["1", "2", "5"])
 @pytest.mark.parametrize("p,m,k,n,r", [(1, 1, 64, 2048, 1), (1, 100, 64, 2048, 1),
                                        (1, 7, 18, 130, 1), (2, 6, 4, 33, 3), (8, 5, 26, 70, 5),
                                        (1, 64, 36, 128, 16), (1, 3, 2, 31, 1), (1, 70, 2, 1, 1)])
-def test_xnor_bits_are_the_thresholded_counts_packed(threads, p, m, k, n, r, monkeypatch):
+def test_xnor_bits_are_the_thresholded_counts_packed(variant, threads, p, m, k, n, r,
+                                                     monkeypatch):
   """Counts and limits to the bit (limits drawn around each count, so both sides of every
   comparison occur, ties included); units no multiple of 32 (zero bits after the last),
   one limit row per output position (R > 1, a convolution's borders), bit-planes, more rows
@@ -159,6 +166,7 @@ def test_xnor_bits_are_the_thresholded_counts_packed(threads, p, m, k, n, r, mon
   limit = (count[:r] + rng.integers(-1, 2, (r, n))).astype(np.int32)
   expected = _below_words(count, limit)
   assert 0 < np.unpackbits(expected.view(np.uint8)).mean() < 1 or n == 1
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_VARIANT", variant)
   monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREADS", threads)
   monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREAD_WORK", "-40")
   native_w = xnor_kernel.weight_layout(w, "native")
@@ -205,6 +213,7 @@ def test_dot_u8_bits_refuses_rows_that_are_no_multiple_of_the_limit_rows():
     np.asarray(xnor_kernel.dot_u8_bits(u, w8, np.zeros((2, 3), np.int32), 3))
 
 
+@pytest.mark.parametrize("variant", ["", "avx2"])
 @pytest.mark.parametrize("threads", ["1", "2", "5"])
 @pytest.mark.parametrize("b,h,w,c,window,n", [
     (1, 8, 8, 4, ((3, 3), (1, 1), ((1, 1), (1, 1))), 128),     # VGG-like 3x3 SAME, even K
@@ -214,8 +223,8 @@ def test_dot_u8_bits_refuses_rows_that_are_no_multiple_of_the_limit_rows():
     (1, 7, 9, 3, ((1, 3), (2, 1), ((1, 0), (2, 1))), 31),      # explicit, asymmetric
     (1, 4, 4, 1, ((3, 3), (1, 1), ((3, 3), (3, 3))), 9),       # rows of zero words only
 ])
-def test_xnor_conv_bits_gathers_the_patches_of_the_packed_map(threads, b, h, w, c, window, n,
-                                                               monkeypatch):
+def test_xnor_conv_bits_gathers_the_patches_of_the_packed_map(variant, threads, b, h, w, c,
+                                                               window, n, monkeypatch):
   """The convolution's bits from the packed feature map equal ``xnor_bits`` of the patch
   matrix XLA builds (``conv_patches``, zero words where padded) and a NumPy transcription of
   its counts: kernel sizes, strides, explicit and asymmetric padding, odd K, batches, limits
@@ -235,6 +244,7 @@ def test_xnor_conv_bits_gathers_the_patches_of_the_packed_map(threads, b, h, w, 
   limit = (count[:ho * wo] + rng.integers(-1, 2, (ho * wo, n))).astype(np.int32)
   expected = _below_words(count, limit)
   assert 0 < np.unpackbits(expected.view(np.uint8)).mean() < 1
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_VARIANT", variant)
   monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREADS", threads)
   monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREAD_WORK", "-40")
   words = np.pad(weights, ((0, 0), (0, weights.shape[1] % 2)))

@@ -34,10 +34,14 @@ caps the threads a large product splits over (default: the cores);
 ``BAYESBINN_JAX_XNOR_NUDGE=0`` stops a product too small to split from waking the
 helper threads for the products after it; ``BAYESBINN_JAX_XNOR_SPIN_US`` (read once)
 is how long an idle helper spins before it sleeps (default 100);
-``BAYESBINN_JAX_XNOR_VARIANT`` selects an alternative of the popcount product
-("scalar64", "scalar32", "avx2_lookup", "avx2_hs", "avx2_rows1", "avx2_reduce1",
-"avx2_unblocked"; see ``benchmarks/packed_inference.py``). Every alternative gives the
-same integers (tested). The helper threads are persistent (started on first need, one
+``BAYESBINN_JAX_XNOR_VARIANT`` selects an alternative of the popcount product in every
+native product (counts, thresholded bits, convolutions): "scalar64", "scalar32",
+"avx2" (the AVX2 count), "avx2_lookup", "avx2_hs", "avx2_rows1", "avx2_reduce1",
+"avx2_unblocked", "avx512_vpop256"; see ``benchmarks/packed_inference.py``. Unset, the
+kernel counts with the fastest instructions its build has: AVX-512's vector popcount
+(``VPOPCNTQ`` on 512-bit vectors) where the host has AVX-512 VPOPCNTDQ, else AVX2
+(Harley-Seal carry-save adders for long rows, nibble lookups for short ones), else
+scalar. Every alternative gives the same integers (tested). The helper threads are persistent (started on first need, one
 per extra core); a product is cut into chunks of rows, or at small batch of units,
 taken from a shared counter, and the calling thread never waits for a helper that has
 not started a chunk.

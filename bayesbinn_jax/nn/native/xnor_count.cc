@@ -1,9 +1,10 @@
 // The products of packed inference for bayesbinn_jax.nn.xnor_kernel (XLA FFI, CPU).
 //
 // BayesbinnXnorCount: out[m, n] = sum_p 2^p sum_k popcount(a[p, m, k] XOR w[n, k]) over uint32
-// words, read two at a time as uint64 (little-endian, the same bit layout; K is even). With
-// AVX2: 4 units per vector, 2 rows per pass, bits counted by Harley-Seal carry-save adders
-// (rows of at least kHarleySealWords words) or by nibble lookup; else scalar popcount.
+// words, read two at a time as uint64 (little-endian, the same bit layout; K is even). Groups of
+// 4 units, 2 rows per pass; with AVX-512 VPOPCNTDQ one vector popcount per 8 words (2 words of
+// the group's 4 units), else with AVX2 bits counted by Harley-Seal carry-save adders (rows of
+// at least kHarleySealWords words) or by nibble lookup; else scalar popcount.
 // BayesbinnXnorBits: the same counts thresholded and packed as the next layer reads them:
 // bit b of out[m, q] is count[m, 32 q + b] <= limit[m % R, 32 q + b] (0 past N), so a binary
 // layer, its BatchNorm and the next layer's sign leave no int32 sums and no XLA code between
@@ -232,15 +233,68 @@ inline void SumsHS(const uint64_t* a0, const uint64_t* a1, const uint64_t* wg, i
   *s1 = kTwo ? Total(h1, r1) : zero;
 }
 
+#if defined(__AVX512VPOPCNTDQ__) && defined(__AVX512F__)
+// Sums by AVX-512's vector popcount: per 512-bit vector, words t and t + 1 of the group's 4
+// units against a0[t] (lanes 0-3) and a0[t + 1] (lanes 4-7), one VPOPCNTQ per 8 words; the two
+// halves are added at the end.
+template <bool kTwo>
+inline void SumsVpop(const uint64_t* a0, const uint64_t* a1, const uint64_t* wg, int64_t k,
+                     __m256i* s0, __m256i* s1) {
+  const __m512i pair = _mm512_setr_epi64(0, 0, 0, 0, 1, 1, 1, 1);
+  __m512i c0 = _mm512_setzero_si512(), c1 = _mm512_setzero_si512();
+  int64_t t = 0;
+  for (; t + 2 <= k; t += 2) {
+    const __m512i wv = _mm512_loadu_si512(wg + t * 4);
+    const __m512i x0 = _mm512_permutexvar_epi64(pair, _mm512_castsi128_si512(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(a0 + t))));
+    c0 = _mm512_add_epi64(c0, _mm512_popcnt_epi64(_mm512_xor_si512(wv, x0)));
+    if (kTwo) {
+      const __m512i x1 = _mm512_permutexvar_epi64(pair, _mm512_castsi128_si512(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(a1 + t))));
+      c1 = _mm512_add_epi64(c1, _mm512_popcnt_epi64(_mm512_xor_si512(wv, x1)));
+    }
+  }
+  __m256i r0 = _mm256_add_epi64(_mm512_castsi512_si256(c0), _mm512_extracti64x4_epi64(c0, 1));
+  __m256i r1 = _mm256_add_epi64(_mm512_castsi512_si256(c1), _mm512_extracti64x4_epi64(c1, 1));
+  if (t < k) {  // an odd last word
+    const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + t * 4));
+    r0 = _mm256_add_epi64(r0, _mm256_popcnt_epi64(_mm256_xor_si256(wv, _mm256_set1_epi64x(a0[t]))));
+    if (kTwo) r1 = _mm256_add_epi64(r1, _mm256_popcnt_epi64(_mm256_xor_si256(wv, _mm256_set1_epi64x(a1[t]))));
+  }
+  *s0 = r0;
+  *s1 = kTwo ? r1 : _mm256_setzero_si256();
+}
+
+// SumsVpop on 256-bit vectors: one word of the group's 4 units per VPOPCNTQ (the vector-width
+// alternative: no permute, half the width).
+template <bool kTwo>
+inline void SumsVpop256(const uint64_t* a0, const uint64_t* a1, const uint64_t* wg, int64_t k,
+                        __m256i* s0, __m256i* s1) {
+  __m256i c0 = _mm256_setzero_si256(), c1 = _mm256_setzero_si256();
+  for (int64_t t = 0; t < k; ++t) {
+    const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + t * 4));
+    c0 = _mm256_add_epi64(c0, _mm256_popcnt_epi64(_mm256_xor_si256(wv, _mm256_set1_epi64x(a0[t]))));
+    if (kTwo) c1 = _mm256_add_epi64(c1, _mm256_popcnt_epi64(_mm256_xor_si256(wv, _mm256_set1_epi64x(a1[t]))));
+  }
+  *s0 = c0;
+  *s1 = c1;
+}
+#endif
+
 // Words per row from which Harley-Seal is used by default (measured, one thread, AMD EPYC AVX2:
 // 7% faster at 32 words, 15-20% at 72; 7% slower at 18, where its 3 closing popcounts weigh).
 constexpr int64_t kHarleySealWords = 24;
 
 // The sums of one or two sources: Harley-Seal (kRun 0), nibble lookups in runs of kRun words
 // (kRun > 0), or (kRun < 0) Harley-Seal from kHarleySealWords words per row on.
+// With AVX-512's vector popcount, kRun -1 is SumsVpop and -2 SumsVpop256.
 template <bool kTwo, int64_t kRun>
 inline void AnySums(const uint64_t* a0, const uint64_t* a1, const uint64_t* wg, int64_t k,
                     __m256i* s0, __m256i* s1) {
+#if defined(__AVX512VPOPCNTDQ__) && defined(__AVX512F__)
+  if (kRun == -1) return SumsVpop<kTwo>(a0, a1, wg, k, s0, s1);
+  if (kRun == -2) return SumsVpop256<kTwo>(a0, a1, wg, k, s0, s1);
+#endif
   if (kRun == 0 || (kRun < 0 && k >= kHarleySealWords)) {
     SumsHS<kTwo>(a0, a1, wg, k, s0, s1);
   } else {
@@ -251,9 +305,11 @@ inline void AnySums(const uint64_t* a0, const uint64_t* a1, const uint64_t* wg, 
 // Rows [begin, end) and unit groups [gbegin, gend) of the sums, 4 units per 256-bit vector (w4:
 // groups of 4 units with their uint64 words interleaved, (groups, k, 4)). Two rows share each
 // load of w4; a lone row pairs its bit-planes instead, so no work is done twice.
-// kRun: -1 Harley-Seal from kHarleySealWords words on, else nibble lookups in runs of 31; 0
+// kRun: -1 AVX-512's vector popcount where the build has it (-2: on 256-bit vectors), else as
+// -3; -3 Harley-Seal from kHarleySealWords words on, else nibble lookups in runs of 31; 0
 // Harley-Seal; > 0 nibble lookups whose byte counts are summed over kRun words before one
-// widening (31: the most a byte holds; 1: a reduction per word); kPair: two rows (or two bit-planes) per pass over the weights.
+// widening (31: the most a byte holds; 1: a reduction per word); kPair: two rows (or two
+// bit-planes) per pass over the weights.
 // kBlock: the weights are taken in blocks of about kBlock bytes of groups, each block against
 // every row [begin, end) before the next (so a block stays in L2 for all rows); 0: no blocks.
 template <int64_t kRun = -1, bool kPair = true, int64_t kBlock = int64_t{128} << 10>
@@ -656,6 +712,37 @@ ffi::Error DotU8Impl(ffi::Buffer<ffi::U8> u, ffi::Buffer<ffi::U8> w,
   return ffi::Error::Success();
 }
 
+// A count of rows [begin, end) and unit groups [gbegin, gend) (CountScalar's arguments).
+using CountFn = void (*)(const uint64_t*, const uint64_t*, int32_t*, int64_t, int64_t, int64_t,
+                         int64_t, int64_t, int64_t, int64_t, int64_t);
+
+// The count $BAYESBINN_JAX_XNOR_VARIANT picks (read at each call; benchmarks/packed_inference.py
+// measures them): "scalar64", "scalar32" (word width), "avx2" (the AVX2 default: Harley-Seal from
+// kHarleySealWords words per row on, else nibble lookups), "avx2_lookup" (nibble lookups only),
+// "avx2_hs" (Harley-Seal only), "avx2_rows1" (one row per pass), "avx2_reduce1" (a widening
+// reduction per word), "avx2_unblocked" (all weights against each row pair in turn),
+// "avx512_vpop256" (AVX-512's vector popcount on 256-bit vectors). Unset or unknown: the fastest
+// this build has: 512-bit vector popcount with AVX-512 VPOPCNTDQ, else the AVX2 default, else
+// scalar; two rows per pass, 128 KiB weight blocks.
+CountFn SelectCount() {
+  const char* env = std::getenv("BAYESBINN_JAX_XNOR_VARIANT");
+  const std::string variant = env ? env : "";
+  if (variant == "scalar64") return CountScalar;
+  if (variant == "scalar32") return CountScalar32;
+#if defined(__AVX2__)
+  if (variant == "avx2") return CountAvx2<-3, true>;
+  if (variant == "avx2_lookup") return CountAvx2<31, true>;
+  if (variant == "avx2_rows1") return CountAvx2<-3, false>;
+  if (variant == "avx2_reduce1") return CountAvx2<1, true>;
+  if (variant == "avx2_hs") return CountAvx2<0, true>;
+  if (variant == "avx2_unblocked") return CountAvx2<-3, true, 0>;
+  if (variant == "avx512_vpop256") return CountAvx2<-2, true>;
+  return CountAvx2<-1, true>;
+#else
+  return CountScalar;
+#endif
+}
+
 ffi::Error XnorCountImpl(ffi::Buffer<ffi::U32> a, ffi::Buffer<ffi::U32> w,
                          ffi::ResultBuffer<ffi::S32> out) {
   // a: (P, M, K) uint32 with K even; w: (groups, K / 2, 8) uint32, i.e. groups of 4 units whose
@@ -675,38 +762,11 @@ ffi::Error XnorCountImpl(ffi::Buffer<ffi::U32> a, ffi::Buffer<ffi::U32> w,
   const int64_t groups = (n + 3) / 4;
   const int64_t threads = Threads(planes * m * n * k, kWordsPerThread, ((m + 1) / 2) * groups);
   const bool nudge = Nudging(planes * m * n * k, kWordsPerThread);
-  // $BAYESBINN_JAX_XNOR_VARIANT picks a measured alternative (benchmarks/packed_inference.py):
-  // "scalar64", "scalar32" (word width), "avx2_lookup" (nibble lookups only), "avx2_hs"
-  // (Harley-Seal only), "avx2_rows1" (one row per pass), "avx2_reduce1" (a widening reduction
-  // per word), "avx2_unblocked" (all weights against each row pair in turn); unset: AVX2, two
-  // rows per pass, Harley-Seal from kHarleySealWords words on, 128 KiB weight blocks.
-  const char* env = std::getenv("BAYESBINN_JAX_XNOR_VARIANT");
-  const std::string variant = env ? env : "";
+  const CountFn count = SelectCount();
   Split(m, groups, threads, 2, nudge, [=](int64_t begin, int64_t end, int64_t gbegin, int64_t gend) {
-    if (variant == "scalar64") return CountScalar(ap, wp, op, planes, m, n, k, begin, end, gbegin, gend);
-    if (variant == "scalar32") return CountScalar32(ap, wp, op, planes, m, n, k, begin, end, gbegin, gend);
-#if defined(__AVX2__)
-    if (variant == "avx2_lookup") return CountAvx2<31, true>(ap, wp, op, planes, m, n, k, begin, end, gbegin, gend);
-    if (variant == "avx2_rows1") return CountAvx2<-1, false>(ap, wp, op, planes, m, n, k, begin, end, gbegin, gend);
-    if (variant == "avx2_reduce1") return CountAvx2<1, true>(ap, wp, op, planes, m, n, k, begin, end, gbegin, gend);
-    if (variant == "avx2_hs") return CountAvx2<0, true>(ap, wp, op, planes, m, n, k, begin, end, gbegin, gend);
-    if (variant == "avx2_unblocked") return CountAvx2<-1, true, 0>(ap, wp, op, planes, m, n, k, begin, end, gbegin, gend);
-    CountAvx2(ap, wp, op, planes, m, n, k, begin, end, gbegin, gend);
-#else
-    CountScalar(ap, wp, op, planes, m, n, k, begin, end, gbegin, gend);
-#endif
+    count(ap, wp, op, planes, m, n, k, begin, end, gbegin, gend);
   });
   return ffi::Error::Success();
-}
-
-// The default count of rows [begin, end) and groups [gbegin, gend) (AVX2, else scalar).
-void CountDefault(const uint64_t* a, const uint64_t* w4, int32_t* out, int64_t planes, int64_t m,
-                  int64_t n, int64_t k, int64_t begin, int64_t end, int64_t gbegin, int64_t gend) {
-#if defined(__AVX2__)
-  CountAvx2(a, w4, out, planes, m, n, k, begin, end, gbegin, gend);
-#else
-  CountScalar(a, w4, out, planes, m, n, k, begin, end, gbegin, gend);
-#endif
 }
 
 // One row's words [qbegin, qend) of bits value[j] <= limit[j] (kAtLeast: value[j] >= limit[j])
@@ -748,7 +808,8 @@ constexpr int64_t kBitsRows = 32;
 // the block's uint64 words (`planes` bit-planes `plane_rows` rows apart), into a thread-local
 // buffer, then packed. XnorBits and XnorConvBits differ only in where the rows come from.
 template <typename RowsFn>
-void CountBelowAndPack(RowsFn rows, int64_t planes, int64_t plane_rows, const uint64_t* w4,
+void CountBelowAndPack(CountFn count, RowsFn rows, int64_t planes, int64_t plane_rows,
+                       const uint64_t* w4,
                        const int32_t* limit, uint32_t* out, int64_t n, int64_t k, int64_t r,
                        int64_t words, int64_t begin, int64_t end, int64_t qbegin, int64_t qend) {
   thread_local std::vector<int32_t> counts;
@@ -757,7 +818,7 @@ void CountBelowAndPack(RowsFn rows, int64_t planes, int64_t plane_rows, const ui
   const int64_t gbegin = 8 * qbegin, gend = 8 * qend < groups ? 8 * qend : groups;
   for (int64_t r0 = begin; r0 < end; r0 += kBitsRows) {
     const int64_t r1 = r0 + kBitsRows < end ? r0 + kBitsRows : end;
-    CountDefault(rows(r0, r1), w4, counts.data(), planes, plane_rows, n, k, 0, r1 - r0, gbegin, gend);
+    count(rows(r0, r1), w4, counts.data(), planes, plane_rows, n, k, 0, r1 - r0, gbegin, gend);
     for (int64_t i = r0; i < r1; ++i) {
       PackCompare<false>(counts.data() + (i - r0) * n, limit + (i % r) * n, out + i * words, n,
                          qbegin, qend);
@@ -787,11 +848,12 @@ ffi::Error XnorBitsImpl(ffi::Buffer<ffi::U32> a, ffi::Buffer<ffi::U32> w,
   uint32_t* op = out->typed_data();
   const int64_t threads = Threads(planes * m * n * k, kWordsPerThread, ((m + 1) / 2) * words);
   const bool nudge = Nudging(planes * m * n * k, kWordsPerThread);
+  const CountFn count = SelectCount();
   // Chunks of whole words (8 groups of 4 units), so no two threads write one word.
   Split(m, words, threads, 2, nudge, [=](int64_t begin, int64_t end, int64_t qbegin, int64_t qend) {
     // Rows r0.. of a in place (the planes keep their stride m k).
     auto rows = [=](int64_t r0, int64_t) { return ap + r0 * k; };
-    CountBelowAndPack(rows, planes, m, wp, lp, op, n, k, r, words, begin, end, qbegin, qend);
+    CountBelowAndPack(count, rows, planes, m, wp, lp, op, n, k, r, words, begin, end, qbegin, qend);
   });
   return ffi::Error::Success();
 }
@@ -901,6 +963,7 @@ ffi::Error XnorConvBitsImpl(ffi::Buffer<ffi::U32> x, ffi::Buffer<ffi::U32> w,
   const int64_t threads = Threads(m * n * k, kWordsPerThread, ((m + 1) / 2) * words);
   const bool nudge = Nudging(m * n * k, kWordsPerThread);
   const Window window{height, width, ch, kh, kw, sh, sw, pt, pl, wo, r, taps_words % 2 == 1};
+  const CountFn count = SelectCount();
   Split(m, words, threads, 2, nudge, [=](int64_t begin, int64_t end, int64_t qbegin, int64_t qend) {
     thread_local std::vector<uint64_t> patches;
     patches.resize(static_cast<size_t>(kBitsRows * k));
@@ -910,7 +973,8 @@ ffi::Error XnorConvBitsImpl(ffi::Buffer<ffi::U32> x, ffi::Buffer<ffi::U32> w,
       }
       return static_cast<const uint64_t*>(patches.data());
     };
-    CountBelowAndPack(rows, 1, kBitsRows, wp, lp, op, n, k, r, words, begin, end, qbegin, qend);
+    CountBelowAndPack(count, rows, 1, kBitsRows, wp, lp, op, n, k, r, words, begin, end, qbegin,
+                      qend);
   });
   return ffi::Error::Success();
 }
