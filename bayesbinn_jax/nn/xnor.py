@@ -32,8 +32,10 @@ stack. :func:`pack` then *interprets* that jaxpr once per input shape:
 - every other equation (average pooling, residual additions, the output
   BatchNorm, a user's ReLU on the real stream, the first layer with real inputs)
   is replayed as it is in the float network, on values that equal the float
-  network's bit for bit (an integer sum below 2^24 is exact in float32), each
-  equation its own XLA operation as eager JAX runs it (no fused multiply-add).
+  network's bit for bit (an integer sum below 2^24 is exact in float32), as eager
+  JAX runs the float network: what depends on the variables alone is computed at
+  once, op by op, and every other equation is its own XLA operation (no fused
+  multiply-add).
   Hence the packed network's output equals the float simulation's, not
   approximately.
 
@@ -242,7 +244,8 @@ class _Value:
   ``value`` is the array the float network has there (bit for bit); ``integer``,
   when known, the same numbers as int32, with ``bounds`` their range; ``bits`` a
   function giving ``value >= 0`` more cheaply (thresholds on the integers);
-  ``after_layer``: it depends on a binary layer's output; ``planes``: ``value ==
+  ``after_layer``: it depends on a binary layer's output; ``constant``: it depends on
+  the variables alone (computed at once, as eager JAX does); ``planes``: ``value ==
   (u + offset) * scale`` exactly for an unsigned integer input ``u`` of ``depth``
   bits, as (u, offset, scale, depth).
 
@@ -253,13 +256,15 @@ class _Value:
   """
 
   __slots__ = ("value", "integer", "bounds", "_bits", "_bits_value", "after_layer", "planes",
-               "_words", "_words_value", "threshold_words")
+               "_words", "_words_value", "threshold_words", "constant")
 
   def __init__(self, value: Any, *, integer: Any = None, bounds: tuple[int, int] | None = None,
                bits: Callable[[], jax.Array] | None = None, after_layer: bool = False,
                planes: tuple | None = None, words: Callable[[], jax.Array] | None = None,
-               threshold_words: Callable[[np.ndarray], jax.Array] | None = None):
+               threshold_words: Callable[[np.ndarray], jax.Array] | None = None,
+               constant: bool = False):
     self.value = value
+    self.constant = constant
     self.integer = integer
     self.bounds = bounds
     self._bits = bits
@@ -297,6 +302,24 @@ def _bind(eqn: Any, *args: Any) -> Any:
   params = eqn.primitive.get_bind_params(eqn.params)
   with eqn.ctx.manager:
     return eqn.primitive.bind(*args, **params)
+
+
+def _bind_as_eager(eqn: Any, args: Sequence[Any], constant: bool) -> list[Any]:
+  """The equation's outputs computed as eager JAX computes the float network: on constants
+  (functions of the variables alone) at once, op by op, while the packed program is traced;
+  on values of the input, as its own XLA operation.
+
+  Inside the packed program XLA would otherwise compute the constants in its own fusions (a
+  BatchNorm's ``rsqrt(var + eps)``: one ulp off the eager value) and fuse the rest,
+  contracting a multiply and an add into one FMA (a BatchNorm feeding an average pool): either
+  moves a value near 0 across the next sign, or the logits by an ulp.
+  """
+  if constant:
+    with jax.ensure_compile_time_eval():
+      outs = _bind(eqn, *args)
+    return list(outs) if eqn.primitive.multiple_results else [outs]
+  outs = _bind(eqn, *args)
+  return jax.lax.optimization_barrier(list(outs) if eqn.primitive.multiple_results else [outs])
 
 
 def _contains_mark(jaxpr: Any) -> bool:
@@ -406,7 +429,7 @@ class _Program:
   def _interpret(self, jaxpr: Any, consts: Sequence[Any], args: Sequence[_Value]) -> list[_Value]:
     env: dict[Any, _Value] = {}
     for var, const in zip(jaxpr.constvars, consts):
-      env[var] = _Value(const)
+      env[var] = _Value(const, constant=True)
     for var, arg in zip(jaxpr.invars, args):
       env[var] = arg
     producers = {v: eqn for eqn in jaxpr.eqns for v in eqn.outvars}
@@ -415,7 +438,7 @@ class _Program:
 
     def read(atom: Any) -> _Value:
       if isinstance(atom, jex_core.Literal):
-        return _Value(atom.val)
+        return _Value(atom.val, constant=True)
       return env[atom]
 
     for eqn in jaxpr.eqns:
@@ -474,6 +497,9 @@ class _Program:
     """An equation of the user's code, on the float network's values (exact)."""
     name = eqn.primitive.name
     after = any(v.after_layer for v in invals)
+    if all(v.constant for v in invals):
+      outs = _bind_as_eager(eqn, [v.value for v in invals], constant=True)
+      return [_Value(o, constant=True) for o in outs]
     if len(invals) == 1 and len(eqn.outvars) == 1:
       (a,) = invals
       if name in _LAYOUT:
@@ -513,12 +539,7 @@ class _Program:
       if folded is not None:
         out = _bind(eqn, *eqn_args)
         return [_Value(out, after_layer=after, planes=folded)]
-    outs = _bind(eqn, *eqn_args)
-    outs = outs if eqn.primitive.multiple_results else [outs]
-    # Each replayed float equation is its own XLA operation, as eager JAX computes it: fused,
-    # XLA's CPU code may contract a multiply and an add into one FMA (a BatchNorm feeding an
-    # average pool), which moves a sum that cancels to ~0 across the sign's threshold.
-    outs = jax.lax.optimization_barrier(list(outs))
+    outs = _bind_as_eager(eqn, eqn_args, constant=False)
     return [_Value(o, after_layer=after) for o in outs]
 
   @staticmethod
