@@ -182,12 +182,16 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(finished, straight, d
 
 
 # ------------------------------------------------------------------ items 3 and 11: real processes
-LONG = ["--set", "batch_size=10"]  # 540 steps an epoch: seconds of training to interrupt
+# 1620 steps an epoch (18,000 images, 10% validation, batch 10): seconds of training to interrupt
+# (an epoch of 540 steps took 0.7 s on a 2-core AVX-512 Xeon, less than the 0.5 s of CPU time
+# the signal test waits after a checkpoint, so the run had finished before the signal)
+LONG = ["--set", "batch_size=10"]
+LONG_STEPS = 1620
 
 
 @pytest.fixture(scope="module")
 def long_data(tmp_path_factory) -> str:
-  return write_images(tmp_path_factory.mktemp("long") / "long.npz", num_train=6000)
+  return write_images(tmp_path_factory.mktemp("long") / "long.npz", num_train=18000)
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +240,7 @@ def test_a_signal_stops_at_a_step_saves_there_and_resume_gives_the_same_summary(
     finally:
       first.send_signal(signal.SIGCONT)
   # Epoch 1 done and saved, then 0.5 s more of the run's own CPU time: the run is past the
-  # checkpoint's last writes and inside epoch 2's 540 steps (whatever the machine's load: wall time
+  # checkpoint's last writes and inside epoch 2's 1620 steps (whatever the machine's load: wall time
   # after the checkpoint is no measure of that under load), and the signal is delivered on SIGCONT.
   _wait_for(lambda: os.path.exists(os.path.join(out, "checkpoints", "1", "file_crcs.json")), first)
   cpu_at_checkpoint = _cpu_seconds(first.pid)
@@ -248,7 +252,7 @@ def test_a_signal_stops_at_a_step_saves_there_and_resume_gives_the_same_summary(
   lines = [line for line in err.splitlines() if line.strip()]
   assert first.returncode == status and len(lines) == 1, (first.returncode, err)
   assert lines[0].startswith(f"bayesbinn-train: stopped by {signal.Signals(signum).name} after epoch 1, step ")
-  assert " of 540 of epoch 2: checkpoint " in lines[0]
+  assert f" of {LONG_STEPS} of epoch 2: checkpoint " in lines[0]
   checkpoint = lines[0].split(": checkpoint ")[1].split("; resume: ")[0]
   assert os.path.isdir(checkpoint) and os.path.dirname(checkpoint) == os.path.join(out, "checkpoints")
   assert lines[0].endswith("; resume: bayesbinn-train " + " ".join(argv) + " --resume")
