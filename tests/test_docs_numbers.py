@@ -30,9 +30,12 @@ def test_every_quoted_number_matches_its_file():
   assert tables.RESULTS_PAGE not in skipped and tables.PERFORMANCE_PAGE not in skipped, skipped
 
 
-def copy_checkout(tmp_path, results_copied: tuple[str, ...] = ()) -> str:
+def copy_checkout(tmp_path, results_copied: tuple[str, ...] = (),
+                  results_left_out: tuple[str, ...] = ()) -> str:
   """The pages (and figures) copied under tmp_path; benchmarks/results linked entry by entry,
-  except ``results_copied`` (paths relative to it), which are copied so a test may edit them."""
+  except ``results_copied`` (paths relative to it), which are copied so a test may edit them
+  (a test writes through a link into the checkout's own results), and ``results_left_out``
+  (entries of it), which the copy lacks."""
   root = str(tmp_path)
   for page in PAGES:
     if os.path.exists(os.path.join(ROOT, page)):
@@ -43,9 +46,11 @@ def copy_checkout(tmp_path, results_copied: tuple[str, ...] = ()) -> str:
   os.makedirs(dst)
   tops = {rel.split("/")[0] for rel in results_copied}
   for entry in os.listdir(src):
-    if entry not in tops:
+    if entry not in tops and entry not in results_left_out:
       os.symlink(os.path.join(src, entry), os.path.join(dst, entry))
   for top in tops:
+    if not os.path.exists(os.path.join(src, top)):
+      continue                                        # not in the checkout: the test writes it
     if os.path.isdir(os.path.join(src, top)):
       shutil.copytree(os.path.join(src, top), os.path.join(dst, top))
     else:
@@ -206,8 +211,13 @@ def test_the_sweep_table_has_a_row_per_finished_temperature(tmp_path):
 def test_a_finished_cifar_jpeg_run_gets_its_readme_row(tmp_path):
   """Issue 27: once a CIFAR-10 (JPEG copy) run's summary is committed, the README's results
   table must gain its row (the check fails until the table is regenerated), with the paper's
-  500-epoch number beside it; a run without a summary gets none."""
-  root = copy_checkout(tmp_path)
+  500-epoch number beside it; a run without a summary gets none. The runs are copied (the
+  summary written here must not reach the checkout's own) and STE's left out."""
+  runs = tables.CIFAR_JPEG_RUNS
+  root = copy_checkout(tmp_path, results_copied=(runs["bayesbinn"],),
+                       results_left_out=(runs["ste"],))
+  mine = os.path.join(ROOT, tables.RESULTS_DIR, runs["bayesbinn"], "summary.json")
+  before = open(mine, "rb").read() if os.path.exists(mine) else None
   run = os.path.join(root, tables.RESULTS_DIR, tables.CIFAR_JPEG_RUNS["bayesbinn"])
   os.makedirs(run, exist_ok=True)
   with open(os.path.join(run, "summary.json"), "w", encoding="utf-8") as f:
@@ -227,3 +237,4 @@ def test_a_finished_cifar_jpeg_run_gets_its_readme_row(tmp_path):
     results_page = f.read()
   assert "| cifar10-jpeg-bayesbinn | 5 | 81.23 | 81.11 |" in results_page
   assert "| 250.0 min | 93.72 +- 0.16 |" in results_page
+  assert (open(mine, "rb").read() if os.path.exists(mine) else None) == before
