@@ -41,10 +41,10 @@ native product (counts, thresholded bits, convolutions): "scalar64", "scalar32",
 kernel counts with the fastest instructions its build has: AVX-512's vector popcount
 (``VPOPCNTQ`` on 512-bit vectors) where the host has AVX-512 VPOPCNTDQ, else AVX2
 (Harley-Seal carry-save adders for long rows, nibble lookups for short ones), else
-scalar. Every alternative gives the same integers (tested). The helper threads are persistent (started on first need, one
-per extra core); a product is cut into chunks of rows, or at small batch of units,
-taken from a shared counter, and the calling thread never waits for a helper that has
-not started a chunk.
+scalar. Every alternative gives the same integers (tested). The helper threads are
+persistent (started on first need, one per extra core); a product is cut into chunks of
+rows, or at small batch of units, taken from a shared counter, and the calling thread
+never waits for a helper that has not started a chunk.
 
 ``backend()`` picks "native" when the kernel builds and loads, else "xla" (no
 compiler, a failed build: :func:`native_status` says why); the environment
