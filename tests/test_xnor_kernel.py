@@ -40,9 +40,18 @@ def _dot_u8_case(m, k, n, seed):
   return u, v, w8
 
 
+_U8_VARIANTS = ["", "u8_avx2"]   # the default (AVX-512 VBMI + VNNI where built), AVX2 lookups
+
+
+@pytest.mark.parametrize("variant", _U8_VARIANTS)
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (1, 7, 33), (3, 13, 32), (2, 784, 70),
-                                   (5, 2051, 3), (1, 4100, 65)])
-def test_dot_u8_is_the_integer_product(m, k, n):
+                                   (5, 2051, 3), (1, 4100, 65), (4, 16, 48), (9, 40, 20),
+                                   (11, 17, 16)])
+def test_dot_u8_is_the_integer_product(variant, m, k, n, monkeypatch):
+  """Sizes around the kernels' steps: inputs in chunks of 16 (a lone last weight byte when
+  ceil(K / 8) is odd), units in blocks of 32 read as two halves of 16 (N = 16, 20, 48), rows
+  in passes of 4 (m = 4, 9, 11: whole passes and rows left over)."""
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_VARIANT", variant)
   u, v, w8 = _dot_u8_case(m, k, n, m * k + n)
   expected = u.astype(np.int64) @ v.T.astype(np.int64)
   assert_array_equal(np.asarray(xnor_kernel.dot_u8(u, w8, n)), expected)            # eager
@@ -67,7 +76,9 @@ def test_dot_u8_gives_the_bit_plane_products_integers():
                      + 255 * v.sum(1)[None, :])
 
 
-def test_dot_u8_rows_split_over_threads_and_one_thread(monkeypatch):
+@pytest.mark.parametrize("variant", _U8_VARIANTS)
+def test_dot_u8_rows_split_over_threads_and_one_thread(variant, monkeypatch):
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_VARIANT", variant)
   m, k, n = 67, 300, 130                    # 2.6M products: more than one thread's share
   u, v, w8 = _dot_u8_case(m, k, n, 7)
   expected = u.astype(np.int64) @ v.T.astype(np.int64)
@@ -84,10 +95,11 @@ def test_dot_u8_refuses_a_weight_layout_of_other_inputs():
 
 @pytest.mark.parametrize("variant", ["", "scalar64", "scalar32", "avx2", "avx2_lookup", "avx2_hs",
                                      "avx2_rows1", "avx2_reduce1", "avx2_unblocked",
-                                     "avx512_vpop256"])
+                                     "avx512_vpop256", "avx512_permute"])
 @pytest.mark.parametrize("p,m,k,n", [(1, 1, 64, 70), (3, 5, 6, 9), (8, 2, 26, 33),
                                      (1, 600, 36, 130), (1, 3, 1000, 70),  # 1000: 3 weight blocks
-                                     (1, 100, 64, 2048), (1, 1, 144, 512)])  # MLP and VGG shapes
+                                     (1, 100, 64, 2048), (1, 1, 144, 512),  # MLP and VGG shapes
+                                     (1, 7, 6, 5), (1, 6, 30, 4), (1, 9, 4, 7)])  # rows left over
 def test_popcount_variants_equal_the_xla_fallback(variant, p, m, k, n, monkeypatch):
   rng = np.random.default_rng(p * m + k * n)
   a = rng.integers(0, 2 ** 32, (p, m, k), dtype=np.uint32)
@@ -126,12 +138,14 @@ def test_popcount_split_over_threads_equals_the_xla_fallback(variant, threads, p
     assert expected[0, 0] == 0
 
 
+@pytest.mark.parametrize("variant", _U8_VARIANTS)
 @pytest.mark.parametrize("threads", ["2", "5"])
 @pytest.mark.parametrize("m,k,n", [(1, 784, 2048), (3, 27, 130), (2, 2051, 33)])
-def test_dot_u8_split_over_threads(threads, m, k, n, monkeypatch):
+def test_dot_u8_split_over_threads(variant, threads, m, k, n, monkeypatch):
   """The uint8 product split into chunks of rows and of blocks of 32 units (batch 1: units)."""
   u, v, w8 = _dot_u8_case(m, k, n, m + k + n)
   expected = u.astype(np.int64) @ v.T.astype(np.int64)
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_VARIANT", variant)
   monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREADS", threads)
   monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREAD_WORK", "-40")
   for _ in range(3):
@@ -184,11 +198,13 @@ def _at_least_words(value, limit):
   return _below_words(-value, -limit)
 
 
+@pytest.mark.parametrize("variant", _U8_VARIANTS)
 @pytest.mark.parametrize("threads", ["1", "2", "5"])
 @pytest.mark.parametrize("m,k,n,r", [(1, 784, 2048, 1), (100, 784, 64, 1), (7, 27, 130, 7),
                                      (64, 27, 128, 16), (3, 13, 33, 3), (70, 2051, 5, 1),
                                      (2, 1, 1, 1)])
-def test_dot_u8_bits_are_the_thresholded_pm1_sums_packed(threads, m, k, n, r, monkeypatch):
+def test_dot_u8_bits_are_the_thresholded_pm1_sums_packed(variant, threads, m, k, n, r,
+                                                         monkeypatch):
   """``2 u.v - sum_k u >= limit`` (the uint8 inputs against +-1 weights) to the bit: limits
   drawn around each sum (ties included), one limit row per output position (R > 1), units no
   multiple of 32, more rows than the buffer of 32, chunks over threads, eager and jitted."""
@@ -198,6 +214,7 @@ def test_dot_u8_bits_are_the_thresholded_pm1_sums_packed(threads, m, k, n, r, mo
   limit = (value[:r] + rng.integers(-1, 2, (r, n))).astype(np.int32)
   expected = _at_least_words(value, limit)
   assert 0 < np.unpackbits(expected.view(np.uint8)).mean() < 1 or n == 1
+  monkeypatch.setenv("BAYESBINN_JAX_XNOR_VARIANT", variant)
   monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREADS", threads)
   monkeypatch.setenv("BAYESBINN_JAX_XNOR_THREAD_WORK", "-40")
   eager = xnor_kernel.dot_u8_bits(u, w8, limit, n)

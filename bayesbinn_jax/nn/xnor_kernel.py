@@ -20,8 +20,10 @@ implementations give the same integers:
 With the native kernel, the first layer of a network fed ``uint8`` images runs
 :func:`dot_u8` instead of the 8-bit-plane product: ``sum_k u[m, k] v[n, k]`` by table
 lookup (per 4 inputs and each 4-bit half of them, a 16-entry table of partial sums,
-indexed by a nibble of 32 units' weight bits in one byte shuffle), the same integers
-at a fraction of the work. :func:`xnor_bits` is :func:`xnor_count` thresholded and packed
+indexed by the units' weight nibbles), the same integers at a fraction of the work. With
+AVX-512 VBMI and VNNI, four such tables share a 512-bit vector, one ``VPERMB`` looks up 16
+units times 16 inputs and one ``VPDPBUSD`` adds them into the units' int32 sums (4 rows
+share each index vector); with AVX2, one byte shuffle looks up 32 units times 4 inputs. :func:`xnor_bits` is :func:`xnor_count` thresholded and packed
 in the kernel (bit ``count <= limit``), :func:`dot_u8_bits` the same for the uint8 first
 layer (bit ``2 dot - sum_k u >= limit``), and :func:`xnor_conv_bits` the same for a
 convolution, its patches gathered in the kernel from the packed feature map (no patch
@@ -37,7 +39,8 @@ is how long an idle helper spins before it sleeps (default 100);
 ``BAYESBINN_JAX_XNOR_VARIANT`` selects an alternative of the popcount product in every
 native product (counts, thresholded bits, convolutions): "scalar64", "scalar32",
 "avx2" (the AVX2 count), "avx2_lookup", "avx2_hs", "avx2_rows1", "avx2_reduce1",
-"avx2_unblocked", "avx512_vpop256"; see ``benchmarks/packed_inference.py``. Unset, the
+"avx2_unblocked", "avx512_vpop256"; "avx2" and "u8_avx2" also put :func:`dot_u8` and
+:func:`dot_u8_bits` on the AVX2 lookups; see ``benchmarks/packed_inference.py``. Unset, the
 kernel counts with the fastest instructions its build has: AVX-512's vector popcount
 (``VPOPCNTQ`` on 512-bit vectors) where the host has AVX-512 VPOPCNTDQ, else AVX2
 (Harley-Seal carry-save adders for long rows, nibble lookups for short ones), else

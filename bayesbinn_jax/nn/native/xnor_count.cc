@@ -10,7 +10,7 @@
 // layer, its BatchNorm and the next layer's sign leave no int32 sums and no XLA code between
 // two products.
 // BayesbinnDotU8: out[m, n] = sum_k u[m, k] v[n, k] for uint8 inputs and weight bits (the
-// first layer of a network fed uint8 images), by table lookup.
+// first layer of a network fed uint8 images), by table lookup (AVX-512 VBMI + VNNI, else AVX2).
 // BayesbinnDotU8Bits: the same products as the +-1 sums 2 dot - sum_k u[m, k], thresholded and
 // packed: bit b of out[m, q] is that sum for unit 32 q + b >= limit[m % R, 32 q + b].
 // BayesbinnXnorConvBits: XnorBits of a convolution, reading its patches straight from the packed
@@ -18,7 +18,7 @@
 // buffer (zero words where the window leaves the image), so no patch matrix is written.
 // Large products are split into chunks of rows (or, for few rows, of units) over persistent
 // helper threads ($BAYESBINN_JAX_XNOR_THREADS caps them); $BAYESBINN_JAX_XNOR_VARIANT selects
-// the measured alternatives of the popcount product.
+// the measured alternatives of the popcount product and of the uint8 product.
 #include <pthread.h>
 
 #include <atomic>
@@ -368,6 +368,95 @@ void CountAvx2(const uint64_t* a, const uint64_t* w4, int32_t* out, int64_t plan
 }
 #endif
 
+#if defined(__AVX512VPOPCNTDQ__) && defined(__AVX512F__)
+// The sums of kRows rows against one group of 4 units with AVX-512's vector popcount, the rows
+// spread beforehand (x: row r's pair p of words at x[r * pairs + p], the vector [a[2p] x 4,
+// a[2p + 1] x 4] that SumsVpop builds with a permute at every pair): per 8 words of a row a
+// load, an xor, a popcount and an add, kRows rows sharing each load of the weights. An odd last
+// word is counted on 256-bit vectors from the rows themselves (a[r] + k - 1).
+template <int kRows>
+inline void SumsSpread(const __m512i* x, int64_t pairs, const uint64_t* wg, int64_t k,
+                       const uint64_t* a, __m256i* s) {
+  __m512i c[kRows];
+  for (int r = 0; r < kRows; ++r) c[r] = _mm512_setzero_si512();
+  for (int64_t p = 0; p < pairs; ++p) {
+    const __m512i wv = _mm512_loadu_si512(wg + 8 * p);
+    for (int r = 0; r < kRows; ++r) {
+      c[r] = _mm512_add_epi64(c[r], _mm512_popcnt_epi64(_mm512_xor_si512(wv, x[r * pairs + p])));
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    s[r] = _mm256_add_epi64(_mm512_castsi512_si256(c[r]), _mm512_extracti64x4_epi64(c[r], 1));
+  }
+  if (k % 2) {
+    const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + (k - 1) * 4));
+    for (int r = 0; r < kRows; ++r) {
+      const __m256i row = _mm256_set1_epi64x(static_cast<long long>(a[r * k + k - 1]));
+      s[r] = _mm256_add_epi64(s[r], _mm256_popcnt_epi64(_mm256_xor_si256(wv, row)));
+    }
+  }
+}
+
+// SumsSpread of `rows` (1 .. kRows) rows.
+template <int kRows>
+inline void SumsSpreadRows(int64_t rows, const __m512i* x, int64_t pairs, const uint64_t* wg,
+                           int64_t k, const uint64_t* a, __m256i* s) {
+  if (rows == kRows) return SumsSpread<kRows>(x, pairs, wg, k, a, s);
+  if constexpr (kRows > 1) SumsSpreadRows<kRows - 1>(rows, x, pairs, wg, k, a, s);
+}
+
+// Rows per pass of CountSpread over the weights.
+constexpr int kSpreadRows = 8;
+
+// CountAvx2<-1>'s sums (one bit-plane; more planes go to CountAvx2<-1>) with the rows spread
+// once into a thread-local buffer and kSpreadRows rows per pass: without the permute per pair
+// of words, the loop's xor, popcount and add are its only work on the vector ports.
+template <int64_t kBlock = int64_t{128} << 10>
+void CountSpread(const uint64_t* a, const uint64_t* w4, int32_t* out, int64_t planes, int64_t m,
+                 int64_t n, int64_t k, int64_t begin, int64_t end, int64_t gbegin, int64_t gend) {
+  if (planes != 1 || k < 2) {
+    return CountAvx2<-1, true, kBlock>(a, w4, out, planes, m, n, k, begin, end, gbegin, gend);
+  }
+  const int64_t pairs = k / 2;
+  thread_local std::vector<__m512i> spread;
+  spread.resize(static_cast<size_t>((end - begin) * pairs));
+  const __m512i pair = _mm512_setr_epi64(0, 0, 0, 0, 1, 1, 1, 1);
+  for (int64_t i = begin; i < end; ++i) {
+    for (int64_t p = 0; p < pairs; ++p) {
+      spread[(i - begin) * pairs + p] = _mm512_permutexvar_epi64(pair, _mm512_castsi128_si512(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i * k + 2 * p))));
+    }
+  }
+  const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+  int64_t block = kBlock / (32 * k);
+  block = block < 1 ? 1 : block;
+  for (int64_t g0 = gbegin; g0 < gend; g0 += block) {
+    const int64_t g1 = g0 + block < gend ? g0 + block : gend;
+    for (int64_t i = begin; i < end; i += kSpreadRows) {
+      const int64_t rows = end - i < kSpreadRows ? end - i : kSpreadRows;
+      const __m512i* x = spread.data() + (i - begin) * pairs;
+      for (int64_t g = g0; g < g1; ++g) {
+        const uint64_t* wg = w4 + g * k * 4;
+        if (g + kAhead < g1) Prefetch(wg + kAhead * k * 4, k * 32);
+        __m256i s[kSpreadRows];
+        SumsSpreadRows<kSpreadRows>(rows, x, pairs, wg, k, a + i * k, s);
+        for (int64_t r = 0; r < rows; ++r) {  // the low 32 bits of the 4 lanes
+          const __m128i v = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(s[r], pick));
+          int32_t* o = out + (i + r) * n + g * 4;
+          if (g * 4 + 4 <= n) {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(o), v);
+          } else {
+            alignas(16) int32_t rest[4];
+            _mm_store_si128(reinterpret_cast<__m128i*>(rest), v);
+            for (int64_t u = 0; g * 4 + u < n; ++u) o[u] = rest[u];
+          }
+        }
+      }
+    }
+  }
+}
+#endif
+
 // ---------------------------------------------------------------------------------- uint8 inputs
 //
 // dot[m, n] = sum_k u[m, k] * v[n, k]: uint8 inputs u (M, K) against weight bits v (bit set: +1),
@@ -483,6 +572,138 @@ void DotU8Avx2(const uint8_t* u, const uint8_t* w8, int32_t* out, int64_t m, int
           _mm256_store_si256(reinterpret_cast<__m256i*>(rest + 8 * v), total[v]);
         }
         for (int64_t j = 0; b * 32 + j < n; ++j) o[j] = rest[j];
+      }
+    }
+  }
+}
+#endif
+
+#if defined(__AVX512VBMI__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+// AVX-512 VBMI + VNNI (table lookup on 512-bit vectors): per chunk of 16 inputs, four 16-entry
+// tables of the low halves side by side in one vector (entry 16 s + c = sum_{i in c} l_{4s+i},
+// <= 60) and four of the high halves in another. Units 16 at a time: byte 4 u + s of an index
+// vector is 16 s + unit u's weight nibble of inputs 4s .. 4s + 3, so one VPERMB looks up 16
+// units times 16 inputs, and one VPDPBUSD adds each unit's four bytes (times 1, or 16 for the
+// high halves) into its int32 sum: no byte sums to widen, no 16-bit sums to flush. The index
+// vectors (a shift and a two-source byte permute of the weight bytes) are shared by kRows rows.
+struct U8Tables {
+  __m512i perm[4];       // perm[i][p] = 4 (p / 16) + i: input i of sub-table p / 16
+  __mmask64 has[4];      // bit p: input i is in entry p % 16
+  __m512i spread[2];     // units 0-15, 16-31: byte 4u + s <- (s < 2 ? 0 : 32) + u (+ 64: high)
+  __m512i subtable;      // byte 4u + s: 16 s
+};
+
+inline U8Tables MakeU8Tables() {
+  U8Tables t;
+  alignas(64) uint8_t bytes[64];
+  for (int i = 0; i < 4; ++i) {
+    uint64_t has = 0;
+    for (int p = 0; p < 64; ++p) {
+      bytes[p] = static_cast<uint8_t>(4 * (p / 16) + i);
+      if (((p % 16) >> i) & 1) has |= uint64_t{1} << p;
+    }
+    t.perm[i] = _mm512_load_si512(bytes);
+    t.has[i] = has;
+  }
+  for (int half = 0; half < 2; ++half) {
+    for (int p = 0; p < 64; ++p) {
+      const int u = p / 4 + 16 * half, s = p % 4;
+      bytes[p] = static_cast<uint8_t>((s < 2 ? 0 : 32) + u + (s % 2 ? 64 : 0));
+    }
+    t.spread[half] = _mm512_load_si512(bytes);
+  }
+  for (int p = 0; p < 64; ++p) bytes[p] = static_cast<uint8_t>(16 * (p % 4));
+  t.subtable = _mm512_load_si512(bytes);
+  return t;
+}
+
+// The low- and high-half tables of row u (k inputs) for its `chunks` chunks of 16 inputs.
+inline void BuildU8Tables(const U8Tables& t, const uint8_t* u, int64_t k, int64_t chunks,
+                          __m512i* lo, __m512i* hi) {
+  const __m512i nibble = _mm512_set1_epi8(0x0f);
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t left = k - 16 * c;
+    const __mmask64 load = left >= 16 ? 0xffff : (uint64_t{1} << left) - 1;
+    const __m512i x = _mm512_maskz_loadu_epi8(load, u + 16 * c);
+    const __m512i l = _mm512_and_si512(x, nibble);
+    const __m512i h = _mm512_and_si512(_mm512_srli_epi16(x, 4), nibble);
+    __m512i tl = _mm512_setzero_si512(), th = _mm512_setzero_si512();
+    for (int i = 0; i < 4; ++i) {
+      tl = _mm512_mask_add_epi8(tl, t.has[i], tl, _mm512_permutexvar_epi8(t.perm[i], l));
+      th = _mm512_mask_add_epi8(th, t.has[i], th, _mm512_permutexvar_epi8(t.perm[i], h));
+    }
+    lo[c] = tl;
+    hi[c] = th;
+  }
+}
+
+// Rows i0 .. i0 + kRows - 1 against unit blocks [bbegin, bend), their tables at lo, hi (row r's
+// at r * chunks).
+template <int kRows>
+inline void DotU8VbmiRows(const U8Tables& t, const __m512i* lo, const __m512i* hi,
+                          const uint8_t* w8, int32_t* out, int64_t i0, int64_t n, int64_t k8,
+                          int64_t chunks, int64_t bbegin, int64_t bend) {
+  const __m512i nibble = _mm512_set1_epi8(0x0f);
+  const __m512i one = _mm512_set1_epi8(1), sixteen = _mm512_set1_epi8(16);
+  for (int64_t b = bbegin; b < bend; ++b) {
+    const uint8_t* wb = w8 + b * k8 * 32;
+    if (b + 1 < bend) Prefetch(wb + k8 * 32, k8 * 32);
+    __m512i acc[kRows][2];
+    for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+    for (int64_t c = 0; c < chunks; ++c) {
+      // Bytes 2c, 2c + 1 (a lone last byte when k8 is odd: no read past w8; the tables are 0
+      // past K, so whatever the missing byte's index, it adds 0).
+      const __mmask64 load = 2 * c + 1 < k8 ? ~__mmask64{0} : __mmask64{0xffffffff};
+      const __m512i w = _mm512_maskz_loadu_epi8(load, wb + 64 * c);
+      const __m512i ws = _mm512_srli_epi16(w, 4);
+      __m512i index[2];
+      for (int half = 0; half < 2; ++half) {
+        const __m512i bytes = _mm512_permutex2var_epi8(w, t.spread[half], ws);
+        index[half] = _mm512_ternarylogic_epi32(bytes, nibble, t.subtable, 0xEA);  // a & b | c
+      }
+      for (int r = 0; r < kRows; ++r) {
+        const __m512i tl = lo[r * chunks + c], th = hi[r * chunks + c];
+        for (int half = 0; half < 2; ++half) {
+          acc[r][half] = _mm512_dpbusd_epi32(acc[r][half],
+                                             _mm512_permutexvar_epi8(index[half], tl), one);
+          acc[r][half] = _mm512_dpbusd_epi32(acc[r][half],
+                                             _mm512_permutexvar_epi8(index[half], th), sixteen);
+        }
+      }
+    }
+    const int64_t left = n - 32 * b;
+    for (int half = 0; half < 2; ++half) {
+      const int64_t units = left - 16 * half;
+      if (units <= 0) break;
+      const __mmask16 store = units >= 16 ? 0xffff : static_cast<__mmask16>((1u << units) - 1);
+      for (int r = 0; r < kRows; ++r) {
+        _mm512_mask_storeu_epi32(out + (i0 + r) * n + 32 * b + 16 * half, store, acc[r][half]);
+      }
+    }
+  }
+}
+
+constexpr int kU8Rows = 4;  // rows sharing each index vector
+
+void DotU8Vbmi(const uint8_t* u, const uint8_t* w8, int32_t* out, int64_t m, int64_t n,
+               int64_t k, int64_t k8, int64_t begin, int64_t end, int64_t bbegin, int64_t bend) {
+  static const U8Tables t = MakeU8Tables();
+  const int64_t chunks = (k8 + 1) / 2;
+  thread_local std::vector<__m512i> tables;
+  tables.resize(static_cast<size_t>(2 * kU8Rows * chunks));
+  __m512i* lo = tables.data();
+  __m512i* hi = lo + kU8Rows * chunks;
+  for (int64_t i = begin; i < end; i += kU8Rows) {
+    const int64_t rows = end - i < kU8Rows ? end - i : kU8Rows;
+    for (int64_t r = 0; r < rows; ++r) {
+      BuildU8Tables(t, u + (i + r) * k, k, chunks, lo + r * chunks, hi + r * chunks);
+    }
+    if (rows == kU8Rows) {
+      DotU8VbmiRows<kU8Rows>(t, lo, hi, w8, out, i, n, k8, chunks, bbegin, bend);
+    } else {
+      for (int64_t r = 0; r < rows; ++r) {
+        DotU8VbmiRows<1>(t, lo + r * chunks, hi + r * chunks, w8, out, i + r, n, k8, chunks,
+                         bbegin, bend);
       }
     }
   }
@@ -678,10 +899,21 @@ void Split(int64_t m, int64_t groups, int64_t threads, int64_t align, bool nudge
   GetPool()->Run(task);
 }
 
-// The uint8 product of rows [begin, end) and blocks of 32 units [bbegin, bend) (AVX2, else
-// scalar).
+// Whether the uint8 product may use AVX-512 VBMI + VNNI where the build has them:
+// $BAYESBINN_JAX_XNOR_VARIANT "u8_avx2" (or "avx2") asks for the AVX2 lookups (read at each call).
+bool U8Wide() {
+  const char* env = std::getenv("BAYESBINN_JAX_XNOR_VARIANT");
+  const std::string variant = env ? env : "";
+  return variant != "u8_avx2" && variant != "avx2";
+}
+
+// The uint8 product of rows [begin, end) and blocks of 32 units [bbegin, bend) (AVX-512 VBMI +
+// VNNI when `wide`, else AVX2, else scalar).
 void DotU8Rows(const uint8_t* u, const uint8_t* w8, int32_t* out, int64_t m, int64_t n, int64_t k,
-               int64_t k8, int64_t begin, int64_t end, int64_t bbegin, int64_t bend) {
+               int64_t k8, int64_t begin, int64_t end, int64_t bbegin, int64_t bend, bool wide) {
+#if defined(__AVX512VBMI__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  if (wide) return DotU8Vbmi(u, w8, out, m, n, k, k8, begin, end, bbegin, bend);
+#endif
 #if defined(__AVX2__)
   DotU8Avx2(u, w8, out, m, n, k, k8, begin, end, bbegin, bend);
 #else
@@ -706,8 +938,9 @@ ffi::Error DotU8Impl(ffi::Buffer<ffi::U8> u, ffi::Buffer<ffi::U8> w,
   const int64_t blocks = (n + 31) / 32;
   const int64_t threads = Threads(m * n * k, kProductsPerThread, m * blocks);
   const bool nudge = Nudging(m * n * k, kProductsPerThread);
+  const bool wide = U8Wide();
   Split(m, blocks, threads, 1, nudge, [=](int64_t begin, int64_t end, int64_t bbegin, int64_t bend) {
-    DotU8Rows(up, wp, op, m, n, k, k8, begin, end, bbegin, bend);
+    DotU8Rows(up, wp, op, m, n, k, k8, begin, end, bbegin, bend, wide);
   });
   return ffi::Error::Success();
 }
@@ -737,7 +970,12 @@ CountFn SelectCount() {
   if (variant == "avx2_hs") return CountAvx2<0, true>;
   if (variant == "avx2_unblocked") return CountAvx2<-3, true, 0>;
   if (variant == "avx512_vpop256") return CountAvx2<-2, true>;
+  if (variant == "avx512_permute") return CountAvx2<-1, true>;
+#if defined(__AVX512VPOPCNTDQ__) && defined(__AVX512F__)
+  return CountSpread<>;
+#else
   return CountAvx2<-1, true>;
+#endif
 #else
   return CountScalar;
 #endif
@@ -880,6 +1118,7 @@ ffi::Error DotU8BitsImpl(ffi::Buffer<ffi::U8> u, ffi::Buffer<ffi::U8> w,
   uint32_t* op = out->typed_data();
   const int64_t threads = Threads(m * n * k, kProductsPerThread, m * words);
   const bool nudge = Nudging(m * n * k, kProductsPerThread);
+  const bool wide = U8Wide();
   // Chunks of rows and of whole words (blocks of 32 units, as the product's).
   Split(m, words, threads, 1, nudge, [=](int64_t begin, int64_t end, int64_t qbegin, int64_t qend) {
     thread_local std::vector<int32_t> sums;
@@ -887,7 +1126,7 @@ ffi::Error DotU8BitsImpl(ffi::Buffer<ffi::U8> u, ffi::Buffer<ffi::U8> w,
     const int64_t j0 = 32 * qbegin, j1 = 32 * qend < n ? 32 * qend : n;
     for (int64_t r0 = begin; r0 < end; r0 += kBitsRows) {
       const int64_t r1 = r0 + kBitsRows < end ? r0 + kBitsRows : end;
-      DotU8Rows(up + r0 * k, wp, sums.data(), r1 - r0, n, k, k8, 0, r1 - r0, qbegin, qend);
+      DotU8Rows(up + r0 * k, wp, sums.data(), r1 - r0, n, k, k8, 0, r1 - r0, qbegin, qend, wide);
       for (int64_t i = r0; i < r1; ++i) {
         const uint8_t* ui = up + i * k;
         int32_t total = 0;
