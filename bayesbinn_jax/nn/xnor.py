@@ -537,7 +537,7 @@ class _Program:
     if len(invals) == 2 and name in ("mul", "div", "add", "sub") and invals[0].planes:
       folded = self._fold(name, invals[0], invals[1])
       if folded is not None:
-        out = _bind(eqn, *eqn_args)
+        (out,) = _bind_as_eager(eqn, eqn_args, constant=False)
         return [_Value(out, after_layer=after, planes=folded)]
     outs = _bind_as_eager(eqn, eqn_args, constant=False)
     return [_Value(o, after_layer=after) for o in outs]
