@@ -358,13 +358,13 @@ def _machine(calls):
   return result
 
 
-VARIANTS = ("", "u8_avx2", "avx512_vpop256", "avx2", "avx2_lookup", "avx2_hs", "avx2_rows1",
-            "avx2_reduce1", "avx2_unblocked", "scalar64", "scalar32")
+VARIANTS = ("", "u8_avx2", "avx512_permute", "avx512_vpop256", "avx2", "avx2_lookup", "avx2_hs",
+            "avx2_rows1", "avx2_reduce1", "avx2_unblocked", "scalar64", "scalar32")
 """The native popcount kernel's alternatives ($BAYESBINN_JAX_XNOR_VARIANT; "" the default: the
 fastest count the build has, AVX-512's vector popcount on 512-bit vectors where the host has
-AVX-512 VPOPCNTDQ, else the AVX2 count; uint64 words, 4 units per 256-bit group in an
-interleaved weight layout, weights in blocks of 128 KiB each run against all rows, 2 rows per
-pass over a block; the uint8 first layer by AVX-512 VBMI + VNNI table lookups where the host has
+AVX-512 VPOPCNTDQ (rows spread once, 8 rows per pass), else the AVX2 count (2 rows per pass);
+uint64 words, 4 units per 256-bit group in an interleaved weight layout, weights in blocks of
+128 KiB each run against all rows; the uint8 first layer by AVX-512 VBMI + VNNI table lookups where the host has
 them, else AVX2 lookups). Each applies to every popcount product of the network (counts,
 thresholded bits, convolutions); "avx2" and "u8_avx2" also put the uint8 first layer on the
 AVX2 lookups; on a host without AVX-512 the avx512 variants are the AVX2 count."""
@@ -372,13 +372,16 @@ AVX2 lookups; on a host without AVX-512 the avx512 variants are the AVX2 count."
 
 VARIANT_DOCS = {
     "": "the fastest count of the build: with AVX-512 VPOPCNTDQ, one VPOPCNTQ per 8 words "
-        "(words t and t+1 of a group of 4 units against the row's two words, permuted into the "
-        "vector's halves), else the AVX2 count; uint64 words, 4 units per group (weights "
-        "interleaved), blocks of 128 KiB of weights each against all rows, 2 rows (or "
-        "bit-planes) per pass; the uint8 first layer by AVX-512 VBMI + VNNI lookups (one "
+        "(words t and t+1 of a group of 4 units against the row's two words, each row spread "
+        "once into those vectors), 8 rows per pass (one bit-plane; several planes: as "
+        "avx512_permute), else the AVX2 count with 2 rows (or bit-planes) per pass; uint64 "
+        "words, 4 units per group (weights interleaved), blocks of 128 KiB of weights each "
+        "against all rows; the uint8 first layer by AVX-512 VBMI + VNNI lookups (one "
         "VPERMB per 16 units x 16 inputs, summed by VPDPBUSD, 4 rows per pass), else AVX2",
     "u8_avx2": "as default, the uint8 first layer on AVX2 lookups (one byte shuffle per 32 "
                "units x 4 inputs, byte sums widened)",
+    "avx512_permute": "as default, the rows not spread beforehand: each pair of a row's "
+                      "words permuted into the vector's halves at every use, 2 rows per pass",
     "avx512_vpop256": "as default, AVX-512 VPOPCNTQ on 256-bit vectors (one word of 4 units "
                       "per instruction, no permute)",
     "avx2": "AVX2: Harley-Seal carry-save popcount from 24 words per row on, else nibble "

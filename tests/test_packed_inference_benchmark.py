@@ -50,7 +50,8 @@ def test_packed_inference_writes_the_fully_binary_section(tmp_path):
     assert first["uint8_products"] == 100 * 784 * 2048
     assert first["floor_lookup_ms"] > 0 and first["alternative_bit_planes_ms"] > 0
     alternatives = section["alternatives_ms"]
-    assert set(alternatives["1"]) == {"default", "avx512_vpop256", "avx2", "avx2_lookup",
+    assert set(alternatives["1"]) == {"default", "u8_avx2", "avx512_permute", "avx512_vpop256",
+                                      "avx2", "avx2_lookup",
                                       "avx2_hs", "avx2_rows1", "avx2_reduce1", "avx2_unblocked",
                                       "scalar64", "scalar32", "threads_1"}
   assert "vgg" not in section and "ensemble" not in section

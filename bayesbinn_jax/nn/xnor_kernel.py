@@ -39,10 +39,12 @@ is how long an idle helper spins before it sleeps (default 100);
 ``BAYESBINN_JAX_XNOR_VARIANT`` selects an alternative of the popcount product in every
 native product (counts, thresholded bits, convolutions): "scalar64", "scalar32",
 "avx2" (the AVX2 count), "avx2_lookup", "avx2_hs", "avx2_rows1", "avx2_reduce1",
-"avx2_unblocked", "avx512_vpop256"; "avx2" and "u8_avx2" also put :func:`dot_u8` and
-:func:`dot_u8_bits` on the AVX2 lookups; see ``benchmarks/packed_inference.py``. Unset, the
-kernel counts with the fastest instructions its build has: AVX-512's vector popcount
-(``VPOPCNTQ`` on 512-bit vectors) where the host has AVX-512 VPOPCNTDQ, else AVX2
+"avx2_unblocked", "avx512_vpop256", "avx512_permute" (each row's pairs of words
+permuted at every use, 2 rows per pass); "avx2" and "u8_avx2" also put :func:`dot_u8`
+and :func:`dot_u8_bits` on the AVX2 lookups; see ``benchmarks/packed_inference.py``.
+Unset, the kernel counts with the fastest instructions its build has: AVX-512's vector
+popcount (``VPOPCNTQ`` on 512-bit vectors, each row spread once into the vectors it is
+xored with, 8 rows per pass) where the host has AVX-512 VPOPCNTDQ, else AVX2
 (Harley-Seal carry-save adders for long rows, nibble lookups for short ones), else
 scalar. Every alternative gives the same integers (tested). The helper threads are
 persistent (started on first need, one per extra core); a product is cut into chunks of

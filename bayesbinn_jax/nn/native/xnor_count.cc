@@ -2,9 +2,10 @@
 //
 // BayesbinnXnorCount: out[m, n] = sum_p 2^p sum_k popcount(a[p, m, k] XOR w[n, k]) over uint32
 // words, read two at a time as uint64 (little-endian, the same bit layout; K is even). Groups of
-// 4 units, 2 rows per pass; with AVX-512 VPOPCNTDQ one vector popcount per 8 words (2 words of
-// the group's 4 units), else with AVX2 bits counted by Harley-Seal carry-save adders (rows of
-// at least kHarleySealWords words) or by nibble lookup; else scalar popcount.
+// 4 units; with AVX-512 VPOPCNTDQ one vector popcount per 8 words (2 words of the group's 4
+// units), the rows spread once and 8 rows per pass, else 2 rows per pass with AVX2 bits counted
+// by Harley-Seal carry-save adders (rows of at least kHarleySealWords words) or by nibble
+// lookup; else scalar popcount.
 // BayesbinnXnorBits: the same counts thresholded and packed as the next layer reads them:
 // bit b of out[m, q] is count[m, 32 q + b] <= limit[m % R, 32 q + b] (0 past N), so a binary
 // layer, its BatchNorm and the next layer's sign leave no int32 sums and no XLA code between
