@@ -86,7 +86,8 @@ def _cpu() -> dict:
   except OSError:
     pass
   return {"model": model, "cores": os.cpu_count(),
-          "vector": [f for f in ("avx2", "avx512f", "avx512_vpopcntdq") if f in flags]}
+          "vector": [f for f in ("avx2", "avx512f", "avx512_vpopcntdq", "avx512vbmi", "avx512_vnni")
+                     if f in flags]}
 
 
 def main(argv: list[str] | None = None) -> None:
