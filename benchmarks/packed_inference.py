@@ -367,10 +367,10 @@ VARIANTS = ("", "u8_avx2", "avx512_permute", "avx512_vpop256", "avx2", "avx2_loo
 fastest count the build has, AVX-512's vector popcount on 512-bit vectors where the host has
 AVX-512 VPOPCNTDQ (rows spread once, 8 rows per pass), else the AVX2 count (2 rows per pass);
 uint64 words, 4 units per 256-bit group in an interleaved weight layout, weights in blocks of
-128 KiB each run against all rows; the uint8 first layer by AVX-512 VBMI + VNNI table lookups where the host has
-them, else AVX2 lookups). Each applies to every popcount product of the network (counts,
-thresholded bits, convolutions); "avx2" and "u8_avx2" also put the uint8 first layer on the
-AVX2 lookups; on a host without AVX-512 the avx512 variants are the AVX2 count."""
+128 KiB each run against all rows; the uint8 first layer by AVX-512 VBMI + VNNI table lookups
+where the host has them, else AVX2 lookups). Each applies to every popcount product of the
+network (counts, thresholded bits, convolutions); "avx2" and "u8_avx2" also put the uint8 first
+layer on the AVX2 lookups; on a host without AVX-512 the avx512 variants are the AVX2 count."""
 
 
 VARIANT_DOCS = {

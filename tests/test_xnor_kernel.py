@@ -1,15 +1,17 @@
 """Tests of the native kernels of bayesbinn_jax.nn.xnor_kernel against NumPy transcriptions.
 
 ``dot_u8`` (uint8 inputs against weight bits, by table lookup: the first layer of a network
-fed uint8 images) is checked against ``u @ v.T`` in int64 and against the 8-bit-plane
+fed uint8 images; the default, AVX-512 VBMI + VNNI where built, and the AVX2 lookups,
+``u8_avx2``) is checked against ``u @ v.T`` in int64 and against the 8-bit-plane
 popcount product it replaces (``sum_k u - 2 dot + 255 popcount(v)``), for sizes that are not
 multiples of 4, 8 or 32 inputs or of 32 units, more than 2048 inputs (the 16-bit sums
 flushed), one row and many, rows split over threads, eager and jitted; ``dot_u8_bits`` (its
 +-1 sums thresholded and packed) against a NumPy transcription. ``xnor_bits`` likewise. Each measured
 alternative of the popcount kernel (``$BAYESBINN_JAX_XNOR_VARIANT``: scalar uint64 and
 uint32 words, the AVX2 default, nibble lookups only, Harley-Seal only, one row per pass, a
-reduction per word, unblocked weights, AVX-512's vector popcount on 256-bit vectors; the
-default is the fastest the build has, 512-bit vector popcount on an AVX-512 VPOPCNTDQ host)
+reduction per word, unblocked weights, AVX-512's vector popcount on 256-bit vectors and with
+a permute per pair of words; the default is the fastest the build has, 512-bit vector popcount
+on rows spread once, 8 a pass, on an AVX-512 VPOPCNTDQ host)
 and the one-thread limit give the XLA fallback's integers bit for bit, also with every
 product split into chunks of rows and of units over the persistent helper threads; the
 thresholded kernels are checked under the default and the AVX2 count. On a host without

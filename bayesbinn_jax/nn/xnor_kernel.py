@@ -23,12 +23,12 @@ lookup (per 4 inputs and each 4-bit half of them, a 16-entry table of partial su
 indexed by the units' weight nibbles), the same integers at a fraction of the work. With
 AVX-512 VBMI and VNNI, four such tables share a 512-bit vector, one ``VPERMB`` looks up 16
 units times 16 inputs and one ``VPDPBUSD`` adds them into the units' int32 sums (4 rows
-share each index vector); with AVX2, one byte shuffle looks up 32 units times 4 inputs. :func:`xnor_bits` is :func:`xnor_count` thresholded and packed
-in the kernel (bit ``count <= limit``), :func:`dot_u8_bits` the same for the uint8 first
-layer (bit ``2 dot - sum_k u >= limit``), and :func:`xnor_conv_bits` the same for a
-convolution, its patches gathered in the kernel from the packed feature map (no patch
-matrix): a binary layer, its BatchNorm and the next layer's sign leave no int32 sums between
-two products.
+share each index vector); with AVX2, one byte shuffle looks up 32 units times 4 inputs.
+:func:`xnor_bits` is :func:`xnor_count` thresholded and packed in the kernel (bit ``count <=
+limit``), :func:`dot_u8_bits` the same for the uint8 first layer (bit ``2 dot - sum_k u >=
+limit``), and :func:`xnor_conv_bits` the same for a convolution, its patches gathered in the
+kernel from the packed feature map (no patch matrix): a binary layer, its BatchNorm and the
+next layer's sign leave no int32 sums between two products.
 
 Environment (read at each call, for measurements): ``BAYESBINN_JAX_XNOR_THREADS``
 caps the threads a large product splits over (default: the cores);

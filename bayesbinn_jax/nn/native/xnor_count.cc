@@ -303,6 +303,20 @@ inline void AnySums(const uint64_t* a0, const uint64_t* a1, const uint64_t* wg, 
   }
 }
 
+// A group's 4 sums (the low 32 bits of s's 64-bit lanes: they fit in int32) into o, of which
+// `units` (at most 4 are written) are within the output row.
+inline void StoreGroup(__m256i s, int32_t* o, int64_t units) {
+  const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+  const __m128i v = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(s, pick));
+  if (units >= 4) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(o), v);
+  } else {
+    alignas(16) int32_t rest[4];
+    _mm_store_si128(reinterpret_cast<__m128i*>(rest), v);
+    for (int64_t u = 0; u < units; ++u) o[u] = rest[u];
+  }
+}
+
 // Rows [begin, end) and unit groups [gbegin, gend) of the sums, 4 units per 256-bit vector (w4:
 // groups of 4 units with their uint64 words interleaved, (groups, k, 4)). Two rows share each
 // load of w4; a lone row pairs its bit-planes instead, so no work is done twice.
@@ -347,22 +361,8 @@ void CountAvx2(const uint64_t* a, const uint64_t* w4, int32_t* out, int64_t plan
           t0 = _mm256_add_epi64(t0, _mm256_slli_epi64(s0, static_cast<int>(p)));
         }
       }
-      // The low 32 bits of the 4 lanes (the sums fit in int32).
-      const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-      const __m128i v0 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(t0, pick));
-      const __m128i v1 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(t1, pick));
-      if (g * 4 + 4 <= n) {
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i * n + g * 4), v0);
-        if (two) _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (i + 1) * n + g * 4), v1);
-      } else {
-        alignas(16) int32_t r0[4], r1[4];
-        _mm_store_si128(reinterpret_cast<__m128i*>(r0), v0);
-        _mm_store_si128(reinterpret_cast<__m128i*>(r1), v1);
-        for (int64_t u = 0; g * 4 + u < n; ++u) {
-          out[i * n + g * 4 + u] = r0[u];
-          if (two) out[(i + 1) * n + g * 4 + u] = r1[u];
-        }
-      }
+      StoreGroup(t0, out + i * n + g * 4, n - g * 4);
+      if (two) StoreGroup(t1, out + (i + 1) * n + g * 4, n - g * 4);
     }
   }
   }
@@ -428,7 +428,6 @@ void CountSpread(const uint64_t* a, const uint64_t* w4, int32_t* out, int64_t pl
           _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i * k + 2 * p))));
     }
   }
-  const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
   int64_t block = kBlock / (32 * k);
   block = block < 1 ? 1 : block;
   for (int64_t g0 = gbegin; g0 < gend; g0 += block) {
@@ -441,17 +440,7 @@ void CountSpread(const uint64_t* a, const uint64_t* w4, int32_t* out, int64_t pl
         if (g + kAhead < g1) Prefetch(wg + kAhead * k * 4, k * 32);
         __m256i s[kSpreadRows];
         SumsSpreadRows<kSpreadRows>(rows, x, pairs, wg, k, a + i * k, s);
-        for (int64_t r = 0; r < rows; ++r) {  // the low 32 bits of the 4 lanes
-          const __m128i v = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(s[r], pick));
-          int32_t* o = out + (i + r) * n + g * 4;
-          if (g * 4 + 4 <= n) {
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(o), v);
-          } else {
-            alignas(16) int32_t rest[4];
-            _mm_store_si128(reinterpret_cast<__m128i*>(rest), v);
-            for (int64_t u = 0; g * 4 + u < n; ++u) o[u] = rest[u];
-          }
-        }
+        for (int64_t r = 0; r < rows; ++r) StoreGroup(s[r], out + (i + r) * n + g * 4, n - g * 4);
       }
     }
   }
@@ -900,11 +889,17 @@ void Split(int64_t m, int64_t groups, int64_t threads, int64_t align, bool nudge
   GetPool()->Run(task);
 }
 
-// Whether the uint8 product may use AVX-512 VBMI + VNNI where the build has them:
-// $BAYESBINN_JAX_XNOR_VARIANT "u8_avx2" (or "avx2") asks for the AVX2 lookups (read at each call).
-bool U8Wide() {
+// $BAYESBINN_JAX_XNOR_VARIANT, the measured alternative asked for ("" when unset; read at each
+// call, for measurements).
+std::string Variant() {
   const char* env = std::getenv("BAYESBINN_JAX_XNOR_VARIANT");
-  const std::string variant = env ? env : "";
+  return env ? env : "";
+}
+
+// Whether the uint8 product may use AVX-512 VBMI + VNNI where the build has them: the variants
+// "u8_avx2" and "avx2" ask for the AVX2 lookups.
+bool U8Wide() {
+  const std::string variant = Variant();
   return variant != "u8_avx2" && variant != "avx2";
 }
 
@@ -959,8 +954,7 @@ using CountFn = void (*)(const uint64_t*, const uint64_t*, int32_t*, int64_t, in
 // this build has: 512-bit vector popcount with AVX-512 VPOPCNTDQ, else the AVX2 default, else
 // scalar; two rows per pass, 128 KiB weight blocks.
 CountFn SelectCount() {
-  const char* env = std::getenv("BAYESBINN_JAX_XNOR_VARIANT");
-  const std::string variant = env ? env : "";
+  const std::string variant = Variant();
   if (variant == "scalar64") return CountScalar;
   if (variant == "scalar32") return CountScalar32;
 #if defined(__AVX2__)
